@@ -1,0 +1,144 @@
+//! The internal link between signaling nodes and media nodes.
+//!
+//! On the wire (two processes) each value is one JSON text frame on the media node's internal
+//! WebSocket (`/internal/link`); in-process (the embedded default) the same values travel as
+//! actix messages. Documented in `docs/protocol.md` ("Internal link").
+
+use actix::{Message, Recipient};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo};
+
+/// A signaling node's request to a media node. Peers are keyed by `participantId`, which is
+/// unique per join across the cluster; `room` says which room SFU owns the peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum MediaCommand {
+    /// Create the participant's peer from its offer. Answered by `answer` or `peerError`.
+    ///
+    /// ```json
+    /// {"type":"addPeer","room":"acme/general","participantId":"p-1f2e","offer":"v=0\r\n..."}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    AddPeer {
+        room: String,
+        participant_id: String,
+        offer: String,
+    },
+    /// The client's answer to a server `offer`.
+    ///
+    /// ```json
+    /// {"type":"answer","room":"acme/general","participantId":"p-1f2e","sdp":"v=0\r\n..."}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Answer {
+        room: String,
+        participant_id: String,
+        sdp: String,
+    },
+    /// A remote ICE candidate from the client (`candidate:...` line).
+    ///
+    /// ```json
+    /// {"type":"candidate","room":"acme/general","participantId":"p-1f2e","candidate":"candidate:1 1 udp 2122260223 10.0.0.5 50000 typ host"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Candidate {
+        room: String,
+        participant_id: String,
+        candidate: String,
+    },
+    /// Drop the participant's peer and stop its tracks at every subscriber.
+    ///
+    /// ```json
+    /// {"type":"removePeer","room":"acme/general","participantId":"p-1f2e"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    RemovePeer {
+        room: String,
+        participant_id: String,
+    },
+}
+
+impl MediaCommand {
+    pub fn room(&self) -> &str {
+        match self {
+            MediaCommand::AddPeer { room, .. }
+            | MediaCommand::Answer { room, .. }
+            | MediaCommand::Candidate { room, .. }
+            | MediaCommand::RemovePeer { room, .. } => room,
+        }
+    }
+}
+
+/// A media node's message to the signaling node that owns the peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum MediaEvent {
+    /// Sent once when the link opens.
+    ///
+    /// ```json
+    /// {"type":"hello","nodeId":"media-1","udpAddr":"203.0.113.7:3478"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Hello { node_id: String, udp_addr: String },
+    /// The answer to `addPeer`.
+    ///
+    /// ```json
+    /// {"type":"answer","room":"acme/general","participantId":"p-1f2e","sdp":"v=0\r\n..."}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Answer {
+        room: String,
+        participant_id: String,
+        sdp: String,
+    },
+    /// A server offer for the participant (tracks added or removed); `tracks` lists all tracks
+    /// sent to it once applied.
+    ///
+    /// ```json
+    /// {"type":"offer","room":"acme/general","participantId":"p-1f2e","sdp":"v=0\r\n...","tracks":[]}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Offer {
+        room: String,
+        participant_id: String,
+        sdp: String,
+        tracks: Vec<TrackInfo>,
+    },
+    /// The participant's media connection changed state.
+    ///
+    /// ```json
+    /// {"type":"peerState","room":"acme/general","participantId":"p-1f2e","state":"connected"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    PeerState {
+        room: String,
+        participant_id: String,
+        state: MediaConnectionState,
+    },
+    /// A command about this participant failed (bad SDP, unknown peer...).
+    ///
+    /// ```json
+    /// {"type":"peerError","room":"acme/general","participantId":"p-1f2e","code":"invalid_sdp","message":"offer is not valid SDP"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    PeerError {
+        room: String,
+        participant_id: String,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// In-process form of a command: the command plus where its events go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToMediaNode {
+    pub cmd: MediaCommand,
+    pub reply_to: Recipient<FromMediaNode>,
+}
+
+/// In-process form of an event.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FromMediaNode(pub MediaEvent);

@@ -1,0 +1,418 @@
+//! Browser <-> signaling-node wire protocol.
+//!
+//! JSON text frames over one WebSocket, one message type per `id` (as the system we replace).
+//! Every type here is documented in `docs/protocol.md` with an example; the two must agree
+//! (a test in this module parses every example of that page).
+//!
+//! Negotiation model: one peer connection per participant. The client sends exactly one
+//! `offer` after `joined` (its microphone and camera, `sendonly`); from then on only the server
+//! offers (`serverOffer`, adding or removing the other participants' tracks) and the client
+//! answers (`answer`). Muting is `track.enabled`/`replaceTrack` plus `setAudio`/`setVideo`,
+//! never renegotiation.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol, sent in `joined`. Bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Messages a browser sends to the signaling node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "id", rename_all = "camelCase")]
+pub enum ClientMessage {
+    /// Join the room named in the token.
+    ///
+    /// ```json
+    /// {"id":"join","token":"eyJhbGciOi...","name":"Ada","audio":true,"video":true}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Join {
+        /// Signed access token (JWT, HS256) naming user, room and community.
+        token: String,
+        /// Display name shown on the participant's tile.
+        #[serde(default)]
+        name: Option<String>,
+        /// Whether the microphone starts enabled.
+        #[serde(default = "default_true")]
+        audio: bool,
+        /// Whether the camera starts enabled.
+        #[serde(default = "default_true")]
+        video: bool,
+    },
+    /// The client's one SDP offer (its own microphone and camera), sent after `joined`.
+    ///
+    /// ```json
+    /// {"id":"offer","sdp":"v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\n..."}
+    /// ```
+    Offer { sdp: String },
+    /// The client's answer to a `serverOffer`.
+    ///
+    /// ```json
+    /// {"id":"answer","sdp":"v=0\r\n..."}
+    /// ```
+    Answer { sdp: String },
+    /// A trickled ICE candidate of the client. Optional: mDNS (`.local`) candidates are
+    /// ignored and the server relies on peer-reflexive candidates.
+    ///
+    /// ```json
+    /// {"id":"iceCandidate","candidate":"candidate:1 1 udp 2122260223 192.168.1.5 50000 typ host","sdpMid":"0","sdpMLineIndex":0}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    IceCandidate {
+        candidate: String,
+        #[serde(default)]
+        sdp_mid: Option<String>,
+        #[serde(default)]
+        sdp_m_line_index: Option<u32>,
+    },
+    /// Microphone on or off (the client also sets `track.enabled`).
+    ///
+    /// ```json
+    /// {"id":"setAudio","enabled":false}
+    /// ```
+    SetAudio { enabled: bool },
+    /// Camera on or off (the client also sets `track.enabled`).
+    ///
+    /// ```json
+    /// {"id":"setVideo","enabled":false}
+    /// ```
+    SetVideo { enabled: bool },
+    /// Leave the room. The server answers with `left` and keeps the socket open.
+    ///
+    /// ```json
+    /// {"id":"leave"}
+    /// ```
+    Leave,
+    /// Application-level keepalive; the server answers `heartbeat`.
+    ///
+    /// ```json
+    /// {"id":"heartbeat"}
+    /// ```
+    Heartbeat,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One participant of a room as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    /// Unique id of this participant (one per join), also the `streamId` of its tracks.
+    pub participant_id: String,
+    /// The user id from the token.
+    pub user_id: String,
+    /// Display name.
+    pub name: String,
+    /// Microphone enabled.
+    pub audio: bool,
+    /// Camera enabled.
+    pub video: bool,
+}
+
+/// Kind of media a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// What a track shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+/// A track the server sends to this client, so the client knows whose tile it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackInfo {
+    /// The SDP `mid` of the m-line carrying this track in the client's peer connection.
+    pub mid: String,
+    /// The `msid` stream id (equal to the owner's participant id).
+    pub stream_id: String,
+    /// The participant that publishes this track.
+    pub participant_id: String,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+}
+
+/// Messages the signaling node sends to a browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "id", rename_all = "camelCase")]
+pub enum ServerMessage {
+    /// The join succeeded. `participants` is the roster of the others already in the room.
+    ///
+    /// ```json
+    /// {"id":"joined","protocolVersion":1,"participantId":"p-1f2e","room":"general","community":"acme","participants":[{"participantId":"p-9a8b","userId":"u2","name":"Bob","audio":true,"video":false}],"heartbeatIntervalMs":10000}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        protocol_version: u32,
+        participant_id: String,
+        room: String,
+        community: String,
+        participants: Vec<ParticipantInfo>,
+        /// How often the server sends `heartbeat`; the client may treat a silence of
+        /// several intervals as a dead connection.
+        heartbeat_interval_ms: u64,
+    },
+    /// The media node's answer to the client's `offer`.
+    ///
+    /// ```json
+    /// {"id":"answer","sdp":"v=0\r\n..."}
+    /// ```
+    Answer { sdp: String },
+    /// A server-initiated offer (tracks of other participants added or removed). `tracks`
+    /// lists every track the server sends after this offer is applied.
+    ///
+    /// ```json
+    /// {"id":"serverOffer","sdp":"v=0\r\n...","tracks":[{"mid":"2","streamId":"p-9a8b","participantId":"p-9a8b","kind":"video","source":"camera"}]}
+    /// ```
+    ServerOffer { sdp: String, tracks: Vec<TrackInfo> },
+    /// Someone joined the room.
+    ///
+    /// ```json
+    /// {"id":"participantJoined","participant":{"participantId":"p-9a8b","userId":"u2","name":"Bob","audio":true,"video":true}}
+    /// ```
+    ParticipantJoined { participant: ParticipantInfo },
+    /// Someone left (`leave`, closed socket, timeout).
+    ///
+    /// ```json
+    /// {"id":"participantLeft","participantId":"p-9a8b","reason":"left"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    ParticipantLeft {
+        participant_id: String,
+        reason: LeaveReason,
+    },
+    /// A participant turned its microphone or camera on or off.
+    ///
+    /// ```json
+    /// {"id":"participantState","participantId":"p-9a8b","audio":true,"video":false}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    ParticipantState {
+        participant_id: String,
+        audio: bool,
+        video: bool,
+    },
+    /// The media connection of this client changed state (`connected`, `disconnected`,
+    /// `failed`).
+    ///
+    /// ```json
+    /// {"id":"mediaState","state":"connected"}
+    /// ```
+    MediaState { state: MediaConnectionState },
+    /// This client left the room (answer to `leave`).
+    ///
+    /// ```json
+    /// {"id":"left"}
+    /// ```
+    Left,
+    /// Something the client sent was refused, or the server failed. `code` is stable.
+    ///
+    /// ```json
+    /// {"id":"error","code":"room_full","message":"room general is full (25 participants)"}
+    /// ```
+    Error { code: ErrorCode, message: String },
+    /// Keepalive, sent every `heartbeatIntervalMs` and in answer to the client's `heartbeat`.
+    ///
+    /// ```json
+    /// {"id":"heartbeat","serverTimeMs":1764171234567}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Heartbeat { server_time_ms: u64 },
+}
+
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LeaveReason {
+    /// Sent `leave`.
+    Left,
+    /// The WebSocket closed.
+    Disconnected,
+    /// Silent longer than the heartbeat timeout.
+    Timeout,
+    /// The media connection failed.
+    MediaFailed,
+}
+
+/// State of a participant's media connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaConnectionState {
+    Connected,
+    Disconnected,
+    Failed,
+}
+
+/// Stable error codes. Their meaning never changes; new ones may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or JSON that does not fit the message's shape.
+    BadMessage,
+    /// The `id` names no message of this protocol.
+    UnknownMessage,
+    /// The token is missing, malformed, badly signed or names no room.
+    InvalidToken,
+    /// The token has expired.
+    TokenExpired,
+    /// The room already holds the maximum number of participants.
+    RoomFull,
+    /// The message needs a joined session (send `join` first).
+    NotJoined,
+    /// `join` on a session that has already joined.
+    AlreadyJoined,
+    /// The SDP could not be parsed or accepted.
+    InvalidSdp,
+    /// The message is not allowed now (e.g. a second `offer`, an `answer` with no offer).
+    InvalidState,
+    /// No media node can take the room.
+    NoCapacity,
+    /// A service the server needs is unreachable; try again later.
+    Unavailable,
+    /// The server failed; the message was not processed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as sent on the wire (`room_full`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::NoCapacity => "no_capacity",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl ServerMessage {
+    /// An `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parse a client frame, telling a frame with an unknown `id` apart from a malformed one.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, (ErrorCode, String)> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (ErrorCode::BadMessage, format!("not valid JSON: {e}")))?;
+    let id = match value.get("id") {
+        Some(serde_json::Value::String(id)) => id.clone(),
+        _ => {
+            return Err((
+                ErrorCode::BadMessage,
+                "message has no string field \"id\"".into(),
+            ))
+        }
+    };
+    if !KNOWN_CLIENT_IDS.contains(&id.as_str()) {
+        return Err((
+            ErrorCode::UnknownMessage,
+            format!("unknown message id {:?}", truncate(&id, 64)),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        (
+            ErrorCode::BadMessage,
+            format!("malformed {id:?} message: {e}"),
+        )
+    })
+}
+
+const KNOWN_CLIENT_IDS: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "iceCandidate",
+    "setAudio",
+    "setVideo",
+    "leave",
+    "heartbeat",
+];
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_id_is_told_apart_from_malformed() {
+        assert_eq!(
+            parse_client_message(r#"{"id":"dance"}"#).unwrap_err().0,
+            ErrorCode::UnknownMessage
+        );
+        assert_eq!(
+            parse_client_message(r#"{"id":"join"}"#).unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            parse_client_message("{not json").unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            parse_client_message(r#"{"noid":1}"#).unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn join_defaults_media_on() {
+        let m = parse_client_message(r#"{"id":"join","token":"t"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Join {
+                token: "t".into(),
+                name: None,
+                audio: true,
+                video: true
+            }
+        );
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_wire_names() {
+        for code in [
+            ErrorCode::BadMessage,
+            ErrorCode::UnknownMessage,
+            ErrorCode::InvalidToken,
+            ErrorCode::TokenExpired,
+            ErrorCode::RoomFull,
+            ErrorCode::NotJoined,
+            ErrorCode::AlreadyJoined,
+            ErrorCode::InvalidSdp,
+            ErrorCode::InvalidState,
+            ErrorCode::NoCapacity,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

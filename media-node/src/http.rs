@@ -1,0 +1,50 @@
+//! The media node's internal HTTP server: the link endpoint for signaling nodes and health.
+//! Never exposed to browsers.
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+
+use crate::link::LinkSession;
+use crate::node::RoomCount;
+use crate::MediaNodeHandle;
+
+/// Largest link frame: a server offer for a full room is tens of KiB.
+const MAX_LINK_FRAME: usize = 1024 * 1024;
+
+async fn link(
+    req: HttpRequest,
+    stream: web::Payload,
+    media: web::Data<MediaNodeHandle>,
+) -> actix_web::Result<HttpResponse> {
+    let session = LinkSession::new(media.node.clone(), media.hello());
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(MAX_LINK_FRAME)
+        .start()
+}
+
+async fn health(media: web::Data<MediaNodeHandle>) -> HttpResponse {
+    let rooms = media.node.send(RoomCount).await.unwrap_or(0);
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "nodeId": media.node_id,
+        "udp": media.advertised.to_string(),
+        "rooms": rooms,
+    }))
+}
+
+/// Serve the internal API on `listener` until the server is stopped.
+pub fn serve(
+    listener: std::net::TcpListener,
+    media: MediaNodeHandle,
+) -> std::io::Result<actix_web::dev::Server> {
+    let media = web::Data::new(media);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(media.clone())
+            .route("/internal/link", web::get().to(link))
+            .route("/healthz", web::get().to(health))
+    })
+    .workers(1)
+    .listen(listener)?
+    .run())
+}

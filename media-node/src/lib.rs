@@ -1,0 +1,97 @@
+//! Conclave media node: a selective forwarding unit built on str0m.
+//!
+//! # Layout
+//! - [`udp`]: the node's one UDP socket — receive loop and router (STUN ufrag, then learned
+//!   source address) that hands each datagram to its room.
+//! - [`sfu`]: the data path — one `RoomSfu` actor per room owning every participant's `Rtc`,
+//!   forwarding media between them and renegotiating subscribers.
+//! - [`node`]: `MediaNode`, the actor owning the rooms and dispatching link commands.
+//! - [`link`]: the internal WebSocket link to signaling nodes.
+//! - [`http`]: the internal HTTP server (link endpoint, health).
+//! - [`config`]: flags and environment variables.
+
+pub mod config;
+pub mod http;
+pub mod link;
+pub mod node;
+pub mod sfu;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use conclave_common::link::{MediaEvent, ToMediaNode};
+
+use crate::config::MediaConfig;
+use crate::node::MediaNode;
+use crate::sfu::SfuShared;
+use crate::udp::UdpStats;
+
+/// A running media node (its actors run on their own arbiter thread).
+#[derive(Clone)]
+pub struct MediaNodeHandle {
+    pub node: Addr<MediaNode>,
+    /// Where the UDP socket is bound.
+    pub udp_local: SocketAddr,
+    /// What browsers are told to send to.
+    pub advertised: SocketAddr,
+    pub node_id: String,
+    pub udp_stats: Arc<UdpStats>,
+}
+
+impl MediaNodeHandle {
+    /// Where in-process link commands go.
+    pub fn commands(&self) -> Recipient<ToMediaNode> {
+        self.node.clone().recipient()
+    }
+
+    /// The `hello` sent on every new link.
+    pub fn hello(&self) -> MediaEvent {
+        MediaEvent::Hello {
+            node_id: self.node_id.clone(),
+            udp_addr: self.advertised.to_string(),
+        }
+    }
+}
+
+/// Bind the media UDP socket and start the node's actors on a new arbiter thread.
+/// Must be called inside a running actix system.
+pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
+    let std_socket = std::net::UdpSocket::bind(config.udp_listen)?;
+    std_socket.set_nonblocking(true)?;
+    let udp_local = std_socket.local_addr()?;
+    let advertised = config.advertised_addr(udp_local);
+    let node_id = config.node_id.clone();
+    let udp_stats = Arc::new(UdpStats::default());
+
+    // One crypto provider for every Rtc of the process (str0m's default backend).
+    str0m::crypto::from_feature_flags().install_process_default();
+
+    let arbiter = Arbiter::new();
+    let stats = udp_stats.clone();
+    let id = node_id.clone();
+    let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
+        // Inside the arbiter: its runtime owns the socket and the receive loop.
+        let socket =
+            Arc::new(tokio::net::UdpSocket::from_std(std_socket).expect("inside a tokio runtime"));
+        let (router, updates) = tokio::sync::mpsc::unbounded_channel();
+        actix::spawn(udp::receive_loop(socket.clone(), updates, stats));
+        MediaNode::new(SfuShared {
+            socket,
+            router,
+            advertised,
+            node_id: id,
+        })
+    });
+    // The arbiter thread lives as long as the process.
+    std::mem::forget(arbiter);
+    tracing::info!(%udp_local, %advertised, node_id = %node_id, "media node started");
+    Ok(MediaNodeHandle {
+        node,
+        udp_local,
+        advertised,
+        node_id,
+        udp_stats,
+    })
+}

@@ -1,0 +1,145 @@
+//! `MediaNode`: the actor that owns the room SFUs of this node and dispatches link commands
+//! to them. Control traffic only; media never passes through here.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use conclave_common::link::{MediaCommand, ToMediaNode};
+
+use crate::sfu::{
+    AddPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, RoomSfu, SfuShared, StopRoom,
+};
+
+/// Peer keys of each room start at a distinct multiple of this, so keys are unique per node.
+const PEER_KEYS_PER_ROOM: u64 = 1 << 32;
+
+struct RoomEntry {
+    addr: Addr<RoomSfu>,
+    /// `AddPeer`s sent to this room, compared with the room's count when it reports empty.
+    adds_sent: u64,
+}
+
+pub struct MediaNode {
+    shared: SfuShared,
+    rooms: HashMap<String, RoomEntry>,
+    rooms_created: u64,
+}
+
+impl MediaNode {
+    pub fn new(shared: SfuShared) -> Self {
+        MediaNode {
+            shared,
+            rooms: HashMap::new(),
+            rooms_created: 0,
+        }
+    }
+
+    fn room_for_add(&mut self, room: &str, ctx: &mut Context<Self>) -> &mut RoomEntry {
+        if !self.rooms.contains_key(room) {
+            self.rooms_created += 1;
+            let sfu = RoomSfu::new(
+                room.to_string(),
+                self.shared.clone(),
+                ctx.address().recipient(),
+                self.rooms_created * PEER_KEYS_PER_ROOM,
+            );
+            self.rooms.insert(
+                room.to_string(),
+                RoomEntry {
+                    addr: sfu.start(),
+                    adds_sent: 0,
+                },
+            );
+        }
+        // Invariant: inserted just above if it was missing.
+        self.rooms.get_mut(room).expect("room entry exists")
+    }
+}
+
+impl Actor for MediaNode {
+    type Context = Context<Self>;
+}
+
+impl Handler<ToMediaNode> for MediaNode {
+    type Result = ();
+    /// A command from a signaling node: hand it to the room's SFU.
+    fn handle(&mut self, msg: ToMediaNode, ctx: &mut Context<Self>) {
+        let ToMediaNode { cmd, reply_to } = msg;
+        match cmd {
+            MediaCommand::AddPeer {
+                room,
+                participant_id,
+                offer,
+            } => {
+                let entry = self.room_for_add(&room, ctx);
+                entry.adds_sent += 1;
+                entry.addr.do_send(AddPeer {
+                    participant_id,
+                    offer,
+                    link: reply_to,
+                });
+            }
+            MediaCommand::Answer {
+                room,
+                participant_id,
+                sdp,
+            } => {
+                if let Some(entry) = self.rooms.get(&room) {
+                    entry.addr.do_send(PeerAnswer {
+                        participant_id,
+                        sdp,
+                        link: reply_to,
+                    });
+                }
+            }
+            MediaCommand::Candidate {
+                room,
+                participant_id,
+                candidate,
+            } => {
+                if let Some(entry) = self.rooms.get(&room) {
+                    entry.addr.do_send(PeerCandidate {
+                        participant_id,
+                        candidate,
+                    });
+                }
+            }
+            MediaCommand::RemovePeer {
+                room,
+                participant_id,
+            } => {
+                if let Some(entry) = self.rooms.get(&room) {
+                    entry.addr.do_send(RemovePeer { participant_id });
+                }
+            }
+        }
+    }
+}
+
+impl Handler<RoomEmpty> for MediaNode {
+    type Result = ();
+    /// A room has no peers: stop it, unless an `AddPeer` is still on its way to it.
+    fn handle(&mut self, msg: RoomEmpty, _: &mut Context<Self>) {
+        let idle = self
+            .rooms
+            .get(&msg.room)
+            .is_some_and(|e| e.adds_sent == msg.adds_seen);
+        if idle {
+            if let Some(entry) = self.rooms.remove(&msg.room) {
+                entry.addr.do_send(StopRoom);
+            }
+        }
+    }
+}
+
+/// Rooms currently hosted (for health and tests).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RoomCount;
+
+impl Handler<RoomCount> for MediaNode {
+    type Result = usize;
+    fn handle(&mut self, _: RoomCount, _: &mut Context<Self>) -> usize {
+        self.rooms.len()
+    }
+}

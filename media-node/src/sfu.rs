@@ -1,0 +1,941 @@
+//! The data path: one `RoomSfu` actor per room owns the str0m `Rtc` of every participant in it.
+//!
+//! `udp::receive_loop -> DatagramIn -> Rtc::handle_input -> Event::MediaData -> for each other
+//! peer: Writer::write -> Rtc::poll_output -> Transmit -> UdpSocket::try_send_to`.
+//!
+//! Because every `Rtc` of a room lives in this one actor, forwarding is a plain function call:
+//! no per-packet message between actors. Each `Rtc` is sans-IO: after every input we drain
+//! `poll_output` until it returns a timeout, and one actor timer fires at the earliest timeout.
+
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use conclave_common::link::{FromMediaNode, MediaEvent};
+use conclave_common::protocol::{
+    ErrorCode, MediaConnectionState, TrackInfo, TrackKind, TrackSource,
+};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+use crate::udp::{PeerKey, Route, RouterHandle, RouterUpdate};
+
+/// A peer whose ICE stays disconnected this long is dropped (the browser has gone).
+const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
+/// At most one keyframe request per publisher track per this interval, however many
+/// subscribers ask: a keyframe is large and one serves everybody.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Packets kept per outgoing video stream for retransmission. str0m's default (1000) costs
+/// ≈ 1.2 MB per subscribed stream; 150 packets is ≈ 1 s of 500 kbps video, enough for NACKs
+/// on a LAN or a short RTT.
+const SEND_BUFFER_VIDEO: usize = 150;
+
+/// What every room's `Rtc`s share: the socket, the router and the address we advertise.
+#[derive(Clone)]
+pub struct SfuShared {
+    pub socket: Arc<UdpSocket>,
+    pub router: RouterHandle,
+    /// The address browsers send to (our only ICE candidate); also the `destination` of
+    /// every `Receive`, since str0m drops STUN not addressed to a local candidate.
+    pub advertised: SocketAddr,
+    pub node_id: String,
+}
+
+/// One received datagram for a peer of this room (an owned copy: it crosses actors).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DatagramIn {
+    pub peer: PeerKey,
+    pub source: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Create a participant's peer from its SDP offer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddPeer {
+    pub participant_id: String,
+    pub offer: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// The participant's answer to our last offer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerAnswer {
+    pub participant_id: String,
+    pub sdp: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// A remote ICE candidate.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerCandidate {
+    pub participant_id: String,
+    pub candidate: String,
+}
+
+/// Drop a participant's peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemovePeer {
+    pub participant_id: String,
+}
+
+/// Sent to the node when the room has no peers left. `adds_seen` lets the node tell whether an
+/// `AddPeer` is still on its way here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomEmpty {
+    pub room: String,
+    pub adds_seen: u64,
+}
+
+/// A track a participant publishes (an m-line the browser sends on).
+#[derive(Debug, Clone)]
+struct TrackIn {
+    mid: Mid,
+    kind: MediaKind,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// Negotiation state of a track we send to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrackOutState {
+    /// Waiting for the next server offer.
+    ToOpen,
+    /// In an offer the subscriber has not answered yet.
+    Negotiating(Mid),
+    /// Flowing.
+    Open(Mid),
+    /// Publisher gone: stop the m-line in the next offer.
+    ToStop(Mid),
+    /// Stop offered, answer pending.
+    NegotiatingStop(Mid),
+}
+
+/// A track we send to a subscriber: another peer's `TrackIn`.
+#[derive(Debug, Clone)]
+struct TrackOut {
+    source_peer: PeerKey,
+    source_mid: Mid,
+    kind: MediaKind,
+    state: TrackOutState,
+}
+
+/// One participant: its `Rtc` and what it sends and receives.
+struct Peer {
+    key: PeerKey,
+    participant_id: String,
+    rtc: Rtc,
+    /// Where this peer's events go (the signaling node that asked for it).
+    link: Recipient<FromMediaNode>,
+    tracks_in: Vec<TrackIn>,
+    tracks_out: Vec<TrackOut>,
+    /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
+    pending: Option<SdpPendingOffer>,
+    /// Earliest time str0m wants a `Timeout` input.
+    next_timeout: Instant,
+    /// Has input or new output to drain.
+    dirty: bool,
+    /// DTLS is up and media can flow.
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    /// The `Rtc` panicked or failed: remove at the next opportunity.
+    dead: bool,
+}
+
+/// What one peer's output means for the others.
+// `Media` is the common case and the big one: boxing it would allocate per packet.
+#[allow(clippy::large_enum_variant)]
+enum Propagated {
+    TrackOpened {
+        from: PeerKey,
+        mid: Mid,
+        kind: MediaKind,
+    },
+    Media {
+        from: PeerKey,
+        data: MediaData,
+    },
+    KeyframeRequest {
+        source_peer: PeerKey,
+        source_mid: Mid,
+        req: KeyframeRequest,
+    },
+}
+
+/// The SFU of one room.
+pub struct RoomSfu {
+    room: String,
+    shared: SfuShared,
+    node: Recipient<RoomEmpty>,
+    peers: Vec<Peer>,
+    next_key: PeerKey,
+    adds_seen: u64,
+    /// The armed timer and when it fires.
+    timer: Option<(Instant, SpawnHandle)>,
+    /// Reused between drains to avoid an allocation per packet.
+    propagate: Vec<Propagated>,
+    /// Our own address as the router's target (set in `started`).
+    datagrams: Option<Recipient<DatagramIn>>,
+    /// Track sets changed: some peer may need a server offer.
+    renegotiate: bool,
+}
+
+impl Actor for RoomSfu {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.datagrams = Some(ctx.address().recipient());
+        tracing::info!(room = %self.room, "room sfu started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for peer in &self.peers {
+            let _ = self
+                .shared
+                .router
+                .send(RouterUpdate::Remove { peer: peer.key });
+        }
+        tracing::info!(room = %self.room, "room sfu stopped");
+    }
+}
+
+impl RoomSfu {
+    pub fn new(
+        room: String,
+        shared: SfuShared,
+        node: Recipient<RoomEmpty>,
+        first_key: u64,
+    ) -> Self {
+        RoomSfu {
+            room,
+            shared,
+            node,
+            peers: Vec::new(),
+            next_key: first_key,
+            adds_seen: 0,
+            timer: None,
+            propagate: Vec::new(),
+            datagrams: None,
+            renegotiate: false,
+        }
+    }
+
+    fn peer_index(&self, participant_id: &str) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.participant_id == participant_id)
+    }
+
+    fn send_event(link: &Recipient<FromMediaNode>, event: MediaEvent) {
+        link.do_send(FromMediaNode(event));
+    }
+
+    fn peer_error(&self, link: &Recipient<FromMediaNode>, pid: &str, code: ErrorCode, msg: String) {
+        Self::send_event(
+            link,
+            MediaEvent::PeerError {
+                room: self.room.clone(),
+                participant_id: pid.to_string(),
+                code,
+                message: msg,
+            },
+        );
+    }
+
+    fn rtc_config() -> RtcConfig {
+        RtcConfig::new()
+            // The browser always has a route to us, we need not probe it: ICE-lite.
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            .set_stats_interval(Some(Duration::from_secs(2)))
+    }
+
+    fn add_peer(&mut self, msg: AddPeer) {
+        self.adds_seen += 1;
+        if self.peer_index(&msg.participant_id).is_some() {
+            let text = "participant already has a peer".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        }
+        let offer = match SdpOffer::from_sdp_string(&msg.offer) {
+            Ok(o) => o,
+            Err(e) => {
+                let text = format!("offer is not valid SDP: {e}");
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+        };
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let now = Instant::now();
+        let built = guarded(|| {
+            let mut rtc = Self::rtc_config()
+                .set_local_ice_credentials(creds)
+                .build(now);
+            let candidate = Candidate::host(self.shared.advertised, "udp")
+                .map_err(|e| format!("bad advertised address: {e}"))?;
+            rtc.add_local_candidate(candidate);
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| format!("offer refused: {e}"))?;
+            Ok::<_, String>((rtc, answer))
+        });
+        let (rtc, answer) = match built {
+            Some(Ok(pair)) => pair,
+            Some(Err(text)) => {
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+            None => {
+                let text = "offer could not be processed".to_string();
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+
+        // Everything the others already publish goes to the newcomer.
+        let tracks_out = self
+            .peers
+            .iter()
+            .flat_map(|p| {
+                p.tracks_in.iter().map(|t| TrackOut {
+                    source_peer: p.key,
+                    source_mid: t.mid,
+                    kind: t.kind,
+                    state: TrackOutState::ToOpen,
+                })
+            })
+            .collect();
+
+        let _ = self.shared.router.send(RouterUpdate::Add {
+            ufrag,
+            route: Route {
+                peer: key,
+                // Invariant: `started` ran before any message is handled.
+                room: self.datagrams.clone().expect("set in started"),
+            },
+        });
+        Self::send_event(
+            &msg.link,
+            MediaEvent::Answer {
+                room: self.room.clone(),
+                participant_id: msg.participant_id.clone(),
+                sdp: answer.to_sdp_string(),
+            },
+        );
+        tracing::info!(room = %self.room, participant = %msg.participant_id, peer = key, "peer added");
+        self.peers.push(Peer {
+            key,
+            participant_id: msg.participant_id,
+            rtc,
+            link: msg.link,
+            tracks_in: Vec::new(),
+            tracks_out,
+            pending: None,
+            next_timeout: now,
+            dirty: true,
+            connected: false,
+            disconnected_since: None,
+            dead: false,
+        });
+    }
+}
+
+impl RoomSfu {
+    fn peer_answer(&mut self, msg: PeerAnswer) {
+        let Some(i) = self.peer_index(&msg.participant_id) else {
+            let text = "no media peer for this participant".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        };
+        let answer = match SdpAnswer::from_sdp_string(&msg.sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                // Keep the pending offer: the client may still send a valid answer.
+                let text = format!("answer is not valid SDP: {e}");
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+        };
+        let peer = &mut self.peers[i];
+        let Some(pending) = peer.pending.take() else {
+            let text = "answer without a pending server offer".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        };
+        match guarded(|| peer.rtc.sdp_api().accept_answer(pending, answer)) {
+            Some(Ok(())) => {
+                for t in &mut peer.tracks_out {
+                    if let TrackOutState::Negotiating(m) = t.state {
+                        t.state = TrackOutState::Open(m);
+                    }
+                }
+                peer.tracks_out
+                    .retain(|t| !matches!(t.state, TrackOutState::NegotiatingStop(_)));
+                peer.dirty = true;
+            }
+            Some(Err(e)) => {
+                // str0m consumed the pending offer: this peer cannot be renegotiated any more.
+                peer.dead = true;
+                let text = format!("answer refused: {e}");
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+            }
+            None => peer.dead = true,
+        }
+    }
+
+    fn peer_candidate(&mut self, msg: PeerCandidate) {
+        let Some(i) = self.peer_index(&msg.participant_id) else {
+            return;
+        };
+        let line = msg.candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return;
+        }
+        match Candidate::from_sdp_string(line) {
+            // mDNS names cannot be resolved here; peer-reflexive candidates cover them.
+            Ok(c) if c.addr().ip().is_unspecified() => {}
+            Ok(c) => {
+                let peer = &mut self.peers[i];
+                if guarded(|| peer.rtc.add_remote_candidate(c)).is_none() {
+                    peer.dead = true;
+                }
+                peer.dirty = true;
+            }
+            Err(e) => {
+                tracing::debug!(participant = %msg.participant_id, error = %e, "ignored remote candidate");
+            }
+        }
+    }
+
+    /// Remove a peer; its tracks get stopped at every subscriber in their next offer.
+    fn remove_peer(&mut self, i: usize, state: Option<MediaConnectionState>) {
+        let mut peer = self.peers.swap_remove(i);
+        let _ = self
+            .shared
+            .router
+            .send(RouterUpdate::Remove { peer: peer.key });
+        let _ = guarded(|| peer.rtc.disconnect());
+        if let Some(state) = state {
+            Self::send_event(
+                &peer.link,
+                MediaEvent::PeerState {
+                    room: self.room.clone(),
+                    participant_id: peer.participant_id.clone(),
+                    state,
+                },
+            );
+        }
+        for other in &mut self.peers {
+            other.tracks_out.retain_mut(|t| {
+                if t.source_peer != peer.key {
+                    return true;
+                }
+                match t.state {
+                    TrackOutState::ToOpen => false,
+                    TrackOutState::Open(m) => {
+                        t.state = TrackOutState::ToStop(m);
+                        true
+                    }
+                    // The pending answer settles these; `negotiate` stops them after.
+                    _ => true,
+                }
+            });
+            other.dirty = true;
+        }
+        tracing::info!(room = %self.room, participant = %peer.participant_id, "peer removed");
+    }
+
+    /// Feed time to every peer whose timeout has passed.
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let now = Instant::now();
+        for peer in &mut self.peers {
+            if peer.next_timeout <= now {
+                if guarded(|| peer.rtc.handle_input(Input::Timeout(now))).is_none() {
+                    peer.dead = true;
+                }
+                peer.dirty = true;
+            }
+            if let Some(since) = peer.disconnected_since {
+                if now.duration_since(since) > DISCONNECT_GRACE {
+                    peer.dead = true;
+                }
+            }
+        }
+        self.drive(ctx);
+    }
+
+    fn on_datagram(&mut self, msg: DatagramIn, ctx: &mut Context<Self>) {
+        let Some(peer) = self.peers.iter_mut().find(|p| p.key == msg.peer) else {
+            return;
+        };
+        let Ok(receive) =
+            Receive::new(Protocol::Udp, msg.source, self.shared.advertised, &msg.data)
+        else {
+            return; // Not STUN/DTLS/RTP/RTCP: ignore.
+        };
+        match guarded(|| {
+            peer.rtc
+                .handle_input(Input::Receive(Instant::now(), receive))
+        }) {
+            Some(Ok(())) => {}
+            // A bad packet from the network is that packet's problem, not the peer's.
+            Some(Err(e)) => tracing::debug!(peer = peer.key, error = %e, "input refused"),
+            None => peer.dead = true,
+        }
+        peer.dirty = true;
+        self.drive(ctx);
+    }
+
+    /// Drain every dirty peer, propagate what came out, repeat until quiet; then re-arm the
+    /// timer for the earliest timeout.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if self.renegotiate {
+                self.renegotiate = false;
+                self.negotiate_all();
+            }
+            let mut propagate = std::mem::take(&mut self.propagate);
+            for peer in self.peers.iter_mut().filter(|p| p.dirty && !p.dead) {
+                peer.dirty = false;
+                poll_peer(peer, &self.shared, &self.room, &mut propagate);
+            }
+            let quiet = propagate.is_empty();
+            for p in propagate.drain(..) {
+                self.apply(p);
+            }
+            self.propagate = propagate;
+            if let Some(i) = self.peers.iter().position(|p| p.dead) {
+                self.remove_peer(i, Some(MediaConnectionState::Failed));
+                self.renegotiate = true;
+                continue;
+            }
+            if quiet && !self.renegotiate && !self.peers.iter().any(|p| p.dirty) {
+                break;
+            }
+        }
+        if self.peers.is_empty() {
+            self.node.do_send(RoomEmpty {
+                room: self.room.clone(),
+                adds_seen: self.adds_seen,
+            });
+        }
+        self.arm_timer(ctx);
+    }
+
+    /// Arm the actor timer for the earliest peer timeout, unless an earlier one is armed.
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.peers.iter().map(|p| p.next_timeout).min() else {
+            return;
+        };
+        if let Some((armed, handle)) = self.timer {
+            if armed <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |sfu, ctx| sfu.on_timer(ctx));
+        self.timer = Some((at, handle));
+    }
+
+    /// Act on one peer's output for the others.
+    fn apply(&mut self, p: Propagated) {
+        match p {
+            Propagated::TrackOpened { from, mid, kind } => {
+                for other in self.peers.iter_mut().filter(|o| o.key != from) {
+                    other.tracks_out.push(TrackOut {
+                        source_peer: from,
+                        source_mid: mid,
+                        kind,
+                        state: TrackOutState::ToOpen,
+                    });
+                }
+                self.renegotiate = true;
+            }
+            Propagated::Media { from, data } => {
+                for sub in self.peers.iter_mut().filter(|o| o.key != from && !o.dead) {
+                    forward(sub, from, &data);
+                }
+            }
+            Propagated::KeyframeRequest {
+                source_peer,
+                source_mid,
+                req,
+            } => {
+                let Some(publisher) = self.peers.iter_mut().find(|p| p.key == source_peer) else {
+                    return;
+                };
+                let Some(track) = publisher.tracks_in.iter_mut().find(|t| t.mid == source_mid)
+                else {
+                    return;
+                };
+                let now = Instant::now();
+                if track
+                    .last_keyframe_request
+                    .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+                {
+                    return;
+                }
+                track.last_keyframe_request = Some(now);
+                let rtc = &mut publisher.rtc;
+                let requested = guarded(|| {
+                    rtc.writer(source_mid)
+                        .map(|mut w| w.request_keyframe(req.rid, req.kind))
+                });
+                if requested.is_none() {
+                    publisher.dead = true;
+                }
+                publisher.dirty = true;
+            }
+        }
+    }
+
+    /// Send a server offer to every peer with track changes and no offer in flight.
+    fn negotiate_all(&mut self) {
+        let owners: Vec<(PeerKey, String)> = self
+            .peers
+            .iter()
+            .map(|p| (p.key, p.participant_id.clone()))
+            .collect();
+        for peer in self
+            .peers
+            .iter_mut()
+            .filter(|p| !p.dead && p.pending.is_none())
+        {
+            let live = |k: PeerKey| owners.iter().any(|(o, _)| *o == k);
+            // Tracks whose publisher left while their offer was in flight.
+            for t in &mut peer.tracks_out {
+                if let TrackOutState::Open(m) = t.state {
+                    if !live(t.source_peer) {
+                        t.state = TrackOutState::ToStop(m);
+                    }
+                }
+            }
+            let wanted = peer
+                .tracks_out
+                .iter()
+                .any(|t| matches!(t.state, TrackOutState::ToOpen | TrackOutState::ToStop(_)));
+            if !wanted {
+                continue;
+            }
+            let tracks_out = &mut peer.tracks_out;
+            let rtc = &mut peer.rtc;
+            let applied = guarded(|| {
+                let mut change = rtc.sdp_api();
+                for t in tracks_out.iter_mut() {
+                    match t.state {
+                        TrackOutState::ToOpen => {
+                            let stream_id = owners
+                                .iter()
+                                .find(|(k, _)| *k == t.source_peer)
+                                .map(|(_, pid)| pid.clone());
+                            let mid = change.add_media(
+                                t.kind,
+                                Direction::SendOnly,
+                                stream_id,
+                                None,
+                                None,
+                            );
+                            t.state = TrackOutState::Negotiating(mid);
+                        }
+                        TrackOutState::ToStop(m) => {
+                            change.stop_media(m);
+                            t.state = TrackOutState::NegotiatingStop(m);
+                        }
+                        _ => {}
+                    }
+                }
+                change.apply()
+            });
+            let Some(Some((offer, pending))) = applied else {
+                if applied.is_none() {
+                    peer.dead = true;
+                }
+                continue;
+            };
+            peer.pending = Some(pending);
+            let tracks = peer
+                .tracks_out
+                .iter()
+                .filter_map(|t| {
+                    let mid = match t.state {
+                        TrackOutState::Negotiating(m) | TrackOutState::Open(m) => m,
+                        _ => return None,
+                    };
+                    let (_, owner) = owners.iter().find(|(k, _)| *k == t.source_peer)?;
+                    Some(track_info(mid, owner, t.kind))
+                })
+                .collect();
+            Self::send_event(
+                &peer.link,
+                MediaEvent::Offer {
+                    room: self.room.clone(),
+                    participant_id: peer.participant_id.clone(),
+                    sdp: offer.to_sdp_string(),
+                    tracks,
+                },
+            );
+            peer.dirty = true;
+        }
+    }
+}
+
+fn track_info(mid: Mid, owner: &str, kind: MediaKind) -> TrackInfo {
+    let (kind, source) = match kind {
+        MediaKind::Audio => (TrackKind::Audio, TrackSource::Microphone),
+        MediaKind::Video => (TrackKind::Video, TrackSource::Camera),
+    };
+    TrackInfo {
+        mid: mid.to_string(),
+        stream_id: owner.to_string(),
+        participant_id: owner.to_string(),
+        kind,
+        source,
+    }
+}
+
+/// Write one publisher's media into a subscriber's matching outgoing track.
+fn forward(sub: &mut Peer, from: PeerKey, data: &MediaData) {
+    let Some(mid) = sub.tracks_out.iter().find_map(|t| match t.state {
+        TrackOutState::Open(m) if t.source_peer == from && t.source_mid == data.mid => Some(m),
+        _ => None,
+    }) else {
+        return;
+    };
+    let rtc = &mut sub.rtc;
+    let written = guarded(|| {
+        let writer = rtc.writer(mid)?;
+        let pt = writer.match_params(data.params)?;
+        Some(writer.write(pt, data.network_time, data.time, data.data.clone()))
+    });
+    match written {
+        Some(Some(Err(e))) => tracing::debug!(peer = sub.key, error = %e, "write failed"),
+        None => sub.dead = true,
+        _ => {}
+    }
+    sub.dirty = true;
+}
+
+/// Drain one peer's output until str0m asks for a timeout: send transmits, collect events.
+fn poll_peer(peer: &mut Peer, shared: &SfuShared, room: &str, out: &mut Vec<Propagated>) {
+    loop {
+        let output = match guarded(|| peer.rtc.poll_output()) {
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
+                tracing::info!(peer = peer.key, error = %e, "peer failed");
+                peer.dead = true;
+                return;
+            }
+            None => {
+                peer.dead = true;
+                return;
+            }
+        };
+        match output {
+            Output::Timeout(t) => {
+                peer.next_timeout = t;
+                return;
+            }
+            Output::Transmit(t) => {
+                if let Err(e) = shared.socket.try_send_to(&t.contents, t.destination) {
+                    tracing::debug!(peer = peer.key, error = %e, "udp send failed");
+                }
+            }
+            Output::Event(event) => on_event(peer, event, room, out),
+        }
+    }
+}
+
+fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>) {
+    let state_event = |peer: &Peer, state| {
+        RoomSfu::send_event(
+            &peer.link,
+            MediaEvent::PeerState {
+                room: room.to_string(),
+                participant_id: peer.participant_id.clone(),
+                state,
+            },
+        )
+    };
+    match event {
+        Event::Connected => {
+            peer.connected = true;
+            state_event(peer, MediaConnectionState::Connected);
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+            if peer.disconnected_since.is_none() =>
+        {
+            peer.disconnected_since = Some(Instant::now());
+            state_event(peer, MediaConnectionState::Disconnected);
+        }
+        Event::IceConnectionStateChange(
+            IceConnectionState::Connected | IceConnectionState::Completed,
+        ) if peer.disconnected_since.is_some() => {
+            peer.disconnected_since = None;
+            if peer.connected {
+                state_event(peer, MediaConnectionState::Connected);
+            }
+        }
+        // Our own send-only m-lines show up here too; publishers' are the ones we receive.
+        Event::MediaAdded(added)
+            if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv)
+                && !peer.tracks_in.iter().any(|t| t.mid == added.mid) =>
+        {
+            peer.tracks_in.push(TrackIn {
+                mid: added.mid,
+                kind: added.kind,
+                last_keyframe_request: None,
+            });
+            out.push(Propagated::TrackOpened {
+                from: peer.key,
+                mid: added.mid,
+                kind: added.kind,
+            });
+        }
+        Event::MediaData(data) => {
+            if !data.contiguous && data.params.spec().codec.is_video() {
+                // A gap: ask the publisher for a keyframe (rate limited in `apply`).
+                out.push(Propagated::KeyframeRequest {
+                    source_peer: peer.key,
+                    source_mid: data.mid,
+                    req: KeyframeRequest {
+                        mid: data.mid,
+                        rid: data.rid,
+                        kind: KeyframeRequestKind::Fir,
+                    },
+                });
+            }
+            out.push(Propagated::Media {
+                from: peer.key,
+                data,
+            });
+        }
+        Event::KeyframeRequest(req) => {
+            // A subscriber asks for a keyframe on one of our outgoing tracks: find its source.
+            if let Some(t) = peer
+                .tracks_out
+                .iter()
+                .find(|t| matches!(t.state, TrackOutState::Open(m) if m == req.mid))
+            {
+                out.push(Propagated::KeyframeRequest {
+                    source_peer: t.source_peer,
+                    source_mid: t.source_mid,
+                    req,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Run a call into str0m, turning a panic (a broken invariant inside one `Rtc`) into `None`
+/// so that one bad peer is dropped instead of taking down the room.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+impl Handler<DatagramIn> for RoomSfu {
+    type Result = ();
+    /// A datagram for one of our peers: the start of the data path.
+    fn handle(&mut self, msg: DatagramIn, ctx: &mut Context<Self>) {
+        self.on_datagram(msg, ctx);
+    }
+}
+
+impl Handler<AddPeer> for RoomSfu {
+    type Result = ();
+    /// A participant offers its media: answer it, and renegotiate everybody.
+    fn handle(&mut self, msg: AddPeer, ctx: &mut Context<Self>) {
+        self.add_peer(msg);
+        self.renegotiate = true;
+        self.drive(ctx);
+    }
+}
+
+impl Handler<PeerAnswer> for RoomSfu {
+    type Result = ();
+    /// A subscriber answered our offer.
+    fn handle(&mut self, msg: PeerAnswer, ctx: &mut Context<Self>) {
+        self.peer_answer(msg);
+        self.renegotiate = true;
+        self.drive(ctx);
+    }
+}
+
+impl Handler<PeerCandidate> for RoomSfu {
+    type Result = ();
+    /// A trickled remote candidate.
+    fn handle(&mut self, msg: PeerCandidate, ctx: &mut Context<Self>) {
+        self.peer_candidate(msg);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<RemovePeer> for RoomSfu {
+    type Result = ();
+    /// The participant left: drop its peer and its tracks everywhere.
+    fn handle(&mut self, msg: RemovePeer, ctx: &mut Context<Self>) {
+        if let Some(i) = self.peer_index(&msg.participant_id) {
+            self.remove_peer(i, None);
+            self.renegotiate = true;
+        }
+        self.drive(ctx);
+    }
+}
+
+/// Stop the room (the node saw it empty).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopRoom;
+
+impl Handler<StopRoom> for RoomSfu {
+    type Result = ();
+    fn handle(&mut self, _: StopRoom, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Number of peers, for the node's load report.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct PeerCount;
+
+impl Handler<PeerCount> for RoomSfu {
+    type Result = usize;
+    fn handle(&mut self, _: PeerCount, _: &mut Context<Self>) -> usize {
+        self.peers.len()
+    }
+}

@@ -1,0 +1,62 @@
+//! Signaling node configuration: flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use conclave_media_node::config::MediaConfig;
+
+/// Conclave signaling node: WebSocket signaling for browsers, rooms, and (with no
+/// `--media-node`) an embedded media node.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// HTTP(S) address for browsers (web client, WebSocket, health).
+    #[arg(long, env = "CONCLAVE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Internal link URL of a separate media node (`ws://host:8081/internal/link`). Without
+    /// it, a media node runs inside this process.
+    #[arg(long, env = "CONCLAVE_MEDIA_NODE")]
+    pub media_node: Option<String>,
+    /// Shared secret for access tokens (JWT HS256). Required unless `--dev`.
+    #[arg(long, env = "CONCLAVE_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Development mode: `/dev/token` mints tokens for the demo page; a random token secret
+    /// is used if none is given. Never in production.
+    #[arg(long, env = "CONCLAVE_DEV")]
+    pub dev: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, env = "CONCLAVE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "CONCLAVE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate generated at start (browsers on other
+    /// machines allow the camera only on https). Only with `--dev`.
+    #[arg(long, env = "CONCLAVE_TLS_SELF_SIGNED", requires = "dev")]
+    pub tls_self_signed: bool,
+    /// Maximum participants per room (the old system's voice channel limit is 25).
+    #[arg(long, env = "CONCLAVE_ROOM_CAP", default_value_t = 25)]
+    pub room_cap: usize,
+    /// Seconds between server heartbeats (WebSocket ping + `heartbeat` message).
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_INTERVAL", default_value_t = 10)]
+    pub heartbeat_interval_secs: u64,
+    /// Seconds of client silence after which the server closes the connection.
+    #[arg(long, env = "CONCLAVE_CLIENT_TIMEOUT", default_value_t = 30)]
+    pub client_timeout_secs: u64,
+    /// Number of HTTP worker threads (default: one per core).
+    #[arg(long, env = "CONCLAVE_WORKERS")]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub media: MediaConfig,
+}
+
+impl Config {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_secs.max(1))
+    }
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_timeout_secs.max(2))
+    }
+}

@@ -1,0 +1,78 @@
+//! `signaling-node`: parses config, sets up logging, binds, runs. All logic is in the library.
+
+use clap::Parser;
+use conclave_signaling_node::config::Config;
+use conclave_signaling_node::media_link::MediaTarget;
+use conclave_signaling_node::{serve, start_services, tls, ServiceSettings};
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse();
+    if let Err(e) = run(config).await {
+        tracing::error!("{e}");
+        eprintln!("signaling-node: {e}");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let token_secret = match (&config.token_secret, config.dev) {
+        (Some(s), _) if !s.is_empty() => s.clone().into_bytes(),
+        (_, true) => {
+            tracing::warn!("dev mode: using a random token secret");
+            uuid::Uuid::new_v4().as_bytes().to_vec()
+        }
+        _ => return Err("a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)".into()),
+    };
+    let mut udp_note = String::new();
+    let media = match &config.media_node {
+        Some(url) => MediaTarget::Remote(url.clone()),
+        None => {
+            let media = conclave_media_node::start(&config.media)
+                .map_err(|e| format!("cannot bind media UDP {}: {e}", config.media.udp_listen))?;
+            udp_note = format!(" udp={}", media.udp_local);
+            MediaTarget::Local(media.commands())
+        }
+    };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::from_pem_files(cert, key).map_err(|e| e.to_string())?),
+        _ if config.tls_self_signed => {
+            let advertised = config.media.advertised_addr(config.media.udp_listen);
+            Some(tls::self_signed(vec![advertised.ip().to_string()]).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    let services = start_services(ServiceSettings {
+        media,
+        token_secret,
+        dev: config.dev,
+        room_cap: config.room_cap,
+        heartbeat_interval: config.heartbeat_interval(),
+        client_timeout: config.client_timeout(),
+    });
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let shown = if local.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", local.port())
+    } else {
+        format!("{scheme}://{local}")
+    };
+    // Machine-readable readiness line on stdout (tests and scripts wait for it).
+    println!("listening url={shown}{udp_note}");
+    eprintln!("Conclave is up: open {shown} in two browser tabs and join the same room.");
+    serve(listener, tls, services, config.workers)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+}

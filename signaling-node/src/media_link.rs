@@ -1,0 +1,224 @@
+//! The signaling node's end of the internal link to a media node: in-process (embedded
+//! default) or over the media node's internal WebSocket. Rooms send `ToMedia`; events come
+//! back and are routed to the room they name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use awc::ws;
+use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
+use conclave_common::protocol::ErrorCode;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::messages::{MediaLinkLost, RegisterRoom, ToMedia, UnregisterRoom};
+
+/// Wait between reconnection attempts to a remote media node.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// Largest link frame (a server offer for a full room is tens of KiB).
+const MAX_LINK_FRAME: usize = 1024 * 1024;
+
+/// Where the media node is.
+#[derive(Clone)]
+pub enum MediaTarget {
+    /// A media node in this process.
+    Local(Recipient<ToMediaNode>),
+    /// A media node's internal link URL (`ws://host:port/internal/link`).
+    Remote(String),
+}
+
+struct RoomRoute {
+    events: Recipient<FromMediaNode>,
+    lost: Recipient<MediaLinkLost>,
+}
+
+pub struct MediaLink {
+    target: MediaTarget,
+    rooms: HashMap<String, RoomRoute>,
+    /// Frames for the remote link's writer task; `None` while disconnected.
+    outbox: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// The remote link connected; frames go to `outbox`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkUp(mpsc::UnboundedSender<String>);
+
+/// The remote link dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkDown;
+
+impl MediaLink {
+    pub fn new(target: MediaTarget) -> Self {
+        MediaLink {
+            target,
+            rooms: HashMap::new(),
+            outbox: None,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let MediaTarget::Remote(url) = self.target.clone() else {
+            return;
+        };
+        let me = ctx.address();
+        actix::spawn(async move {
+            let client = awc::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .finish();
+            match client
+                .ws(&url)
+                .max_frame_size(MAX_LINK_FRAME)
+                .connect()
+                .await
+            {
+                Ok((_, framed)) => {
+                    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+                    me.do_send(LinkUp(tx));
+                    let (mut sink, mut stream) = framed.split();
+                    loop {
+                        tokio::select! {
+                            out = rx.recv() => match out {
+                                Some(text) => {
+                                    if sink.send(ws::Message::Text(text.into())).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                None => break,
+                            },
+                            frame = stream.next() => match frame {
+                                Some(Ok(ws::Frame::Text(bytes))) => {
+                                    match serde_json::from_slice::<MediaEvent>(&bytes) {
+                                        Ok(event) => me.do_send(FromMediaNode(event)),
+                                        Err(e) => tracing::warn!(error = %e, "malformed link event"),
+                                    }
+                                }
+                                Some(Ok(ws::Frame::Ping(p))) => {
+                                    if sink.send(ws::Message::Pong(p)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Some(Ok(ws::Frame::Close(_))) | Some(Err(_)) | None => break,
+                                Some(Ok(_)) => {}
+                            },
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%url, error = %e, "media node unreachable"),
+            }
+            me.do_send(LinkDown);
+        });
+    }
+
+    fn refuse(&self, cmd: &MediaCommand) {
+        // Only an offer waits for an answer; the rest die with the link anyway.
+        if let MediaCommand::AddPeer {
+            room,
+            participant_id,
+            ..
+        } = cmd
+        {
+            if let Some(route) = self.rooms.get(room) {
+                route.events.do_send(FromMediaNode(MediaEvent::PeerError {
+                    room: room.clone(),
+                    participant_id: participant_id.clone(),
+                    code: ErrorCode::Unavailable,
+                    message: "media node unreachable; try again".into(),
+                }));
+            }
+        }
+    }
+}
+
+impl Actor for MediaLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+    }
+}
+
+impl Handler<ToMedia> for MediaLink {
+    type Result = ();
+    /// A room's command for the media node.
+    fn handle(&mut self, msg: ToMedia, ctx: &mut Context<Self>) {
+        match &self.target {
+            MediaTarget::Local(node) => node.do_send(ToMediaNode {
+                cmd: msg.0,
+                reply_to: ctx.address().recipient(),
+            }),
+            MediaTarget::Remote(_) => {
+                let sent = match (&self.outbox, serde_json::to_string(&msg.0)) {
+                    (Some(outbox), Ok(json)) => outbox.send(json).is_ok(),
+                    _ => false,
+                };
+                if !sent {
+                    self.refuse(&msg.0);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<FromMediaNode> for MediaLink {
+    type Result = ();
+    /// An event from the media node: deliver it to the room it names.
+    fn handle(&mut self, msg: FromMediaNode, _: &mut Context<Self>) {
+        let room = match &msg.0 {
+            MediaEvent::Hello { node_id, udp_addr } => {
+                tracing::info!(%node_id, %udp_addr, "media link up");
+                return;
+            }
+            MediaEvent::Answer { room, .. }
+            | MediaEvent::Offer { room, .. }
+            | MediaEvent::PeerState { room, .. }
+            | MediaEvent::PeerError { room, .. } => room,
+        };
+        if let Some(route) = self.rooms.get(room) {
+            route.events.do_send(msg);
+        }
+    }
+}
+
+impl Handler<RegisterRoom> for MediaLink {
+    type Result = ();
+    fn handle(&mut self, msg: RegisterRoom, _: &mut Context<Self>) {
+        self.rooms.insert(
+            msg.key,
+            RoomRoute {
+                events: msg.room,
+                lost: msg.lost,
+            },
+        );
+    }
+}
+
+impl Handler<UnregisterRoom> for MediaLink {
+    type Result = ();
+    fn handle(&mut self, msg: UnregisterRoom, _: &mut Context<Self>) {
+        self.rooms.remove(&msg.key);
+    }
+}
+
+impl Handler<LinkUp> for MediaLink {
+    type Result = ();
+    fn handle(&mut self, msg: LinkUp, _: &mut Context<Self>) {
+        self.outbox = Some(msg.0);
+    }
+}
+
+impl Handler<LinkDown> for MediaLink {
+    type Result = ();
+    /// The media node is gone (or never came): its peers are lost; retry shortly.
+    fn handle(&mut self, _: LinkDown, ctx: &mut Context<Self>) {
+        if self.outbox.take().is_some() {
+            tracing::warn!("media link lost");
+            for route in self.rooms.values() {
+                route.lost.do_send(MediaLinkLost);
+            }
+        }
+        ctx.run_later(RECONNECT_DELAY, |link, ctx| link.connect(ctx));
+    }
+}

@@ -1,0 +1,109 @@
+//! Messages between the signaling node's actors: session <-> room <-> registry, and rooms
+//! <-> the media link.
+
+use actix::prelude::*;
+use conclave_common::link::{FromMediaNode, MediaCommand};
+use conclave_common::protocol::{ErrorCode, LeaveReason, ParticipantInfo, ServerMessage};
+
+use crate::room::Room;
+
+/// A message for the browser at the other end of a session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Outbound(pub ServerMessage);
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Session -> room: add this participant. The room sends `joined` itself, through
+/// `session`, so that it precedes every later event about the room.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub struct JoinRoom {
+    pub participant: ParticipantInfo,
+    pub session: Recipient<Outbound>,
+}
+
+/// Session -> room: a request of a joined participant.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FromParticipant {
+    pub participant_id: String,
+    pub request: ParticipantRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParticipantRequest {
+    Offer(String),
+    Answer(String),
+    Candidate(String),
+    SetAudio(bool),
+    SetVideo(bool),
+}
+
+/// Session -> room: the participant is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeaveRoom {
+    pub participant_id: String,
+    pub reason: LeaveReason,
+}
+
+/// Session -> registry: the room actor for `key`, created if needed.
+#[derive(Message)]
+#[rtype(result = "Addr<Room>")]
+pub struct GetRoom {
+    pub key: RoomKey,
+}
+
+/// Room -> registry: the room emptied and stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomClosed {
+    pub key: RoomKey,
+    pub addr: Addr<Room>,
+}
+
+/// Room -> media link: a command for the media node.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ToMedia(pub MediaCommand);
+
+/// Room -> media link: deliver media events of `key` to `room`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterRoom {
+    pub key: String,
+    pub room: Recipient<FromMediaNode>,
+    pub lost: Recipient<MediaLinkLost>,
+}
+
+/// Room -> media link: the room stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterRoom {
+    pub key: String,
+}
+
+/// Media link -> rooms: the link to the media node dropped; its peers are gone.
+#[derive(Debug, Message, Clone)]
+#[rtype(result = "()")]
+pub struct MediaLinkLost;
+
+/// A room's identity: the community it belongs to and its name there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    pub community: String,
+    pub room: String,
+}
+
+impl RoomKey {
+    /// The key used on the media node and in logs: `community/room`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.community, self.room)
+    }
+}

@@ -1,0 +1,223 @@
+//! Room membership and state, free of actors and I/O so it can be tested directly.
+
+use conclave_common::protocol::{ErrorCode, ParticipantInfo};
+
+use crate::messages::Refusal;
+
+/// Where a member's media connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPhase {
+    /// No offer yet (or the last one failed): an `offer` is allowed.
+    NoPeer,
+    /// Offer sent to the media node, answer pending.
+    Offered,
+    /// The media node answered: the peer exists.
+    Active,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub info: ParticipantInfo,
+    pub media: MediaPhase,
+}
+
+/// The members of one room, in join order.
+#[derive(Debug)]
+pub struct Roster {
+    cap: usize,
+    members: Vec<Member>,
+}
+
+impl Roster {
+    pub fn new(cap: usize) -> Self {
+        Roster {
+            cap,
+            members: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn get(&self, participant_id: &str) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.info.participant_id == participant_id)
+    }
+
+    fn get_mut(&mut self, participant_id: &str) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.info.participant_id == participant_id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.info.participant_id.as_str())
+    }
+
+    /// Add a member; returns the roster of the others as they are now.
+    pub fn join(
+        &mut self,
+        room: &str,
+        info: ParticipantInfo,
+    ) -> Result<Vec<ParticipantInfo>, Refusal> {
+        if self.get(&info.participant_id).is_some() {
+            return Err(Refusal {
+                code: ErrorCode::AlreadyJoined,
+                message: "participant is already in the room".into(),
+            });
+        }
+        if self.members.len() >= self.cap {
+            return Err(Refusal {
+                code: ErrorCode::RoomFull,
+                message: format!("room {room} is full ({} participants)", self.cap),
+            });
+        }
+        let others = self.members.iter().map(|m| m.info.clone()).collect();
+        self.members.push(Member {
+            info,
+            media: MediaPhase::NoPeer,
+        });
+        Ok(others)
+    }
+
+    pub fn leave(&mut self, participant_id: &str) -> Option<Member> {
+        let i = self
+            .members
+            .iter()
+            .position(|m| m.info.participant_id == participant_id)?;
+        Some(self.members.remove(i))
+    }
+
+    /// Set microphone and/or camera state. Returns the new state if it changed.
+    pub fn set_state(
+        &mut self,
+        participant_id: &str,
+        audio: Option<bool>,
+        video: Option<bool>,
+    ) -> Option<ParticipantInfo> {
+        let m = self.get_mut(participant_id)?;
+        let before = (m.info.audio, m.info.video);
+        m.info.audio = audio.unwrap_or(m.info.audio);
+        m.info.video = video.unwrap_or(m.info.video);
+        (before != (m.info.audio, m.info.video)).then(|| m.info.clone())
+    }
+
+    /// The member sends its one offer: allowed only without a peer.
+    pub fn begin_offer(&mut self, participant_id: &str) -> Result<(), Refusal> {
+        let m = self.get_mut(participant_id).ok_or_else(not_member)?;
+        if m.media != MediaPhase::NoPeer {
+            return Err(Refusal {
+                code: ErrorCode::InvalidState,
+                message: "an offer was already sent: the server offers from now on".into(),
+            });
+        }
+        m.media = MediaPhase::Offered;
+        Ok(())
+    }
+
+    pub fn set_media(&mut self, participant_id: &str, phase: MediaPhase) {
+        if let Some(m) = self.get_mut(participant_id) {
+            m.media = phase;
+        }
+    }
+
+    /// Every member loses its peer (the media node went away).
+    pub fn reset_media(&mut self) {
+        for m in &mut self.members {
+            m.media = MediaPhase::NoPeer;
+        }
+    }
+}
+
+fn not_member() -> Refusal {
+    Refusal {
+        code: ErrorCode::NotJoined,
+        message: "not a member of this room".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: &str) -> ParticipantInfo {
+        ParticipantInfo {
+            participant_id: id.into(),
+            user_id: format!("user-{id}"),
+            name: id.to_uppercase(),
+            audio: true,
+            video: true,
+        }
+    }
+
+    #[test]
+    fn join_returns_the_others_and_respects_the_cap() {
+        let mut r = Roster::new(2);
+        assert!(r.join("g", p("a")).unwrap().is_empty());
+        let others = r.join("g", p("b")).unwrap();
+        assert_eq!(others, vec![p("a")]);
+        let full = r.join("g", p("c")).unwrap_err();
+        assert_eq!(full.code, ErrorCode::RoomFull);
+        assert!(full.message.contains("full"));
+        assert_eq!(r.len(), 2);
+        // A place frees up when someone leaves.
+        assert!(r.leave("a").is_some());
+        assert_eq!(r.join("g", p("c")).unwrap(), vec![p("b")]);
+    }
+
+    #[test]
+    fn the_same_participant_cannot_join_twice() {
+        let mut r = Roster::new(5);
+        r.join("g", p("a")).unwrap();
+        assert_eq!(
+            r.join("g", p("a")).unwrap_err().code,
+            ErrorCode::AlreadyJoined
+        );
+    }
+
+    #[test]
+    fn state_changes_are_reported_once() {
+        let mut r = Roster::new(5);
+        r.join("g", p("a")).unwrap();
+        let changed = r.set_state("a", None, Some(false)).unwrap();
+        assert!(changed.audio && !changed.video);
+        assert!(r.set_state("a", None, Some(false)).is_none());
+        assert!(r.set_state("a", Some(true), None).is_none());
+        assert!(r.set_state("zz", Some(false), None).is_none());
+        let roster_view = r.get("a").unwrap().info.clone();
+        assert!(!roster_view.video);
+    }
+
+    #[test]
+    fn one_offer_per_peer_until_it_fails() {
+        let mut r = Roster::new(5);
+        r.join("g", p("a")).unwrap();
+        r.begin_offer("a").unwrap();
+        assert_eq!(
+            r.begin_offer("a").unwrap_err().code,
+            ErrorCode::InvalidState
+        );
+        r.set_media("a", MediaPhase::NoPeer); // the media node refused the offer
+        r.begin_offer("a").unwrap();
+        r.set_media("a", MediaPhase::Active);
+        r.reset_media();
+        r.begin_offer("a").unwrap();
+        assert_eq!(r.begin_offer("x").unwrap_err().code, ErrorCode::NotJoined);
+    }
+
+    #[test]
+    fn leave_of_a_stranger_changes_nothing() {
+        let mut r = Roster::new(5);
+        r.join("g", p("a")).unwrap();
+        assert!(r.leave("b").is_none());
+        assert_eq!(r.ids().collect::<Vec<_>>(), vec!["a"]);
+        assert!(r.leave("a").is_some());
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,293 @@
+//! The session actor: one per browser WebSocket. Parses and validates client messages,
+//! checks the token at join, keeps the connection alive with heartbeats, and forwards the
+//! member's requests to its room.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use conclave_common::protocol::{
+    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
+};
+
+use crate::auth::{now_secs, TokenKeys};
+use crate::messages::*;
+use crate::registry::Registry;
+use crate::room::{Room, ROOM_CLOSING};
+
+/// Largest accepted frame. A server offer for a full room is tens of KiB; browsers send
+/// less. Bigger frames close the connection with 1009 (message too big).
+pub const MAX_FRAME: usize = 256 * 1024;
+/// Longest display name kept (longer ones are cut).
+const MAX_NAME_CHARS: usize = 64;
+/// How often a join retries when its room was closing at that moment.
+const JOIN_ATTEMPTS: usize = 3;
+
+/// What every session needs, shared by all of them.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub registry: Addr<Registry>,
+    pub keys: Arc<TokenKeys>,
+    /// Heartbeat period; the browser's idle connection must not look dead to a cloud LB.
+    pub heartbeat_interval: Duration,
+    /// Silence after which we close (the browser or network is gone).
+    pub client_timeout: Duration,
+}
+
+struct Membership {
+    room: Addr<Room>,
+    participant_id: String,
+}
+
+pub struct Session {
+    deps: SessionDeps,
+    last_heard: Instant,
+    joined: Option<Membership>,
+    /// A join is in flight (the mailbox is paused by `ctx.wait` meanwhile).
+    joining: bool,
+}
+
+impl Session {
+    pub fn new(deps: SessionDeps) -> Self {
+        Session {
+            deps,
+            last_heard: Instant::now(),
+            joined: None,
+            joining: false,
+        }
+    }
+
+    fn send(ctx: &mut ws::WebsocketContext<Self>, msg: &ServerMessage) {
+        match serde_json::to_string(msg) {
+            Ok(json) => ctx.text(json),
+            Err(e) => tracing::error!(error = %e, "cannot encode server message"),
+        }
+    }
+
+    fn error(ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: impl Into<String>) {
+        Self::send(ctx, &ServerMessage::error(code, message));
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let msg = match parse_client_message(text) {
+            Ok(m) => m,
+            Err((code, message)) => return Self::error(ctx, code, message),
+        };
+        let request = match msg {
+            ClientMessage::Join {
+                token,
+                name,
+                audio,
+                video,
+            } => return self.join(token, name, audio, video, ctx),
+            ClientMessage::Heartbeat => {
+                return Self::send(
+                    ctx,
+                    &ServerMessage::Heartbeat {
+                        server_time_ms: now_millis(),
+                    },
+                )
+            }
+            ClientMessage::Leave => return self.leave(ctx),
+            ClientMessage::Offer { sdp } => ParticipantRequest::Offer(sdp),
+            ClientMessage::Answer { sdp } => ParticipantRequest::Answer(sdp),
+            ClientMessage::IceCandidate { candidate, .. } => {
+                ParticipantRequest::Candidate(candidate)
+            }
+            ClientMessage::SetAudio { enabled } => ParticipantRequest::SetAudio(enabled),
+            ClientMessage::SetVideo { enabled } => ParticipantRequest::SetVideo(enabled),
+        };
+        let Some(m) = &self.joined else {
+            return Self::error(ctx, ErrorCode::NotJoined, "send join first");
+        };
+        m.room.do_send(FromParticipant {
+            participant_id: m.participant_id.clone(),
+            request,
+        });
+    }
+
+    fn join(
+        &mut self,
+        token: String,
+        name: Option<String>,
+        audio: bool,
+        video: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if self.joined.is_some() || self.joining {
+            return Self::error(
+                ctx,
+                ErrorCode::AlreadyJoined,
+                "this session has joined already",
+            );
+        }
+        let claims = match self.deps.keys.verify(&token) {
+            Ok(c) => c,
+            Err(e) => return Self::error(ctx, e.code(), e.to_string()),
+        };
+        let name: String = name
+            .or(claims.name.clone())
+            .unwrap_or_else(|| claims.sub.clone())
+            .trim()
+            .chars()
+            .take(MAX_NAME_CHARS)
+            .collect();
+        let participant = ParticipantInfo {
+            participant_id: format!("p-{}", uuid::Uuid::new_v4().simple()),
+            user_id: claims.sub,
+            name,
+            audio,
+            video,
+        };
+        let key = RoomKey {
+            community: claims.community,
+            room: claims.room,
+        };
+        let registry = self.deps.registry.clone();
+        let session = ctx.address().recipient();
+        let pid = participant.participant_id.clone();
+        self.joining = true;
+        let attempt = async move {
+            for _ in 0..JOIN_ATTEMPTS {
+                let room = registry
+                    .send(GetRoom { key: key.clone() })
+                    .await
+                    .map_err(|_| internal("room registry unavailable"))?;
+                let join = JoinRoom {
+                    participant: participant.clone(),
+                    session: session.clone(),
+                };
+                match room.send(join).await {
+                    Ok(Ok(())) => return Ok(room),
+                    Ok(Err(r)) if r.message == ROOM_CLOSING => continue,
+                    Ok(Err(r)) => return Err(r),
+                    Err(_) => continue, // The room stopped between lookup and join.
+                }
+            }
+            Err(internal("room kept closing; try again"))
+        };
+        // `wait`: no other message of this session is handled until the join settles, so the
+        // room's `joined` (queued in our mailbox) goes out before anything that follows.
+        ctx.wait(attempt.into_actor(self).map(move |result, session, ctx| {
+            session.joining = false;
+            match result {
+                Ok(room) => {
+                    session.joined = Some(Membership {
+                        room,
+                        participant_id: pid,
+                    })
+                }
+                Err(r) => Self::error(ctx, r.code, r.message),
+            }
+        }));
+    }
+
+    fn leave(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        match self.joined.take() {
+            Some(m) => {
+                m.room.do_send(LeaveRoom {
+                    participant_id: m.participant_id,
+                    reason: LeaveReason::Left,
+                });
+                Self::send(ctx, &ServerMessage::Left);
+            }
+            None => Self::error(ctx, ErrorCode::NotJoined, "not in a room"),
+        }
+    }
+
+    /// Leave the room (if any) for a reason other than `leave`.
+    fn drop_membership(&mut self, reason: LeaveReason) {
+        if let Some(m) = self.joined.take() {
+            m.room.do_send(LeaveRoom {
+                participant_id: m.participant_id,
+                reason,
+            });
+        }
+    }
+}
+
+fn internal(message: &str) -> Refusal {
+    Refusal {
+        code: ErrorCode::Internal,
+        message: message.into(),
+    }
+}
+
+fn now_millis() -> u64 {
+    now_secs() * 1000
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.deps.heartbeat_interval, |session, ctx| {
+            if session.last_heard.elapsed() > session.deps.client_timeout {
+                tracing::info!("session timed out");
+                session.drop_membership(LeaveReason::Timeout);
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("heartbeat timeout".into()),
+                }));
+                ctx.stop();
+                return;
+            }
+            ctx.ping(b"");
+            Self::send(
+                ctx,
+                &ServerMessage::Heartbeat {
+                    server_time_ms: now_millis(),
+                },
+            );
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.drop_membership(LeaveReason::Disconnected);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => Self::error(
+                ctx,
+                ErrorCode::BadMessage,
+                "only unfragmented JSON text frames are accepted",
+            ),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                tracing::info!("frame over {MAX_FRAME} bytes: closing");
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Size,
+                    description: Some(format!("message too large (limit {MAX_FRAME} bytes)")),
+                }));
+                ctx.stop();
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "websocket protocol error: closing");
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Protocol,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<Outbound> for Session {
+    type Result = ();
+    /// A message from the room for our browser.
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        Self::send(ctx, &msg.0);
+    }
+}
