@@ -1,0 +1,6 @@
+//! End-to-end tests of the signaling node over real sockets: a real server on 127.0.0.1:0
+//! with its embedded media node, driven by WebSocket clients.
+
+mod support;
+mod ws_bad_input;
+mod ws_rooms;

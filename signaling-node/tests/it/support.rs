@@ -1,0 +1,213 @@
+//! A server on an ephemeral port and a small JSON WebSocket client.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use awc::ws;
+use conclave_common::protocol::ServerMessage;
+use conclave_media_node::config::MediaConfig;
+use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
+use conclave_signaling_node::media_link::MediaTarget;
+use conclave_signaling_node::{serve, start_services, ServiceSettings};
+use futures_util::{SinkExt, StreamExt};
+
+pub const SECRET: &[u8] = b"test-secret";
+
+pub struct TestServer {
+    pub base: String,
+    pub udp: std::net::SocketAddr,
+    keys: TokenKeys,
+}
+
+pub struct Options {
+    pub room_cap: usize,
+    pub heartbeat: Duration,
+    pub client_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            room_cap: 25,
+            heartbeat: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Start a signaling node with an embedded media node, on 127.0.0.1 ports chosen by the OS.
+pub fn start(opts: Options) -> TestServer {
+    let media = conclave_media_node::start(&MediaConfig {
+        udp_listen: "127.0.0.1:0".parse().unwrap(),
+        advertise_ip: None,
+        node_id: "media-test".into(),
+    })
+    .expect("media node starts");
+    let services = start_services(ServiceSettings {
+        media: MediaTarget::Local(media.commands()),
+        token_secret: SECRET.to_vec(),
+        dev: true,
+        room_cap: opts.room_cap,
+        heartbeat_interval: opts.heartbeat,
+        client_timeout: opts.client_timeout,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = serve(listener, None, services, Some(1)).unwrap();
+    actix_rt::spawn(server);
+    TestServer {
+        base,
+        udp: media.udp_local,
+        keys: TokenKeys::new(SECRET),
+    }
+}
+
+impl TestServer {
+    pub fn token(&self, user: &str, room: &str) -> String {
+        self.token_with_exp(user, room, now_secs() + 600)
+    }
+
+    pub fn token_with_exp(&self, user: &str, room: &str, exp: u64) -> String {
+        self.keys.mint(&Claims {
+            sub: user.into(),
+            room: room.into(),
+            community: "test".into(),
+            name: None,
+            exp,
+        })
+    }
+
+    pub async fn connect(&self) -> Client {
+        let url = format!("{}/ws?room=x", self.base.replace("http", "ws"));
+        let (_, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(2 * 1024 * 1024)
+            .connect()
+            .await
+            .expect("websocket connects");
+        Client { framed }
+    }
+
+    /// Connect and join `room` as `user`; returns the client and its `joined` message.
+    pub async fn join(&self, user: &str, room: &str) -> (Client, serde_json::Value) {
+        let mut c = self.connect().await;
+        c.send(serde_json::json!({"id": "join", "token": self.token(user, room), "name": user}))
+            .await;
+        let joined = c.expect("joined").await;
+        (c, joined)
+    }
+}
+
+pub struct Client {
+    framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+}
+
+/// What a receive produced.
+#[derive(Debug)]
+pub enum Received {
+    Message(serde_json::Value),
+    Closed(Option<ws::CloseReason>),
+    Timeout,
+}
+
+impl Client {
+    pub async fn send(&mut self, v: serde_json::Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.framed
+            .send(ws::Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        let _ = self
+            .framed
+            .send(ws::Message::Binary(Bytes::from(data)))
+            .await;
+    }
+
+    /// Next JSON message that is not a heartbeat, or a close, within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Received {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => return Received::Timeout,
+                Ok(None) => return Received::Closed(None),
+                Ok(Some(Err(_))) => return Received::Closed(None),
+                Ok(Some(Ok(f))) => f,
+            };
+            match frame {
+                ws::Frame::Text(t) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&t).expect("server sends JSON");
+                    // Every server message must parse as our protocol type.
+                    let _: ServerMessage =
+                        serde_json::from_value(v.clone()).expect("server message fits protocol");
+                    if v["id"] != "heartbeat" {
+                        return Received::Message(v);
+                    }
+                }
+                ws::Frame::Close(reason) => return Received::Closed(reason),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message must have this `id`.
+    pub async fn expect(&mut self, id: &str) -> serde_json::Value {
+        match self.recv(Duration::from_secs(10)).await {
+            Received::Message(v) if v["id"] == id => v,
+            other => panic!("expected {id:?}, got {other:?}"),
+        }
+    }
+
+    /// The next message must be an error with this code.
+    pub async fn expect_error(&mut self, code: &str) -> serde_json::Value {
+        let v = self.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    /// Nothing but heartbeats arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        match self.recv(wait).await {
+            Received::Timeout => {}
+            other => panic!("expected silence, got {other:?}"),
+        }
+    }
+
+    /// Answer the server's pings? No: this client never answers, to look dead.
+    pub async fn heartbeat_roundtrip(&mut self) {
+        self.send(serde_json::json!({"id": "heartbeat"})).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .expect("heartbeat answer in time")
+                .expect("open")
+                .expect("frame");
+            if let ws::Frame::Text(t) = frame {
+                let v: serde_json::Value = serde_json::from_slice(&t).unwrap();
+                if v["id"] == "heartbeat" {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A valid SDP offer with one audio and one video m-line, made by str0m as a client.
+pub fn valid_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}

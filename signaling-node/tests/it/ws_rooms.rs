@@ -1,0 +1,94 @@
+//! Room events over the WebSocket: roster, joins, leaves, state changes.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{start, valid_offer, Options};
+
+#[actix_rt::test]
+async fn roster_events_and_state_reach_every_member() {
+    let server = start(Options::default());
+    let (mut a, joined_a) = server.join("alice", "g").await;
+    assert_eq!(joined_a["protocolVersion"], 1);
+    assert!(joined_a["participants"].as_array().unwrap().is_empty());
+    let a_id = joined_a["participantId"].as_str().unwrap().to_string();
+
+    let (mut b, joined_b) = server.join("bob", "g").await;
+    let roster = joined_b["participants"].as_array().unwrap();
+    assert_eq!(roster.len(), 1);
+    assert_eq!(roster[0]["participantId"], a_id.as_str());
+    assert_eq!(roster[0]["name"], "alice");
+    let b_id = joined_b["participantId"].as_str().unwrap().to_string();
+    let pj = a.expect("participantJoined").await;
+    assert_eq!(pj["participant"]["participantId"], b_id.as_str());
+    // The joiner learns the roster from `joined`, not from its own participantJoined.
+    b.expect_silence(Duration::from_millis(200)).await;
+
+    a.send(json!({"id": "setAudio", "enabled": false})).await;
+    for c in [&mut a, &mut b] {
+        let s = c.expect("participantState").await;
+        assert_eq!(s["participantId"], a_id.as_str());
+        assert_eq!(s["audio"], false);
+        assert_eq!(s["video"], true);
+    }
+    // Setting the same state again is not news.
+    a.send(json!({"id": "setAudio", "enabled": false})).await;
+    b.expect_silence(Duration::from_millis(300)).await;
+
+    // A third member sees the muted state in its roster.
+    let (_c, joined_c) = server.join("carol", "g").await;
+    let alice = joined_c["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participantId"] == a_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(alice["audio"], false);
+    a.expect("participantJoined").await;
+    b.expect("participantJoined").await;
+
+    b.send(json!({"id": "leave"})).await;
+    b.expect("left").await;
+    let l = a.expect("participantLeft").await;
+    assert_eq!(l["participantId"], b_id.as_str());
+    assert_eq!(l["reason"], "left");
+
+    drop(b);
+    // A closed socket is a disconnect.
+    drop(_c);
+    let l = a.expect("participantLeft").await;
+    assert_eq!(l["reason"], "disconnected");
+}
+
+#[actix_rt::test]
+async fn rooms_are_separate() {
+    let server = start(Options::default());
+    let (mut a, _) = server.join("a", "one").await;
+    let (_b, joined_b) = server.join("b", "two").await;
+    assert!(joined_b["participants"].as_array().unwrap().is_empty());
+    a.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[actix_rt::test]
+async fn each_offer_is_answered_with_our_media_address() {
+    let server = start(Options::default());
+    let (mut a, _) = server.join("a", "media").await;
+    let (mut b, _) = server.join("b", "media").await;
+    a.expect("participantJoined").await;
+    for c in [&mut a, &mut b] {
+        c.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+        let answer = c.expect("answer").await;
+        let sdp = answer["sdp"].as_str().unwrap();
+        // Our one host candidate is the media node's UDP socket; we are ICE-lite.
+        let candidate = format!("{} {} typ host", server.udp.ip(), server.udp.port());
+        assert!(sdp.contains(&candidate), "{sdp}");
+        assert!(sdp.contains("a=ice-lite"), "{sdp}");
+        // Only Opus and VP8 are offered back.
+        assert!(sdp.contains("opus/48000"), "{sdp}");
+        assert!(sdp.contains("VP8/90000"), "{sdp}");
+        assert!(!sdp.contains("H264"), "{sdp}");
+    }
+    // Track announcements (`serverOffer`) need connected media: see the browser tests.
+}
