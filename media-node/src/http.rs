@@ -45,6 +45,8 @@ pub fn serve(
             .route("/healthz", web::get().to(health))
     })
     .workers(1)
+    // Links are long-lived WebSockets: do not wait the default 30 s for them on stop.
+    .shutdown_timeout(3)
     .listen(listener)?
     .run())
 }

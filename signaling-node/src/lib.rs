@@ -34,6 +34,9 @@ use crate::media_link::{MediaLink, MediaTarget};
 use crate::registry::Registry;
 use crate::session::SessionDeps;
 
+/// Seconds a stopping server waits for open connections (WebSockets never finish by themselves).
+const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
+
 /// What the HTTP server needs to run: started once, outside the per-worker app factory, so
 /// that every worker shares one registry (one actor per room, not one per worker).
 #[derive(Clone)]
