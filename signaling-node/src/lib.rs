@@ -87,7 +87,9 @@ pub fn serve(
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(services.state);
     let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes));
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            // Open WebSockets would hold a graceful stop for the default 30 s.
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
     let server = match workers {
         Some(n) => server.workers(n),
         None => server,
