@@ -2,7 +2,7 @@
 //!
 //! JSON text frames over one WebSocket, one message type per `id` (as the system we replace).
 //! Every type here is documented in `docs/protocol.md` with an example; the two must agree
-//! (a test in this module parses every example of that page).
+//! (`common/tests/protocol_doc.rs` parses every example of that page).
 //!
 //! Negotiation model: one peer connection per participant. The client sends exactly one
 //! `offer` after `joined` (its microphone and camera, `sendonly`); from then on only the server

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
-use conclave_common::link::{MediaCommand, ToMediaNode};
+use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
+use conclave_common::protocol::ErrorCode;
 
 use crate::sfu::{
     AddPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, RoomSfu, SfuShared, StopRoom,
@@ -84,12 +85,18 @@ impl Handler<ToMediaNode> for MediaNode {
                 participant_id,
                 sdp,
             } => {
-                if let Some(entry) = self.rooms.get(&room) {
-                    entry.addr.do_send(PeerAnswer {
+                match self.rooms.get(&room) {
+                    Some(entry) => entry.addr.do_send(PeerAnswer {
                         participant_id,
                         sdp,
                         link: reply_to,
-                    });
+                    }),
+                    None => reply_to.do_send(FromMediaNode(MediaEvent::PeerError {
+                        room,
+                        participant_id,
+                        code: ErrorCode::InvalidState,
+                        message: "no media peer for this participant".into(),
+                    })),
                 }
             }
             MediaCommand::Candidate {

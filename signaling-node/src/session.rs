@@ -11,7 +11,7 @@ use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
 };
 
-use crate::auth::{now_secs, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::messages::*;
 use crate::registry::Registry;
 use crate::room::{Room, ROOM_CLOSING};
@@ -215,7 +215,10 @@ fn internal(message: &str) -> Refusal {
 }
 
 fn now_millis() -> u64 {
-    now_secs() * 1000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Actor for Session {
