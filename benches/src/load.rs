@@ -37,7 +37,7 @@ pub struct LoadConfig {
 /// Live counters for the progress line.
 #[derive(Default)]
 pub struct Progress {
-    pub joined: AtomicU64,
+    pub joined: Arc<AtomicU64>,
     pub finished: AtomicU64,
 }
 
@@ -90,7 +90,10 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
     } else if let Some(rest) = cfg.url.strip_prefix("http://") {
         format!("ws://{rest}")
     } else {
-        return Err(format!("url must start with http:// or https://: {}", cfg.url));
+        return Err(format!(
+            "url must start with http:// or https://: {}",
+            cfg.url
+        ));
     };
     let total = cfg.rooms * cfg.participants_per_room;
     // Joins take a moment each on a busy 2-core box; budget for them before the window.
@@ -100,6 +103,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
     let stop_at = window_start + cfg.duration;
     let drain = Duration::from_secs(1);
 
+    let progress = Arc::new(Progress::default());
     let mut plans = Vec::new();
     for room_idx in 0..cfg.rooms {
         let room = format!("{}-{room_idx}", cfg.room_prefix);
@@ -116,12 +120,12 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
                 drain,
                 bind_ip: cfg.bind_ip,
                 window: (window_start, stop_at),
+                joined_counter: progress.joined.clone(),
             });
         }
     }
 
     let rss_before = cfg.media_pid.and_then(procstat::rss_bytes);
-    let progress = Arc::new(Progress::default());
     let (tx, rx) = std::sync::mpsc::channel::<ParticipantReport>();
     let threads = cfg.threads.max(1);
     let mut handles = Vec::new();
@@ -143,9 +147,6 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
                         // Stagger joins a little so a room does not get them all at once.
                         actix_rt::time::sleep(Duration::from_millis(15 * i as u64)).await;
                         let report = sim::run(plan).await;
-                        if report.joined_after.is_some() {
-                            progress.joined.fetch_add(1, Relaxed);
-                        }
                         progress.finished.fetch_add(1, Relaxed);
                         let _ = tx.send(report);
                     }));
@@ -265,14 +266,15 @@ fn dev_token(addr: &str, room: &str, user: &str) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut body = String::new();
-    stream.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    stream
+        .read_to_string(&mut body)
+        .map_err(|e| e.to_string())?;
     let json = body.split("\r\n\r\n").nth(1).unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|_| format!("no dev token from {addr} (is it running with --dev?)"))?;
-    v["token"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or(format!("no dev token from {addr} (is it running with --dev?)"))
+    v["token"].as_str().map(str::to_string).ok_or(format!(
+        "no dev token from {addr} (is it running with --dev?)"
+    ))
 }
 
 fn percentiles(h: &Histogram<u64>, scale: f64) -> Option<Percentiles> {
@@ -346,9 +348,7 @@ fn summarise(
         100.0 * expected.saturating_sub(received) as f64 / expected as f64
     };
     let run_secs = stop_at.duration_since(window_start).as_secs_f64();
-    let forwarded_per_cpu_second = cpu
-        .filter(|c| *c > 0.0)
-        .map(|c| window_packets as f64 / c);
+    let forwarded_per_cpu_second = cpu.filter(|c| *c > 0.0).map(|c| window_packets as f64 / c);
     Summary {
         participants: total,
         failed,
@@ -388,7 +388,10 @@ pub fn table(s: &Summary) -> String {
     };
     let mut out = String::new();
     let mut row = |k: &str, v: String| out.push_str(&format!("{k:<34} {v}\n"));
-    row("participants (failed)", format!("{} ({})", s.participants, s.failed));
+    row(
+        "participants (failed)",
+        format!("{} ({})", s.participants, s.failed),
+    );
     row("join (ms)", pct(&s.join_ms));
     row("join -> first media (ms)", pct(&s.join_to_first_media_ms));
     row("frames sent", s.frames_sent.to_string());
@@ -401,7 +404,10 @@ pub fn table(s: &Summary) -> String {
     row("RTP packets received", s.packets_received.to_string());
     row("one-way latency (ms)", pct(&s.latency_ms));
     row("measured window", format!("{:.1} s", s.window_secs));
-    row("RTP packets received in window", s.window_packets.to_string());
+    row(
+        "RTP packets received in window",
+        s.window_packets.to_string(),
+    );
     row("media node CPU in window", opt(s.media_cpu_seconds, "s"));
     row(
         "forwarded packets per CPU-second",

@@ -49,6 +49,8 @@ pub struct ParticipantPlan {
     pub bind_ip: std::net::IpAddr,
     /// Packets received in this window are counted apart (the measured steady state).
     pub window: (Instant, Instant),
+    /// Counted up when `joined` arrives (the progress line).
+    pub joined_counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Reception from one publisher of one kind.
@@ -197,6 +199,7 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     let mut payload_buf = Vec::with_capacity(4096);
     let mut next_timeout;
     let mut media_enabled = false;
+    let mut signaling_up = true;
 
     loop {
         // Drain str0m until it wants time.
@@ -226,7 +229,7 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
         let wake = next_timeout.min(next_send).min(end);
 
         tokio::select! {
-            frame = framed.next() => {
+            frame = framed.next(), if signaling_up => {
                 let text = match frame {
                     Some(Ok(ws::Frame::Text(t))) => t,
                     Some(Ok(ws::Frame::Ping(p))) => {
@@ -234,10 +237,10 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
                         continue;
                     }
                     Some(Ok(ws::Frame::Close(_))) | None | Some(Err(_)) => {
-                        // Signaling is gone: keep measuring what still arrives until the end.
-                        let mut rx = Receiver { socket: &socket, local, joined_at, media_enabled: &mut media_enabled };
-                        rx.wait_out(&mut rtc, &mut buf, report, end).await;
-                        return Err("signaling connection closed".into());
+                        // Media does not go through signaling: keep publishing and
+                        // measuring until the end; what no longer arrives is loss.
+                        signaling_up = false;
+                        continue;
                     }
                     Some(Ok(_)) => continue,
                 };
@@ -246,6 +249,7 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
                 match msg {
                     ServerMessage::Joined { .. } => {
                         joined_at = Some(Instant::now());
+                        plan.joined_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         report.joined_after = Some(started.elapsed());
                         if let Some(sdp) = offer_sdp.take() {
                             send(&mut framed, &ClientMessage::Offer { sdp }).await?;
@@ -291,45 +295,12 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
             }
         }
     }
+    if !signaling_up {
+        return Err("signaling connection closed".into());
+    }
     let _ = send(&mut framed, &ClientMessage::Leave).await;
     let _ = framed.close().await;
     Ok(())
-}
-
-/// What keeps receiving after signaling died.
-struct Receiver<'a> {
-    socket: &'a UdpSocket,
-    local: SocketAddr,
-    joined_at: Option<Instant>,
-    media_enabled: &'a mut bool,
-}
-
-impl Receiver<'_> {
-    /// Go on receiving (media may still flow) until the end; measure what arrives.
-    async fn wait_out(
-        &mut self,
-        rtc: &mut Rtc,
-        buf: &mut [u8],
-        report: &mut ParticipantReport,
-        end: Instant,
-    ) {
-        while Instant::now() < end {
-            let r = tokio::time::timeout_at(end.into(), self.socket.recv_from(buf)).await;
-            let Ok(Ok((n, source))) = r else { break };
-            if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) {
-                let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
-            }
-            while let Ok(o) = rtc.poll_output() {
-                match o {
-                    Output::Timeout(_) => break,
-                    Output::Transmit(t) => {
-                        let _ = self.socket.try_send_to(&t.contents, t.destination);
-                    }
-                    Output::Event(e) => on_event(e, report, self.joined_at, self.media_enabled),
-                }
-            }
-        }
-    }
 }
 
 fn on_event(
@@ -406,12 +377,15 @@ fn send_frame(
         )
     } else {
         let frame_bytes = (m.video_kbps as usize * 1000 / 8) / m.video_fps.max(1) as usize;
-        let key = s.seq % m.keyframe_interval.max(1) as u64 == 0;
+        let key = s.seq.is_multiple_of(m.keyframe_interval.max(1) as u64);
         let len = if key { frame_bytes * 3 } else { frame_bytes };
         (
             len,
             key,
-            MediaTime::new(s.seq * 90_000 / m.video_fps.max(1) as u64, Frequency::NINETY_KHZ),
+            MediaTime::new(
+                s.seq * 90_000 / m.video_fps.max(1) as u64,
+                Frequency::NINETY_KHZ,
+            ),
         )
     };
     payload::encode(

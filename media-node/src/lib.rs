@@ -55,11 +55,25 @@ impl MediaNodeHandle {
     }
 }
 
+/// Kernel buffer asked for on the media socket. The default (≈ 208 KiB) overflows when
+/// keyframes of many publishers arrive at once; the kernel caps it at `net.core.rmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops bursts sooner.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Bind the media UDP socket and start the node's actors on a new arbiter thread.
 /// Must be called inside a running actix system.
 pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
-    let std_socket = std::net::UdpSocket::bind(config.udp_listen)?;
-    std_socket.set_nonblocking(true)?;
+    let std_socket = bind_media_socket(config.udp_listen)?;
     let udp_local = std_socket.local_addr()?;
     let advertised = config.advertised_addr(udp_local);
     let node_id = config.node_id.clone();

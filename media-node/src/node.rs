@@ -84,21 +84,19 @@ impl Handler<ToMediaNode> for MediaNode {
                 room,
                 participant_id,
                 sdp,
-            } => {
-                match self.rooms.get(&room) {
-                    Some(entry) => entry.addr.do_send(PeerAnswer {
-                        participant_id,
-                        sdp,
-                        link: reply_to,
-                    }),
-                    None => reply_to.do_send(FromMediaNode(MediaEvent::PeerError {
-                        room,
-                        participant_id,
-                        code: ErrorCode::InvalidState,
-                        message: "no media peer for this participant".into(),
-                    })),
-                }
-            }
+            } => match self.rooms.get(&room) {
+                Some(entry) => entry.addr.do_send(PeerAnswer {
+                    participant_id,
+                    sdp,
+                    link: reply_to,
+                }),
+                None => reply_to.do_send(FromMediaNode(MediaEvent::PeerError {
+                    room,
+                    participant_id,
+                    code: ErrorCode::InvalidState,
+                    message: "no media peer for this participant".into(),
+                })),
+            },
             MediaCommand::Candidate {
                 room,
                 participant_id,

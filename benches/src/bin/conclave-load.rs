@@ -75,7 +75,8 @@ fn main() {
         Mix::Audio => (true, false),
         Mix::Video => (false, true),
     };
-    if !(cli.duration > 0.0 && cli.duration <= 3600.0) || !(0.0..=60.0).contains(&cli.warmup) {
+    let duration_ok = cli.duration > 0.0 && cli.duration <= 3600.0;
+    if !duration_ok || !(0.0..=60.0).contains(&cli.warmup) {
         fail("--duration must be in (0, 3600] s and --warmup in [0, 60] s");
     }
     if cli.fps == 0 || cli.fps > 120 {
@@ -109,7 +110,10 @@ fn main() {
     };
     match &cli.json {
         Some(path) if path.as_os_str() == "-" => {
-            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default())
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            )
         }
         Some(path) => {
             let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
