@@ -1,7 +1,12 @@
 //! The data path: one `RoomSfu` actor per room owns the str0m `Rtc` of every participant in it.
 //!
-//! `udp::receive_loop -> DatagramIn -> Rtc::handle_input -> Event::MediaData -> for each other
-//! peer: Writer::write -> Rtc::poll_output -> Transmit -> UdpSocket::try_send_to`.
+//! `udp::receive_loop -> DatagramIn -> Rtc::handle_input -> Event::RtpPacket -> for each other
+//! peer: StreamTx::write_rtp -> Rtc::poll_output -> Transmit -> UdpSocket::try_send_to`.
+//!
+//! Forwarding is in str0m's RTP mode: each RTP packet is passed through as it came (payload
+//! shared, header fields copied), never depacketized into frames and packetized again per
+//! subscriber. Only the payload type is mapped to the subscriber's, and the sequence numbers
+//! are rebased per subscriber so every outgoing stream starts in SRTP rollover 0.
 //!
 //! Because every `Rtc` of a room lives in this one actor, forwarding is a plain function call:
 //! no per-packet message between actors. Each `Rtc` is sans-IO: after every input we drain
@@ -18,8 +23,10 @@ use conclave_common::protocol::{
     ErrorCode, MediaConnectionState, TrackInfo, TrackKind, TrackSource,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequest, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
@@ -31,9 +38,11 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
 /// subscribers ask: a keyframe is large and one serves everybody.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Packets kept per outgoing video stream for retransmission. str0m's default (1000) costs
-/// ≈ 1.2 MB per subscribed stream; 150 packets is ≈ 1 s of 500 kbps video, enough for NACKs
-/// on a LAN or a short RTT.
-const SEND_BUFFER_VIDEO: usize = 150;
+/// ≈ 1.2 MB per subscribed stream, times every subscription; 64 packets is ≈ 1 s of 500 kbps
+/// video, enough to answer NACKs for round trips well over 100 ms.
+const SEND_BUFFER_VIDEO: usize = 64;
+/// Audio is not retransmitted (browsers do not NACK Opus); the buffer only stages packets.
+const SEND_BUFFER_AUDIO: usize = 8;
 
 /// What every room's `Rtc`s share: the socket, the router and the address we advertise.
 #[derive(Clone)]
@@ -127,6 +136,10 @@ struct TrackOut {
     source_mid: Mid,
     kind: MediaKind,
     state: TrackOutState,
+    /// Publisher's payload type -> ours, for the last codec seen (mapped once, not per packet).
+    pt_map: Option<(Pt, Pt)>,
+    /// Subtracted from the publisher's extended sequence numbers (set by the first packet).
+    seq_base: Option<u64>,
 }
 
 /// One participant: its `Rtc` and what it sends and receives.
@@ -138,6 +151,8 @@ struct Peer {
     link: Recipient<FromMediaNode>,
     tracks_in: Vec<TrackIn>,
     tracks_out: Vec<TrackOut>,
+    /// Incoming SSRC -> publisher m-line.
+    rx_mids: Vec<(Ssrc, Mid)>,
     /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
     pending: Option<SdpPendingOffer>,
     /// Earliest time str0m wants a `Timeout` input.
@@ -160,9 +175,11 @@ enum Propagated {
         mid: Mid,
         kind: MediaKind,
     },
-    Media {
+    Rtp {
         from: PeerKey,
-        data: MediaData,
+        mid: Mid,
+        params: PayloadParams,
+        packet: RtpPacket,
     },
     KeyframeRequest {
         source_peer: PeerKey,
@@ -258,7 +275,9 @@ impl RoomSfu {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            .set_rtp_mode(true)
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            .set_send_buffer_audio(SEND_BUFFER_AUDIO)
             .set_stats_interval(Some(Duration::from_secs(2)))
     }
 
@@ -323,6 +342,8 @@ impl RoomSfu {
                     source_mid: t.mid,
                     kind: t.kind,
                     state: TrackOutState::ToOpen,
+                    pt_map: None,
+                    seq_base: None,
                 })
             })
             .collect();
@@ -351,6 +372,7 @@ impl RoomSfu {
             link: msg.link,
             tracks_in: Vec::new(),
             tracks_out,
+            rx_mids: Vec::new(),
             pending: None,
             next_timeout: now,
             dirty: true,
@@ -581,13 +603,20 @@ impl RoomSfu {
                         source_mid: mid,
                         kind,
                         state: TrackOutState::ToOpen,
+                        pt_map: None,
+                        seq_base: None,
                     });
                 }
                 self.renegotiate = true;
             }
-            Propagated::Media { from, data } => {
+            Propagated::Rtp {
+                from,
+                mid,
+                params,
+                packet,
+            } => {
                 for sub in self.peers.iter_mut().filter(|o| o.key != from && !o.dead) {
-                    forward(sub, from, &data);
+                    forward(sub, from, mid, params, &packet);
                 }
             }
             Propagated::KeyframeRequest {
@@ -612,8 +641,9 @@ impl RoomSfu {
                 track.last_keyframe_request = Some(now);
                 let rtc = &mut publisher.rtc;
                 let requested = guarded(|| {
-                    rtc.writer(source_mid)
-                        .map(|mut w| w.request_keyframe(req.rid, req.kind))
+                    if let Some(rx) = rtc.direct_api().stream_rx_by_mid(source_mid, req.rid) {
+                        rx.request_keyframe(req.kind);
+                    }
                 });
                 if requested.is_none() {
                     publisher.dead = true;
@@ -727,24 +757,54 @@ fn track_info(mid: Mid, owner: &str, kind: MediaKind) -> TrackInfo {
     }
 }
 
-/// Write one publisher's media into a subscriber's matching outgoing track.
-fn forward(sub: &mut Peer, from: PeerKey, data: &MediaData) {
-    let Some(mid) = sub.tracks_out.iter().find_map(|t| match t.state {
-        TrackOutState::Open(m) if t.source_peer == from && t.source_mid == data.mid => Some(m),
-        _ => None,
+/// Pass one publisher's RTP packet to a subscriber's matching outgoing track.
+fn forward(sub: &mut Peer, from: PeerKey, mid_in: Mid, params: PayloadParams, pkt: &RtpPacket) {
+    let Some(track) = sub.tracks_out.iter_mut().find(|t| {
+        t.source_peer == from && t.source_mid == mid_in && matches!(t.state, TrackOutState::Open(_))
     }) else {
         return;
     };
+    let TrackOutState::Open(mid) = track.state else {
+        return;
+    };
+    // The subscriber negotiated its own payload type numbers for the same codec.
+    let pt = match track.pt_map {
+        Some((pt_in, pt_out)) if pt_in == params.pt() => pt_out,
+        _ => {
+            let Some(pt_out) = sub.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
+                return;
+            };
+            track.pt_map = Some((params.pt(), pt_out));
+            pt_out
+        }
+    };
+    // Keep the low 16 bits (what the browser sees) and start in rollover 0, whatever the
+    // publisher's extended sequence number is by now.
+    let seq_in = *pkt.seq_no;
+    let base = *track.seq_base.get_or_insert(seq_in & !0xFFFF);
+    let seq: SeqNo = seq_in.wrapping_sub(base).into();
+    let write = RtpWrite::new(
+        pt,
+        seq,
+        pkt.header.timestamp,
+        pkt.timestamp,
+        pkt.payload.clone(),
+    )
+    .marker(pkt.header.marker)
+    .ext_vals(pkt.header.ext_vals.clone())
+    .nackable(track.kind == MediaKind::Video);
     let rtc = &mut sub.rtc;
-    let written = guarded(|| {
-        let writer = rtc.writer(mid)?;
-        let pt = writer.match_params(data.params)?;
-        Some(writer.write(pt, data.network_time, data.time, data.data.clone()))
+    let written = guarded(|| match rtc.direct_api().stream_tx_by_mid(mid, None) {
+        Some(tx) => {
+            tx.write_rtp(write);
+            true
+        }
+        None => false,
     });
     match written {
-        Some(Some(Err(e))) => tracing::debug!(peer = sub.key, error = %e, "write failed"),
         None => sub.dead = true,
-        _ => {}
+        Some(false) => tracing::debug!(peer = sub.key, %mid, "no send stream for track"),
+        Some(true) => {}
     }
     sub.dirty = true;
 }
@@ -825,22 +885,23 @@ fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>
                 kind: added.kind,
             });
         }
-        Event::MediaData(data) => {
-            if !data.contiguous && data.params.spec().codec.is_video() {
-                // A gap: ask the publisher for a keyframe (rate limited in `apply`).
-                out.push(Propagated::KeyframeRequest {
-                    source_peer: peer.key,
-                    source_mid: data.mid,
-                    req: KeyframeRequest {
-                        mid: data.mid,
-                        rid: data.rid,
-                        kind: KeyframeRequestKind::Fir,
-                    },
-                });
+        Event::RtpPacket(packet) => {
+            // Padding (bandwidth probes) carries nothing to forward.
+            if packet.payload.is_empty() {
+                return;
             }
-            out.push(Propagated::Media {
+            let Some(mid) = rx_mid(peer, packet.header.ssrc) else {
+                return;
+            };
+            let pt = packet.header.payload_type;
+            let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+                return;
+            };
+            out.push(Propagated::Rtp {
                 from: peer.key,
-                data,
+                mid,
+                params,
+                packet,
             });
         }
         Event::KeyframeRequest(req) => {
@@ -859,6 +920,16 @@ fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>
         }
         _ => {}
     }
+}
+
+/// The publisher's m-line an incoming SSRC belongs to (cached: asked once per stream).
+fn rx_mid(peer: &mut Peer, ssrc: Ssrc) -> Option<Mid> {
+    if let Some((_, mid)) = peer.rx_mids.iter().find(|(s, _)| *s == ssrc) {
+        return Some(*mid);
+    }
+    let mid = peer.rtc.direct_api().stream_rx(&ssrc)?.mid();
+    peer.rx_mids.push((ssrc, mid));
+    Some(mid)
 }
 
 /// Run a call into str0m, turning a panic (a broken invariant inside one `Rtc`) into `None`
