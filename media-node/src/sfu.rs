@@ -38,9 +38,9 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
 /// subscribers ask: a keyframe is large and one serves everybody.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Packets kept per outgoing video stream for retransmission. str0m's default (1000) costs
-/// ≈ 1.2 MB per subscribed stream, times every subscription; 64 packets is ≈ 1 s of 500 kbps
-/// video, enough to answer NACKs for round trips well over 100 ms.
-const SEND_BUFFER_VIDEO: usize = 64;
+/// ≈ 1.2 MB per subscribed stream, times every subscription; 32 packets is ≈ 0.5 s of
+/// 500 kbps video, enough to answer NACKs for round trips up to a few hundred ms.
+const SEND_BUFFER_VIDEO: usize = 32;
 /// Audio is not retransmitted (browsers do not NACK Opus); the buffer only stages packets.
 const SEND_BUFFER_AUDIO: usize = 8;
 
