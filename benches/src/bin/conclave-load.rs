@@ -1,11 +1,14 @@
 //! `conclave-load`: simulated participants against a Conclave signaling node, like LiveKit's
 //! `lk load-test`. Prints a live progress line and a summary table; `--json` for machines.
+//! `--floor` runs the same scenario through `udp-relay` (plain UDP, no WebRTC) instead: the
+//! baseline the SFU's cost is reported against.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use conclave_bench::floor::{self, FloorConfig};
 use conclave_bench::load::{self, LoadConfig};
 use conclave_bench::sim::MediaPlan;
 
@@ -66,6 +69,17 @@ struct Cli {
     /// Write the summary as JSON to this file (`-` for stdout, instead of the table).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the scenario through `udp-relay` (plain UDP relay, no ICE/DTLS/SRTP) instead of
+    /// the SFU: the floor. `--url`, `--token-secret` and `--media-pid` are not used.
+    #[arg(long)]
+    floor: bool,
+    /// With `--floor`: the relay sends with one `sendmmsg` per packet instead of one
+    /// `send_to` per member.
+    #[arg(long, requires = "floor")]
+    relay_batch: bool,
+    /// With `--floor`: the `udp-relay` binary (default: next to this one).
+    #[arg(long, requires = "floor")]
+    relay_bin: Option<PathBuf>,
 }
 
 fn main() {
@@ -104,25 +118,41 @@ fn main() {
         bind_ip: cli.bind_ip,
         progress: cli.json.as_deref() != Some(std::path::Path::new("-")),
     };
-    let summary = match load::run(&cfg) {
-        Ok(s) => s,
-        Err(e) => fail(&e),
-    };
-    match &cli.json {
+    if cli.floor {
+        let floor_cfg = FloorConfig {
+            relay_bin: cli.relay_bin,
+            batch: cli.relay_batch,
+            ..FloorConfig::from_load(&cfg)
+        };
+        match floor::run_floor(&floor_cfg) {
+            Ok(s) => report(&s, &floor::table(&s), cli.json.as_deref()),
+            Err(e) => fail(&e),
+        }
+    } else {
+        match load::run(&cfg) {
+            Ok(s) => report(&s, &load::table(&s), cli.json.as_deref()),
+            Err(e) => fail(&e),
+        }
+    }
+}
+
+/// The table on stdout, or the JSON (to stdout for `-`, else to the file and the table too).
+fn report<T: serde::Serialize>(summary: &T, table: &str, json: Option<&std::path::Path>) {
+    match json {
         Some(path) if path.as_os_str() == "-" => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
+                serde_json::to_string_pretty(summary).unwrap_or_default()
             )
         }
         Some(path) => {
-            let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+            let json = serde_json::to_string_pretty(summary).unwrap_or_default();
             if let Err(e) = std::fs::write(path, json) {
                 fail(&format!("cannot write {}: {e}", path.display()));
             }
-            print!("{}", load::table(&summary));
+            print!("{table}");
         }
-        None => print!("{}", load::table(&summary)),
+        None => print!("{table}"),
     }
 }
 
