@@ -147,9 +147,8 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     )
     .await?;
 
-    let socket = UdpSocket::bind(SocketAddr::new(plan.bind_ip, 0))
-        .await
-        .map_err(|e| format!("udp bind: {e}"))?;
+    let socket =
+        bind_udp(SocketAddr::new(plan.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let now = Instant::now();
     let mut rtc = RtcConfig::new()
@@ -406,6 +405,17 @@ fn send_frame(
     report.last_seq[s.kind as usize] = Some(s.seq);
     s.seq += 1;
     Ok(())
+}
+
+/// A UDP socket with a 1 MiB receive buffer: on a loaded 2-core box the generator may fall
+/// behind for a moment, and a dropped packet there would be blamed on the SFU.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(1024 * 1024);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 async fn send(framed: &mut WsFramed, msg: &ClientMessage) -> Result<(), String> {
