@@ -17,6 +17,9 @@ pub struct MediaConfig {
     /// Name of this media node in logs, link messages and (later) the cluster.
     #[arg(long, env = "CONCLAVE_NODE_ID", default_value = "media-1")]
     pub node_id: String,
+    /// Threads running room SFUs (a room lives on one). Default: one per core.
+    #[arg(long, env = "CONCLAVE_MEDIA_THREADS")]
+    pub media_threads: Option<usize>,
 }
 
 impl MediaConfig {

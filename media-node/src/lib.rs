@@ -70,7 +70,8 @@ fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Bind the media UDP socket and start the node's actors on a new arbiter thread.
+/// Bind the media UDP socket and start the node: the receive loop and the `MediaNode` on one
+/// arbiter thread, room SFUs spread over `config.media_threads` arbiter threads.
 /// Must be called inside a running actix system.
 pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     let std_socket = bind_media_socket(config.udp_listen)?;
@@ -82,23 +83,41 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     // One crypto provider for every Rtc of the process (str0m's default backend).
     str0m::crypto::from_feature_flags().install_process_default();
 
+    // Rooms send from any thread through a plain non-blocking handle of the same socket.
+    let send_socket = Arc::new(std_socket.try_clone()?);
+    let threads = config.media_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let room_arbiters: Vec<ArbiterHandle> = (0..threads.max(1))
+        .map(|_| {
+            let arbiter = Arbiter::new();
+            let handle = arbiter.handle();
+            // The arbiter threads live as long as the process.
+            std::mem::forget(arbiter);
+            handle
+        })
+        .collect();
     let arbiter = Arbiter::new();
     let stats = udp_stats.clone();
     let id = node_id.clone();
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
-        // Inside the arbiter: its runtime owns the socket and the receive loop.
+        // Inside the arbiter: its runtime owns the socket's receive side and the loop.
         let socket =
             Arc::new(tokio::net::UdpSocket::from_std(std_socket).expect("inside a tokio runtime"));
         let (router, updates) = tokio::sync::mpsc::unbounded_channel();
-        actix::spawn(udp::receive_loop(socket.clone(), updates, stats));
-        MediaNode::new(SfuShared {
-            socket,
-            router,
-            advertised,
-            node_id: id,
-        })
+        actix::spawn(udp::receive_loop(socket, updates, stats));
+        MediaNode::new(
+            SfuShared {
+                socket: send_socket,
+                router,
+                advertised,
+                node_id: id,
+            },
+            room_arbiters,
+        )
     });
-    // The arbiter thread lives as long as the process.
     std::mem::forget(arbiter);
     tracing::info!(%udp_local, %advertised, node_id = %node_id, "media node started");
     Ok(MediaNodeHandle {

@@ -22,14 +22,17 @@ struct RoomEntry {
 
 pub struct MediaNode {
     shared: SfuShared,
+    /// Threads the room SFUs run on, assigned round-robin as rooms open.
+    room_arbiters: Vec<ArbiterHandle>,
     rooms: HashMap<String, RoomEntry>,
     rooms_created: u64,
 }
 
 impl MediaNode {
-    pub fn new(shared: SfuShared) -> Self {
+    pub fn new(shared: SfuShared, room_arbiters: Vec<ArbiterHandle>) -> Self {
         MediaNode {
             shared,
+            room_arbiters,
             rooms: HashMap::new(),
             rooms_created: 0,
         }
@@ -44,10 +47,12 @@ impl MediaNode {
                 ctx.address().recipient(),
                 self.rooms_created * PEER_KEYS_PER_ROOM,
             );
+            let arbiter =
+                &self.room_arbiters[self.rooms_created as usize % self.room_arbiters.len()];
             self.rooms.insert(
                 room.to_string(),
                 RoomEntry {
-                    addr: sfu.start(),
+                    addr: RoomSfu::start_in_arbiter(arbiter, |_| sfu),
                     adds_sent: 0,
                 },
             );

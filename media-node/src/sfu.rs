@@ -28,7 +28,6 @@ use str0m::media::{Direction, KeyframeRequest, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
 
 use crate::udp::{PeerKey, Route, RouterHandle, RouterUpdate};
 
@@ -48,7 +47,8 @@ const SEND_BUFFER_AUDIO: usize = 8;
 /// What every room's `Rtc`s share: the socket, the router and the address we advertise.
 #[derive(Clone)]
 pub struct SfuShared {
-    pub socket: Arc<UdpSocket>,
+    /// Non-blocking; a full send buffer drops the packet (NACK or the next keyframe repairs).
+    pub socket: Arc<std::net::UdpSocket>,
     pub router: RouterHandle,
     /// The address browsers send to (our only ICE candidate); also the `destination` of
     /// every `Receive`, since str0m drops STUN not addressed to a local candidate.
@@ -831,7 +831,7 @@ fn poll_peer(peer: &mut Peer, shared: &SfuShared, room: &str, out: &mut Vec<Prop
                 return;
             }
             Output::Transmit(t) => {
-                if let Err(e) = shared.socket.try_send_to(&t.contents, t.destination) {
+                if let Err(e) = shared.socket.send_to(&t.contents, t.destination) {
                     tracing::debug!(peer = peer.key, error = %e, "udp send failed");
                 }
             }

@@ -42,6 +42,7 @@ pub fn start(opts: Options) -> TestServer {
         udp_listen: "127.0.0.1:0".parse().unwrap(),
         advertise_ip: None,
         node_id: "media-test".into(),
+        media_threads: Some(2),
     })
     .expect("media node starts");
     let services = start_services(ServiceSettings {
