@@ -17,7 +17,9 @@ pub struct MediaConfig {
     /// Name of this media node in logs, link messages and (later) the cluster.
     #[arg(long, env = "CONCLAVE_NODE_ID", default_value = "media-1")]
     pub node_id: String,
-    /// Threads running room SFUs (a room lives on one). Default: one per core.
+    /// Threads running room SFUs (a room lives on one). More threads take more rooms on a
+    /// many-core node, but cost ≈ 15 % CPU per forwarded packet in our benchmark (see
+    /// docs/performance.md), so the default is 1.
     #[arg(long, env = "CONCLAVE_MEDIA_THREADS")]
     pub media_threads: Option<usize>,
 }

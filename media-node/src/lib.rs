@@ -85,21 +85,17 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
 
     // Rooms send from any thread through a plain non-blocking handle of the same socket.
     let send_socket = Arc::new(std_socket.try_clone()?);
-    let threads = config.media_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let room_arbiters: Vec<ArbiterHandle> = (0..threads.max(1))
-        .map(|_| {
-            let arbiter = Arbiter::new();
-            let handle = arbiter.handle();
-            // The arbiter threads live as long as the process.
-            std::mem::forget(arbiter);
-            handle
-        })
-        .collect();
+    let threads = config.media_threads.unwrap_or(1);
+    // The receive loop's own thread hosts rooms too (the first room, so a single room costs
+    // no hop between threads per packet); further threads take the rooms after it.
     let arbiter = Arbiter::new();
+    let mut room_arbiters = vec![arbiter.handle()];
+    for _ in 1..threads.max(1) {
+        let extra = Arbiter::new();
+        room_arbiters.push(extra.handle());
+        // Arbiter threads live as long as the process.
+        std::mem::forget(extra);
+    }
     let stats = udp_stats.clone();
     let id = node_id.clone();
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
