@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use actix::prelude::*;
-use conclave_media_node::sfu::DatagramIn;
+use conclave_media_node::sfu::DatagramBatch;
 use conclave_media_node::udp::{Route, Router, RouterUpdate};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
@@ -12,9 +12,9 @@ struct Sink;
 impl Actor for Sink {
     type Context = Context<Self>;
 }
-impl Handler<DatagramIn> for Sink {
+impl Handler<DatagramBatch> for Sink {
     type Result = ();
-    fn handle(&mut self, _: DatagramIn, _: &mut Context<Self>) {}
+    fn handle(&mut self, _: DatagramBatch, _: &mut Context<Self>) {}
 }
 
 /// A STUN binding request whose USERNAME starts with `ufrag`.
@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
             ufrag: ufrag.clone(),
             route: Route {
                 peer,
+                room_id: 1,
                 room: sink.clone().recipient(),
             },
         });

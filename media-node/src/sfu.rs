@@ -56,9 +56,12 @@ pub struct SfuShared {
     pub node_id: String,
 }
 
-/// One received datagram for a peer of this room (an owned copy: it crosses actors).
+/// Datagrams for peers of this room that arrived together.
 #[derive(Message)]
 #[rtype(result = "()")]
+pub struct DatagramBatch(pub Vec<DatagramIn>);
+
+/// One received datagram for a peer of this room (an owned copy: it crosses actors).
 pub struct DatagramIn {
     pub peer: PeerKey,
     pub source: SocketAddr,
@@ -196,13 +199,15 @@ pub struct RoomSfu {
     node: Recipient<RoomEmpty>,
     peers: Vec<Peer>,
     next_key: PeerKey,
+    /// This room's id in the router (its first peer key).
+    room_id: u64,
     adds_seen: u64,
     /// The armed timer and when it fires.
     timer: Option<(Instant, SpawnHandle)>,
     /// Reused between drains to avoid an allocation per packet.
     propagate: Vec<Propagated>,
     /// Our own address as the router's target (set in `started`).
-    datagrams: Option<Recipient<DatagramIn>>,
+    datagrams: Option<Recipient<DatagramBatch>>,
     /// Track sets changed: some peer may need a server offer.
     renegotiate: bool,
 }
@@ -239,6 +244,7 @@ impl RoomSfu {
             node,
             peers: Vec::new(),
             next_key: first_key,
+            room_id: first_key,
             adds_seen: 0,
             timer: None,
             propagate: Vec::new(),
@@ -353,6 +359,7 @@ impl RoomSfu {
             ufrag,
             route: Route {
                 peer: key,
+                room_id: self.room_id,
                 // Invariant: `started` ran before any message is handled.
                 room: self.datagrams.clone().expect("set in started"),
             },
@@ -520,7 +527,9 @@ impl RoomSfu {
         self.drive(ctx);
     }
 
-    fn on_datagram(&mut self, msg: DatagramIn, ctx: &mut Context<Self>) {
+    /// Feed one datagram to its peer and drain that peer at once (str0m wants output drained
+    /// after input); subscribers it wrote to are drained later, once per batch, by `drive`.
+    fn on_datagram(&mut self, msg: DatagramIn) {
         let Some(peer) = self.peers.iter_mut().find(|p| p.key == msg.peer) else {
             return;
         };
@@ -538,8 +547,14 @@ impl RoomSfu {
             Some(Err(e)) => tracing::debug!(peer = peer.key, error = %e, "input refused"),
             None => peer.dead = true,
         }
-        peer.dirty = true;
-        self.drive(ctx);
+        let mut propagate = std::mem::take(&mut self.propagate);
+        if !peer.dead {
+            poll_peer(peer, &self.shared, &self.room, &mut propagate);
+        }
+        for p in propagate.drain(..) {
+            self.apply(p);
+        }
+        self.propagate = propagate;
     }
 
     /// Drain every dirty peer, propagate what came out, repeat until quiet; then re-arm the
@@ -939,11 +954,14 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
-impl Handler<DatagramIn> for RoomSfu {
+impl Handler<DatagramBatch> for RoomSfu {
     type Result = ();
-    /// A datagram for one of our peers: the start of the data path.
-    fn handle(&mut self, msg: DatagramIn, ctx: &mut Context<Self>) {
-        self.on_datagram(msg, ctx);
+    /// Datagrams for our peers: the start of the data path.
+    fn handle(&mut self, msg: DatagramBatch, ctx: &mut Context<Self>) {
+        for datagram in msg.0 {
+            self.on_datagram(datagram);
+        }
+        self.drive(ctx);
     }
 }
 

@@ -14,10 +14,13 @@ use actix::Recipient;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::sfu::DatagramIn;
+use crate::sfu::{DatagramBatch, DatagramIn};
 
 /// Largest datagram we accept; WebRTC keeps packets under the path MTU (≈ 1200–1500 bytes).
 const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read per wakeup when more are waiting. Handing a room several at once lets it
+/// poll each subscriber once per batch instead of once per packet.
+const MAX_BATCH: usize = 16;
 
 /// Identifies one peer (one participant's `Rtc`) inside the node.
 pub type PeerKey = u64;
@@ -26,7 +29,9 @@ pub type PeerKey = u64;
 #[derive(Clone)]
 pub struct Route {
     pub peer: PeerKey,
-    pub room: Recipient<DatagramIn>,
+    /// Identifies the room, to group one wakeup's datagrams per room.
+    pub room_id: u64,
+    pub room: Recipient<DatagramBatch>,
 }
 
 /// Changes to the routing table, sent by room SFUs as peers come and go.
@@ -143,7 +148,8 @@ pub struct UdpStats {
     pub dropped_unknown: std::sync::atomic::AtomicU64,
 }
 
-/// Receive datagrams until the socket fails, routing each to its room SFU.
+/// Receive datagrams until the socket fails, routing each to its room SFU, in batches of
+/// whatever arrived together.
 pub async fn receive_loop(
     socket: Arc<UdpSocket>,
     mut updates: mpsc::UnboundedReceiver<RouterUpdate>,
@@ -152,39 +158,61 @@ pub async fn receive_loop(
     use std::sync::atomic::Ordering::Relaxed;
     let mut router = Router::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Per room: its recipient and the datagrams of this wakeup.
+    let mut batches: Vec<(u64, Recipient<DatagramBatch>, Vec<DatagramIn>)> = Vec::new();
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             // Routing changes first, so a peer's ufrag is known before its first STUN.
             biased;
             update = updates.recv() => match update {
-                Some(update) => router.apply(update),
+                Some(update) => {
+                    router.apply(update);
+                    continue;
+                }
                 None => break,
             },
-            received = socket.recv_from(&mut buf) => {
-                let (len, source) = match received {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // ICMP errors surface here on some systems; they concern one peer only.
-                        tracing::debug!(error = %e, "udp receive error");
-                        continue;
-                    }
-                };
-                stats.received.fetch_add(1, Relaxed);
-                let datagram = &buf[..len];
-                match router.route(source, datagram) {
-                    Some(route) => {
-                        // do_send: the room's mailbox is unbounded; a bounded one drops bursts.
-                        route.room.do_send(DatagramIn {
-                            peer: route.peer,
-                            source,
-                            data: datagram.to_vec(),
-                        });
-                    }
-                    None => {
-                        stats.dropped_unknown.fetch_add(1, Relaxed);
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let mut received = Some(first);
+        let mut count = 0;
+        while let Some(result) = received.take() {
+            match result {
+                Ok((len, source)) => {
+                    stats.received.fetch_add(1, Relaxed);
+                    let datagram = &buf[..len];
+                    match router.route(source, datagram) {
+                        Some(route) => {
+                            let item = DatagramIn {
+                                peer: route.peer,
+                                source,
+                                data: datagram.to_vec(),
+                            };
+                            match batches.iter_mut().find(|(id, _, _)| *id == route.room_id) {
+                                Some((_, _, items)) => items.push(item),
+                                None => {
+                                    batches.push((route.room_id, route.room.clone(), vec![item]))
+                                }
+                            }
+                        }
+                        None => {
+                            stats.dropped_unknown.fetch_add(1, Relaxed);
+                        }
                     }
                 }
+                // ICMP errors surface here on some systems; they concern one peer only.
+                Err(e) => tracing::debug!(error = %e, "udp receive error"),
             }
+            count += 1;
+            if count < MAX_BATCH {
+                match socket.try_recv_from(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    other => received = Some(other),
+                }
+            }
+        }
+        for (_, room, items) in batches.drain(..) {
+            // do_send: the room's mailbox is unbounded; a bounded one drops bursts.
+            room.do_send(DatagramBatch(items));
         }
     }
     tracing::info!("udp receive loop ended");
@@ -246,13 +274,14 @@ mod tests {
         impl actix::Actor for Sink {
             type Context = actix::Context<Self>;
         }
-        impl actix::Handler<DatagramIn> for Sink {
+        impl actix::Handler<DatagramBatch> for Sink {
             type Result = ();
-            fn handle(&mut self, _: DatagramIn, _: &mut Self::Context) {}
+            fn handle(&mut self, _: DatagramBatch, _: &mut Self::Context) {}
         }
         let addr = actix::Actor::create(|_| Sink);
         Route {
             peer,
+            room_id: 1,
             room: addr.recipient(),
         }
     }
