@@ -2,5 +2,6 @@
 //! with its embedded media node, driven by WebSocket clients.
 
 mod support;
+mod tls;
 mod ws_bad_input;
 mod ws_rooms;

@@ -38,6 +38,11 @@ impl Default for Options {
 
 /// Start a signaling node with an embedded media node, on 127.0.0.1 ports chosen by the OS.
 pub fn start(opts: Options) -> TestServer {
+    start_with_tls(opts, None)
+}
+
+/// Like [`start`], serving HTTPS with `tls` when given (`base` is then `https://...`).
+pub fn start_with_tls(opts: Options, tls: Option<rustls::ServerConfig>) -> TestServer {
     let media = conclave_media_node::start(&MediaConfig {
         udp_listen: "127.0.0.1:0".parse().unwrap(),
         advertise_ip: None,
@@ -54,8 +59,9 @@ pub fn start(opts: Options) -> TestServer {
         client_timeout: opts.client_timeout,
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = serve(listener, None, services, Some(1)).unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let server = serve(listener, tls, services, Some(1)).unwrap();
     actix_rt::spawn(server);
     TestServer {
         base,
