@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
-use str0m::{Rtc, RtcConfig};
+use str0m::RtcConfig;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
