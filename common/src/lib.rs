@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //! - [`protocol`]: browser <-> signaling-node messages (JSON over WebSocket).
+//! - [`cluster`]: cluster state in Redis (node registry, least-loaded room placement).
 //! - [`link`]: signaling-node <-> media-node messages (JSON over the internal WebSocket, or
 //!   actix messages in-process).
 
+pub mod cluster;
 pub mod link;
 pub mod protocol;

@@ -1,0 +1,159 @@
+//! Cluster state in Redis: media node registry with heartbeats, and atomic least-loaded
+//! placement of rooms. Key schema in `docs/cluster.md`; every key starts with one prefix.
+//!
+//! The media node's own heartbeat carries its *true* participant count, so a crashed
+//! signaling node cannot leak counts; placement adds a one-participant reservation at once so
+//! that rooms placed back to back see fresh loads until the next heartbeat reconciles.
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+/// A media node older than this (since its last heartbeat) is dead to placement.
+pub const NODE_STALE_MS: u64 = 5_000;
+/// A node's hash expires this long after its last heartbeat (cleanup of dead nodes).
+const NODE_TTL_MS: u64 = 15_000;
+/// Lifetime of a room -> node record; refreshed while the room lives.
+pub const ROOM_TTL_MS: u64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no media node has capacity")]
+    NoCapacity,
+}
+
+/// What a media node tells the cluster about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Internal link URL (`ws://host:port/internal/link`).
+    pub link_url: String,
+    /// Advertised UDP address for media.
+    pub udp_addr: String,
+    /// Most participants this node takes.
+    pub capacity: u32,
+}
+
+/// Cluster state over one Redis connection (cheap to clone; reconnects by itself).
+#[derive(Clone)]
+pub struct ClusterStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+/// Atomic placement: returns the room's live node, or picks the live node with the lowest
+/// participants/capacity (ties: lowest id), records the room and reserves one participant.
+const PLACE_ROOM: &str = r#"
+local now, stale, ttl, prefix, room = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local function alive(id)
+  local hb = redis.call('HGET', prefix .. 'node:' .. id, 'hb')
+  return hb and (now - tonumber(hb)) <= stale
+end
+local existing = redis.call('GET', KEYS[1])
+if existing and alive(existing) then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return existing
+end
+local ids = redis.call('SMEMBERS', KEYS[2])
+table.sort(ids)
+local best, best_load = nil, nil
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', prefix .. 'node:' .. id, 'hb', 'participants', 'capacity', 'draining')
+  if f[1] and (now - tonumber(f[1])) <= stale and f[4] ~= '1' then
+    local p, c = tonumber(f[2] or '0'), tonumber(f[3] or '0')
+    if c > 0 and p < c then
+      local load = p / c
+      if best_load == nil or load < best_load then
+        best, best_load = id, load
+      end
+    end
+  end
+end
+if not best then
+  return false
+end
+redis.call('SET', KEYS[1], best, 'PX', ttl)
+redis.call('HINCRBY', prefix .. 'node:' .. best, 'participants', 1)
+redis.call('SADD', prefix .. 'node:' .. best .. ':rooms', room)
+return best
+"#;
+
+impl ClusterStore {
+    /// Connect to `redis_url`; all keys go under `prefix` (e.g. `conclave:`).
+    pub async fn connect(redis_url: &str, prefix: &str) -> Result<Self, ClusterError> {
+        let client = redis::Client::open(redis_url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(ClusterStore {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    /// Register (or refresh) a media node with its true participant count.
+    pub async fn heartbeat(
+        &self,
+        node: &NodeInfo,
+        participants: u32,
+        now_ms: u64,
+    ) -> Result<(), ClusterError> {
+        let key = self.key(&format!("node:{}", node.id));
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("link_url", node.link_url.clone()),
+                    ("udp_addr", node.udp_addr.clone()),
+                    ("capacity", node.capacity.to_string()),
+                    ("participants", participants.to_string()),
+                    ("hb", now_ms.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, NODE_TTL_MS as i64)
+            .ignore()
+            .sadd(self.key("nodes"), &node.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The node of `room`, placing the room on the least-loaded live node if it has none.
+    pub async fn place_room(&self, room: &str, now_ms: u64) -> Result<String, ClusterError> {
+        let mut conn = self.conn.clone();
+        let placed: Option<String> = Script::new(PLACE_ROOM)
+            .key(self.key(&format!("room:{room}")))
+            .key(self.key("nodes"))
+            .arg(now_ms)
+            .arg(NODE_STALE_MS)
+            .arg(ROOM_TTL_MS)
+            .arg(&self.prefix)
+            .arg(room)
+            .invoke_async(&mut conn)
+            .await?;
+        placed.ok_or(ClusterError::NoCapacity)
+    }
+
+    /// The link URL of a node, if it is registered.
+    pub async fn node_link_url(&self, node_id: &str) -> Result<Option<String>, ClusterError> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .hget(self.key(&format!("node:{node_id}")), "link_url")
+            .await?)
+    }
+
+    /// A node's recorded participant count (reservations included until its heartbeat).
+    pub async fn node_participants(&self, node_id: &str) -> Result<Option<u32>, ClusterError> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .hget(self.key(&format!("node:{node_id}")), "participants")
+            .await?)
+    }
+}

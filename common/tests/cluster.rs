@@ -1,0 +1,146 @@
+//! Placement against a real Redis server (started here on a free 127.0.0.1 port, stopped by
+//! its PID at the end).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conclave_common::cluster::{ClusterError, ClusterStore, NodeInfo, NODE_STALE_MS};
+use futures_util::future::join_all;
+
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_redis() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (the test command installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+    }
+}
+
+fn node(id: &str, capacity: u32) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        link_url: format!("ws://{id}/internal/link"),
+        udp_addr: "127.0.0.1:40000".into(),
+        capacity,
+    }
+}
+
+const NOW: u64 = 1_000_000;
+
+#[tokio::test(flavor = "current_thread")]
+async fn rooms_go_to_the_least_loaded_node_ties_to_the_lowest_id() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1:").await.unwrap();
+    // Known loads: a 0/10, b 2/10, c 1/20.
+    store.heartbeat(&node("a", 10), 0, NOW).await.unwrap();
+    store.heartbeat(&node("b", 10), 2, NOW).await.unwrap();
+    store.heartbeat(&node("c", 20), 1, NOW).await.unwrap();
+    let mut placed = Vec::new();
+    for i in 1..=9 {
+        placed.push(store.place_room(&format!("room{i}"), NOW).await.unwrap());
+    }
+    // Worked by hand: each placement reserves one participant on its node.
+    // a .0 b .2 c .05 -> a; a .1 c .05 -> c; a .1 = c .1 -> a; c .1 -> c; c .15 -> c;
+    // a .2 = b .2 = c .2 -> a; b .2 = c .2 -> b; c .2 -> c; c .25 -> c.
+    assert_eq!(placed, ["a", "c", "a", "c", "c", "a", "b", "c", "c"]);
+    assert_eq!(store.node_participants("a").await.unwrap(), Some(3));
+    assert_eq!(store.node_participants("c").await.unwrap(), Some(6));
+    // A later join of a placed room goes to the same node and reserves nothing more.
+    assert_eq!(store.place_room("room2", NOW).await.unwrap(), "c");
+    assert_eq!(store.node_participants("c").await.unwrap(), Some(6));
+    // A heartbeat replaces reservations with the true count.
+    store
+        .heartbeat(&node("c", 20), 0, NOW + 1000)
+        .await
+        .unwrap();
+    assert_eq!(store.node_participants("c").await.unwrap(), Some(0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t2:").await.unwrap();
+    store.heartbeat(&node("a", 1), 1, NOW).await.unwrap(); // full
+    store
+        .heartbeat(&node("b", 10), 0, NOW - NODE_STALE_MS - 1)
+        .await
+        .unwrap(); // dead
+    store.heartbeat(&node("c", 2), 1, NOW).await.unwrap();
+    assert_eq!(store.place_room("r1", NOW).await.unwrap(), "c");
+    // c is now full too (its reservation counts at once).
+    assert!(matches!(
+        store.place_room("r2", NOW).await,
+        Err(ClusterError::NoCapacity)
+    ));
+    // b comes back to life: it takes the next room.
+    store.heartbeat(&node("b", 10), 0, NOW).await.unwrap();
+    assert_eq!(store.place_room("r2", NOW).await.unwrap(), "b");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_room_whose_node_died_is_placed_again_on_a_live_node() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t3:").await.unwrap();
+    store.heartbeat(&node("a", 10), 0, NOW).await.unwrap();
+    store.heartbeat(&node("b", 10), 5, NOW).await.unwrap();
+    assert_eq!(store.place_room("r", NOW).await.unwrap(), "a");
+    // a stops heartbeating; b goes on.
+    let later = NOW + NODE_STALE_MS + 1;
+    store.heartbeat(&node("b", 10), 5, later).await.unwrap();
+    assert_eq!(store.place_room("r", later).await.unwrap(), "b");
+    assert_eq!(
+        store.node_link_url("b").await.unwrap().as_deref(),
+        Some("ws://b/internal/link")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
+    let redis = start_redis();
+    let setup = ClusterStore::connect(&redis.url, "t4:").await.unwrap();
+    for id in ["a", "b", "c"] {
+        setup.heartbeat(&node(id, 100), 0, NOW).await.unwrap();
+    }
+    // Twenty independent connections, as from several signaling nodes, all at once.
+    let mut stores = Vec::new();
+    for _ in 0..20 {
+        stores.push(ClusterStore::connect(&redis.url, "t4:").await.unwrap());
+    }
+    let results = join_all(stores.iter().map(|s| s.place_room("hot", NOW))).await;
+    let first = results[0].as_ref().unwrap().clone();
+    assert!(results.iter().all(|r| r.as_ref().unwrap() == &first));
+    let total: u32 = [
+        setup.node_participants("a").await.unwrap().unwrap_or(0),
+        setup.node_participants("b").await.unwrap().unwrap_or(0),
+        setup.node_participants("c").await.unwrap().unwrap_or(0),
+    ]
+    .iter()
+    .sum();
+    assert_eq!(total, 1, "one reservation for one room");
+}
