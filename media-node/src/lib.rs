@@ -8,8 +8,10 @@
 //! - [`node`]: `MediaNode`, the actor owning the rooms and dispatching link commands.
 //! - [`link`]: the internal WebSocket link to signaling nodes.
 //! - [`http`]: the internal HTTP server (link endpoint, health).
+//! - [`cluster`]: registration and heartbeats in Redis (cluster mode).
 //! - [`config`]: flags and environment variables.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod link;
@@ -38,6 +40,8 @@ pub struct MediaNodeHandle {
     pub advertised: SocketAddr,
     pub node_id: String,
     pub udp_stats: Arc<UdpStats>,
+    /// Peers on this node right now, over all rooms.
+    pub participants: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MediaNodeHandle {
@@ -79,6 +83,8 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     let advertised = config.advertised_addr(udp_local);
     let node_id = config.node_id.clone();
     let udp_stats = Arc::new(UdpStats::default());
+    let participants = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = participants.clone();
 
     // One crypto provider for every Rtc of the process (str0m's default backend).
     str0m::crypto::from_feature_flags().install_process_default();
@@ -110,6 +116,7 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
                 router,
                 advertised,
                 node_id: id,
+                participants: counter,
             },
             room_arbiters,
         )
@@ -122,5 +129,6 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
         advertised,
         node_id,
         udp_stats,
+        participants,
     })
 }

@@ -1,6 +1,7 @@
 //! `media-node`: the SFU process. Parses config, binds, runs.
 
 use clap::Parser;
+use conclave_common::cluster::NodeInfo;
 use conclave_media_node::config::MediaConfig;
 
 /// Conclave media node: forwards WebRTC media between the participants of its rooms.
@@ -12,6 +13,20 @@ struct Cli {
     listen: std::net::SocketAddr,
     #[command(flatten)]
     media: MediaConfig,
+    /// Redis URL of the cluster (`redis://host:6379/`): register and heartbeat there so
+    /// signaling nodes place rooms here. Without it the node only serves its links.
+    #[arg(long, env = "CONCLAVE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of every cluster key in Redis.
+    #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
+    redis_prefix: String,
+    /// Most participants this node takes (placement skips it when full).
+    #[arg(long, env = "CONCLAVE_CAPACITY", default_value_t = 500)]
+    capacity: u32,
+    /// Internal link URL signaling nodes should use for this node. Default: built from the
+    /// advertised IP and the `--listen` port.
+    #[arg(long, env = "CONCLAVE_LINK_URL")]
+    link_url: Option<String>,
 }
 
 #[actix_web::main]
@@ -27,6 +42,27 @@ async fn main() -> std::io::Result<()> {
     let media = conclave_media_node::start(&cli.media)?;
     let listener = std::net::TcpListener::bind(cli.listen)?;
     let internal = listener.local_addr()?;
+    if let Some(redis_url) = cli.redis_url {
+        let link_url = cli.link_url.unwrap_or_else(|| {
+            format!(
+                "ws://{}:{}/internal/link",
+                media.advertised.ip(),
+                internal.port()
+            )
+        });
+        let info = NodeInfo {
+            id: media.node_id.clone(),
+            link_url,
+            udp_addr: media.advertised.to_string(),
+            capacity: cli.capacity,
+        };
+        actix::spawn(conclave_media_node::cluster::heartbeat_loop(
+            redis_url,
+            cli.redis_prefix,
+            info,
+            media.clone(),
+        ));
+    }
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     println!(
         "listening internal=http://{internal} udp={}",

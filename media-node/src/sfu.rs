@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct SfuShared {
     /// every `Receive`, since str0m drops STUN not addressed to a local candidate.
     pub advertised: SocketAddr,
     pub node_id: String,
+    /// Peers on this node, over all rooms: the true count its cluster heartbeat reports.
+    pub participants: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Datagrams for peers of this room that arrived together.
@@ -221,6 +224,9 @@ impl Actor for RoomSfu {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.shared
+            .participants
+            .fetch_sub(self.peers.len() as u64, Relaxed);
         for peer in &self.peers {
             let _ = self
                 .shared
@@ -373,6 +379,7 @@ impl RoomSfu {
             },
         );
         tracing::info!(room = %self.room, participant = %msg.participant_id, peer = key, "peer added");
+        self.shared.participants.fetch_add(1, Relaxed);
         self.peers.push(Peer {
             key,
             participant_id: msg.participant_id,
@@ -472,6 +479,7 @@ impl RoomSfu {
     /// Remove a peer; its tracks get stopped at every subscriber in their next offer.
     fn remove_peer(&mut self, i: usize, state: Option<MediaConnectionState>) {
         let mut peer = self.peers.swap_remove(i);
+        self.shared.participants.fetch_sub(1, Relaxed);
         let _ = self
             .shared
             .router

@@ -43,6 +43,15 @@ pub fn start(opts: Options) -> TestServer {
 
 /// Like [`start`], serving HTTPS with `tls` when given (`base` is then `https://...`).
 pub fn start_with_tls(opts: Options, tls: Option<rustls::ServerConfig>) -> TestServer {
+    start_with(opts, tls, None)
+}
+
+/// Like [`start`], with a separate media node at `media` instead of the embedded one.
+pub fn start_with(
+    opts: Options,
+    tls: Option<rustls::ServerConfig>,
+    remote_media: Option<MediaTarget>,
+) -> TestServer {
     let media = conclave_media_node::start(&MediaConfig {
         udp_listen: "127.0.0.1:0".parse().unwrap(),
         advertise_ip: None,
@@ -51,7 +60,7 @@ pub fn start_with_tls(opts: Options, tls: Option<rustls::ServerConfig>) -> TestS
     })
     .expect("media node starts");
     let services = start_services(ServiceSettings {
-        media: MediaTarget::Local(media.commands()),
+        media: remote_media.unwrap_or_else(|| MediaTarget::Local(media.commands())),
         token_secret: SECRET.to_vec(),
         dev: true,
         room_cap: opts.room_cap,

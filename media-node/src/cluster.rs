@@ -1,0 +1,58 @@
+//! Cluster membership: with a Redis URL, the media node registers itself and heartbeats its
+//! true participant count, so signaling nodes can place rooms on the least-loaded node.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use conclave_common::cluster::{ClusterStore, NodeInfo};
+
+use crate::MediaNodeHandle;
+
+/// How often the node reports itself (a node silent for `NODE_STALE_MS` is dead to placement).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Wait between attempts while Redis is unreachable.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Heartbeat forever (run it as a task). Never gives up on Redis: logs and retries.
+pub async fn heartbeat_loop(
+    redis_url: String,
+    prefix: String,
+    info: NodeInfo,
+    media: MediaNodeHandle,
+) {
+    tracing::info!(%redis_url, node = %info.id, "joining the cluster");
+    let store = loop {
+        match ClusterStore::connect(&redis_url, &prefix).await {
+            Ok(store) => break store,
+            Err(e) => {
+                tracing::error!(%redis_url, error = %e, "redis unreachable; retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+        }
+    };
+    tracing::info!(node = %info.id, "registered in the cluster");
+    let mut failing = false;
+    loop {
+        let count = media.participants.load(Relaxed) as u32;
+        match store.heartbeat(&info, count, now_ms()).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("redis reachable again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cluster heartbeat failed; retrying");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+    }
+}
