@@ -13,16 +13,6 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
-fn sfu_config() -> RtcConfig {
-    RtcConfig::new()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .set_rtp_mode(true)
-        .set_send_buffer_video(64)
-}
-
 /// One SFU-side `Rtc` connected to one subscriber `Rtc`, with a negotiated send-only video
 /// m-line on the SFU side.
 struct Pair {
@@ -40,7 +30,7 @@ fn connected_pair(i: u16) -> Pair {
     let now = Instant::now();
     let sfu_addr: SocketAddr = format!("127.0.0.1:{}", 10_000 + i).parse().unwrap();
     let sub_addr: SocketAddr = format!("127.0.0.2:{}", 20_000 + i).parse().unwrap();
-    let mut sfu = sfu_config().build(now);
+    let mut sfu = conclave_media_node::sfu::rtc_config().build(now);
     sfu.add_local_candidate(Candidate::host(sfu_addr, "udp").unwrap());
     let mut sub = RtcConfig::new()
         .clear_codecs()

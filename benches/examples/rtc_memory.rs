@@ -31,17 +31,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-fn config() -> RtcConfig {
-    RtcConfig::new()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .set_rtp_mode(true)
-        .set_send_buffer_video(64)
-        .set_send_buffer_audio(8)
-}
-
 fn main() {
     str0m::crypto::from_feature_flags().install_process_default();
     println!(
@@ -64,7 +53,7 @@ fn main() {
         let client_bytes = LIVE.load(Relaxed) - before;
 
         let start = LIVE.load(Relaxed);
-        let mut sfu = config().build(now);
+        let mut sfu = conclave_media_node::sfu::rtc_config().build(now);
         let built = LIVE.load(Relaxed) - start;
         let answer = sfu.sdp_api().accept_offer(offer).unwrap();
         client.sdp_api().accept_answer(pending, answer).unwrap();

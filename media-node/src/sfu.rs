@@ -281,19 +281,6 @@ impl RoomSfu {
         );
     }
 
-    fn rtc_config() -> RtcConfig {
-        RtcConfig::new()
-            // The browser always has a route to us, we need not probe it: ICE-lite.
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .set_rtp_mode(true)
-            .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .set_send_buffer_audio(SEND_BUFFER_AUDIO)
-            .set_stats_interval(Some(Duration::from_secs(2)))
-    }
-
     fn add_peer(&mut self, msg: AddPeer) {
         self.adds_seen += 1;
         if self.peer_index(&msg.participant_id).is_some() {
@@ -318,9 +305,7 @@ impl RoomSfu {
         let ufrag = creds.ufrag.clone();
         let now = Instant::now();
         let built = guarded(|| {
-            let mut rtc = Self::rtc_config()
-                .set_local_ice_credentials(creds)
-                .build(now);
+            let mut rtc = rtc_config().set_local_ice_credentials(creds).build(now);
             let candidate = Candidate::host(self.shared.advertised, "udp")
                 .map_err(|e| format!("bad advertised address: {e}"))?;
             rtc.add_local_candidate(candidate);
@@ -954,6 +939,21 @@ fn rx_mid(peer: &mut Peer, ssrc: Ssrc) -> Option<Mid> {
     let mid = peer.rtc.direct_api().stream_rx(&ssrc)?.mid();
     peer.rx_mids.push((ssrc, mid));
     Some(mid)
+}
+
+/// How every participant's `Rtc` is configured (also used by the benchmarks, so they
+/// measure what runs).
+pub fn rtc_config() -> RtcConfig {
+    RtcConfig::new()
+        // The browser always has a route to us, we need not probe it: ICE-lite.
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .set_rtp_mode(true)
+        .set_send_buffer_video(SEND_BUFFER_VIDEO)
+        .set_send_buffer_audio(SEND_BUFFER_AUDIO)
+        .set_stats_interval(Some(Duration::from_secs(2)))
 }
 
 /// Run a call into str0m, turning a panic (a broken invariant inside one `Rtc`) into `None`
