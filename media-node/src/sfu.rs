@@ -800,6 +800,8 @@ fn forward(sub: &mut Peer, from: PeerKey, mid_in: Mid, params: PayloadParams, pk
         pkt.payload.clone(),
     )
     .marker(pkt.header.marker)
+    // Media extensions (audio level, orientation...) pass through; str0m rewrites the
+    // per-hop ones (mid, rid, abs-send-time, transport-cc) as it sends.
     .ext_vals(pkt.header.ext_vals.clone())
     .nackable(track.kind == MediaKind::Video);
     let rtc = &mut sub.rtc;
