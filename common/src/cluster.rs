@@ -141,6 +141,12 @@ impl ClusterStore {
         placed.ok_or(ClusterError::NoCapacity)
     }
 
+    /// The node a room is placed on, if any.
+    pub async fn room_node(&self, room: &str) -> Result<Option<String>, ClusterError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.key(&format!("room:{room}"))).await?)
+    }
+
     /// The link URL of a node, if it is registered.
     pub async fn node_link_url(&self, node_id: &str) -> Result<Option<String>, ClusterError> {
         let mut conn = self.conn.clone();

@@ -19,6 +19,14 @@ pub struct Config {
     /// it, a media node runs inside this process.
     #[arg(long, env = "CONCLAVE_MEDIA_NODE")]
     pub media_node: Option<String>,
+    /// Cluster mode: Redis URL of the cluster (`redis://host:6379/`). New rooms go to the
+    /// least-loaded live media node registered there; `--media-node` and the embedded media
+    /// node are not used.
+    #[arg(long, env = "CONCLAVE_REDIS_URL", conflicts_with = "media_node")]
+    pub redis_url: Option<String>,
+    /// Prefix of every cluster key in Redis.
+    #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
+    pub redis_prefix: String,
     /// Shared secret for access tokens (JWT HS256). Required unless `--dev`.
     #[arg(long, env = "CONCLAVE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,

@@ -31,7 +31,7 @@ use actix_web::{web, App, HttpServer};
 use crate::auth::TokenKeys;
 use crate::http::AppState;
 use crate::media_link::{MediaLink, MediaTarget};
-use crate::registry::Registry;
+use crate::registry::{Placement, Registry};
 use crate::session::SessionDeps;
 
 /// Seconds a stopping server waits for open connections (WebSockets never finish by themselves).
@@ -42,12 +42,19 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 #[derive(Clone)]
 pub struct Services {
     pub state: AppState,
-    pub link: Addr<MediaLink>,
+}
+
+/// Where media goes.
+pub enum MediaSetup {
+    /// One media node for every room (embedded, or `--media-node`).
+    Single(MediaTarget),
+    /// Cluster mode: each new room is placed on the least-loaded live media node in Redis.
+    Cluster(conclave_common::cluster::ClusterStore),
 }
 
 /// Settings of [`start_services`].
 pub struct ServiceSettings {
-    pub media: MediaTarget,
+    pub media: MediaSetup,
     pub token_secret: Vec<u8>,
     pub dev: bool,
     pub room_cap: usize,
@@ -57,9 +64,12 @@ pub struct ServiceSettings {
 
 /// Start the media link and the room registry. Call inside a running actix system.
 pub fn start_services(s: ServiceSettings) -> Services {
-    let link = MediaLink::new(s.media).start();
+    let placement = match s.media {
+        MediaSetup::Single(target) => Placement::Fixed(MediaLink::new(target).start()),
+        MediaSetup::Cluster(store) => Placement::Cluster(store),
+    };
     let registry = Registry::new(
-        link.clone(),
+        placement,
         s.room_cap,
         s.heartbeat_interval.as_millis() as u64,
     )
@@ -74,7 +84,6 @@ pub fn start_services(s: ServiceSettings) -> Services {
             },
             dev: s.dev,
         },
-        link,
     }
 }
 

@@ -1,9 +1,10 @@
 //! `signaling-node`: parses config, sets up logging, binds, runs. All logic is in the library.
 
 use clap::Parser;
+use conclave_common::cluster::ClusterStore;
 use conclave_signaling_node::config::Config;
 use conclave_signaling_node::media_link::MediaTarget;
-use conclave_signaling_node::{serve, start_services, tls, ServiceSettings};
+use conclave_signaling_node::{serve, start_services, tls, MediaSetup, ServiceSettings};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -34,13 +35,16 @@ async fn run(config: Config) -> Result<(), String> {
         _ => return Err("a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)".into()),
     };
     let mut udp_note = String::new();
-    let media = match &config.media_node {
-        Some(url) => MediaTarget::Remote(url.clone()),
-        None => {
+    let media = match (&config.redis_url, &config.media_node) {
+        (Some(redis_url), _) => {
+            MediaSetup::Cluster(connect_cluster(redis_url, &config.redis_prefix).await)
+        }
+        (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(url.clone())),
+        (None, None) => {
             let media = conclave_media_node::start(&config.media)
                 .map_err(|e| format!("cannot bind media UDP {}: {e}", config.media.udp_listen))?;
             udp_note = format!(" udp={}", media.udp_local);
-            MediaTarget::Local(media.commands())
+            MediaSetup::Single(MediaTarget::Local(media.commands()))
         }
     };
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -75,4 +79,18 @@ async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Connect to the cluster's Redis, retrying until it answers (a node without its cluster
+/// state cannot place rooms; it says so and waits).
+async fn connect_cluster(redis_url: &str, prefix: &str) -> ClusterStore {
+    loop {
+        match ClusterStore::connect(redis_url, prefix).await {
+            Ok(store) => return store,
+            Err(e) => {
+                tracing::error!(%redis_url, error = %e, "redis unreachable; retrying in 2 s");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
 }

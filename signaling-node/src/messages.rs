@@ -53,9 +53,9 @@ pub struct LeaveRoom {
     pub reason: LeaveReason,
 }
 
-/// Session -> registry: the room actor for `key`, created if needed.
+/// Session -> registry: the room actor for `key`, created (and placed) if needed.
 #[derive(Message)]
-#[rtype(result = "Addr<Room>")]
+#[rtype(result = "Result<Addr<Room>, Refusal>")]
 pub struct GetRoom {
     pub key: RoomKey,
 }

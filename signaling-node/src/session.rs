@@ -153,7 +153,7 @@ impl Session {
                 let room = registry
                     .send(GetRoom { key: key.clone() })
                     .await
-                    .map_err(|_| internal("room registry unavailable"))?;
+                    .map_err(|_| internal("room registry unavailable"))??;
                 let join = JoinRoom {
                     participant: participant.clone(),
                     session: session.clone(),

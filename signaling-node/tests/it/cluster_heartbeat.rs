@@ -70,19 +70,12 @@ where
     }
 }
 
-#[actix_rt::test]
-async fn heartbeats_register_the_node_and_carry_the_true_participant_count() {
-    let (_redis, redis_url) = start_redis();
+/// A media-node process in cluster mode; returns it, its link URL and its UDP address.
+fn spawn_media_node(redis_url: &str, id: &str, capacity: u32) -> (Proc, String, String) {
     let mut child = Command::new(media_node_bin())
         .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
-        .args([
-            "--redis-url",
-            &redis_url,
-            "--node-id",
-            "media-hb",
-            "--capacity",
-            "7",
-        ])
+        .args(["--redis-url", redis_url, "--node-id", id])
+        .args(["--capacity", &capacity.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -92,13 +85,21 @@ async fn heartbeats_register_the_node_and_carry_the_true_participant_count() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _media = Proc(child);
-    let internal = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("internal=http://"))
-        .unwrap_or_else(|| panic!("no internal address in {line:?}"))
-        .to_string();
-    let link_url = format!("ws://{internal}/internal/link");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_string()
+    };
+    let link_url = format!("ws://{}/internal/link", field("internal=http://"));
+    let udp = field("udp=");
+    (Proc(child), link_url, udp)
+}
+
+#[actix_rt::test]
+async fn heartbeats_register_the_node_and_carry_the_true_participant_count() {
+    let (_redis, redis_url) = start_redis();
+    let (_media, link_url, _) = spawn_media_node(&redis_url, "media-hb", 7);
 
     let store = ClusterStore::connect(&redis_url, "conclave:")
         .await
@@ -164,4 +165,81 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Join `room` as `user` and offer; returns the client (still in the room) and the reply to
+/// the offer (or the error refusing the join).
+async fn join_and_offer(
+    server: &crate::support::TestServer,
+    user: &str,
+    room: &str,
+) -> (crate::support::Client, serde_json::Value) {
+    let mut c = server.connect().await;
+    c.send(json!({"id": "join", "token": server.token(user, room)}))
+        .await;
+    let reply = c.recv(Duration::from_secs(10)).await;
+    let crate::support::Received::Message(joined) = reply else {
+        panic!("no reply to join: {reply:?}");
+    };
+    if joined["id"] != "joined" {
+        return (c, joined);
+    }
+    // The link to a newly used media node may still be connecting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+        let v = c.expect_any().await;
+        if v["id"] == "answer" || v["code"] != "unavailable" || Instant::now() > deadline {
+            return (c, v);
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn new_rooms_go_to_the_least_loaded_media_node_until_none_has_capacity() {
+    let (_redis, redis_url) = start_redis();
+    let (_m1, _, udp1) = spawn_media_node(&redis_url, "m1", 1);
+    let (_m2, _, udp2) = spawn_media_node(&redis_url, "m2", 1);
+    let store = ClusterStore::connect(&redis_url, "conclave:")
+        .await
+        .unwrap();
+    for id in ["m1", "m2"] {
+        eventually(
+            Duration::from_secs(10),
+            "media nodes registered",
+            || async { store.node_participants(id).await.unwrap() == Some(0) },
+        )
+        .await;
+    }
+    let server = crate::support::start_cluster(Options::default(), store.clone());
+
+    // Equal loads: the lowest id takes the first room; the media node that answers is the
+    // one whose UDP address is in the SDP.
+    let (_ann, a) = join_and_offer(&server, "ann", "A").await;
+    assert_eq!(a["id"], "answer", "{a}");
+    let port = |udp: &str| udp.rsplit(':').next().unwrap().to_string();
+    assert!(a["sdp"]
+        .as_str()
+        .unwrap()
+        .contains(&format!(" {} typ host", port(&udp1))));
+    assert_eq!(
+        store.room_node("test/A").await.unwrap().as_deref(),
+        Some("m1")
+    );
+    // m1 is full now: the next room goes to m2.
+    let (_bob, b) = join_and_offer(&server, "bob", "B").await;
+    assert_eq!(b["id"], "answer", "{b}");
+    assert!(b["sdp"]
+        .as_str()
+        .unwrap()
+        .contains(&format!(" {} typ host", port(&udp2))));
+    assert_eq!(
+        store.room_node("test/B").await.unwrap().as_deref(),
+        Some("m2")
+    );
+    // Both full: a third room is refused with a clear error.
+    let (_cat, c) = join_and_offer(&server, "cat", "C").await;
+    assert_eq!(c["id"], "error", "{c}");
+    assert_eq!(c["code"], "no_capacity", "{c}");
 }

@@ -9,7 +9,7 @@ use conclave_common::protocol::ServerMessage;
 use conclave_media_node::config::MediaConfig;
 use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
 use conclave_signaling_node::media_link::MediaTarget;
-use conclave_signaling_node::{serve, start_services, ServiceSettings};
+use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
 
 pub const SECRET: &[u8] = b"test-secret";
@@ -52,6 +52,21 @@ pub fn start_with(
     tls: Option<rustls::ServerConfig>,
     remote_media: Option<MediaTarget>,
 ) -> TestServer {
+    start_setup(opts, tls, |local| {
+        MediaSetup::Single(remote_media.unwrap_or(MediaTarget::Local(local)))
+    })
+}
+
+/// A signaling node in cluster mode: rooms placed through `store` on registered media nodes.
+pub fn start_cluster(opts: Options, store: conclave_common::cluster::ClusterStore) -> TestServer {
+    start_setup(opts, None, |_| MediaSetup::Cluster(store))
+}
+
+fn start_setup(
+    opts: Options,
+    tls: Option<rustls::ServerConfig>,
+    setup: impl FnOnce(actix::Recipient<conclave_common::link::ToMediaNode>) -> MediaSetup,
+) -> TestServer {
     let media = conclave_media_node::start(&MediaConfig {
         udp_listen: "127.0.0.1:0".parse().unwrap(),
         advertise_ip: None,
@@ -60,7 +75,7 @@ pub fn start_with(
     })
     .expect("media node starts");
     let services = start_services(ServiceSettings {
-        media: remote_media.unwrap_or_else(|| MediaTarget::Local(media.commands())),
+        media: setup(media.commands()),
         token_secret: SECRET.to_vec(),
         dev: true,
         room_cap: opts.room_cap,
@@ -178,6 +193,14 @@ impl Client {
         match self.recv(Duration::from_secs(10)).await {
             Received::Message(v) if v["id"] == id => v,
             other => panic!("expected {id:?}, got {other:?}"),
+        }
+    }
+
+    /// The next message, whatever it is (not a heartbeat).
+    pub async fn expect_any(&mut self) -> serde_json::Value {
+        match self.recv(Duration::from_secs(10)).await {
+            Received::Message(v) => v,
+            other => panic!("expected a message, got {other:?}"),
         }
     }
 
