@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::load::{LoadConfig, Percentiles};
 use crate::payload::{self, Stamp};
 use crate::procstat;
-use crate::sim::{Flow, MediaPlan};
+use crate::sim::{record_flow, tally, Endpoint, Flows, MediaPlan};
 
 /// Largest media datagram payload a video frame is split into.
 pub const MAX_PACKET_BYTES: usize = 1200;
@@ -185,7 +185,7 @@ struct Sim {
     socket: UdpSocket,
     senders: Vec<Sender>,
     /// (publisher, kind) -> flow.
-    flows: HashMap<(u32, u8), Flow>,
+    flows: Flows,
     latency_us: Histogram<u64>,
     sent_packets: [u64; 2],
     last_seq: [Option<u64>; 2],
@@ -309,23 +309,7 @@ impl Sim {
             if now >= t.window_start && now < t.stop_at {
                 self.window_packets += 1;
             }
-            let flow = self
-                .flows
-                .entry((stamp.publisher, stamp.kind))
-                .or_insert(Flow {
-                    first_seq: stamp.seq,
-                    max_seq: stamp.seq,
-                    received: 0,
-                    reordered: 0,
-                    packets: 0,
-                });
-            flow.received += 1;
-            flow.packets += 1;
-            if stamp.seq < flow.max_seq {
-                flow.reordered += 1;
-            }
-            flow.max_seq = flow.max_seq.max(stamp.seq);
-            flow.first_seq = flow.first_seq.min(stamp.seq);
+            record_flow(&mut self.flows, stamp, 1);
         }
     }
 }
@@ -527,36 +511,19 @@ fn summarise(
     t: Timeline,
 ) -> FloorSummary {
     let mut latency = new_hist();
-    let (mut expected, mut received, mut reordered) = (0, 0, 0);
     for s in sims {
         let _ = latency.add(&s.latency_us);
     }
-    let room_of = |index: u32| index / cfg.participants_per_room;
-    for receiver in sims {
-        for publisher in sims
-            .iter()
-            .filter(|p| p.index != receiver.index && room_of(p.index) == room_of(receiver.index))
-        {
-            for kind in 0..2u8 {
-                let Some(last) = publisher.last_seq[kind as usize] else {
-                    continue;
-                };
-                match receiver.flows.get(&(publisher.index, kind)) {
-                    Some(flow) => {
-                        expected += last.saturating_sub(flow.first_seq) + 1;
-                        received += flow.received;
-                        reordered += flow.reordered;
-                    }
-                    None => expected += publisher.sent_packets[kind as usize],
-                }
-            }
-        }
-    }
-    let loss_percent = if expected == 0 {
-        0.0
-    } else {
-        100.0 * expected.saturating_sub(received) as f64 / expected as f64
-    };
+    let endpoints: Vec<Endpoint> = sims
+        .iter()
+        .map(|s| Endpoint {
+            index: s.index,
+            flows: &s.flows,
+            sent: s.sent_packets,
+            last_seq: s.last_seq,
+        })
+        .collect();
+    let totals = tally(&endpoints, cfg.participants_per_room);
     let window_secs = t.stop_at.duration_since(t.window_start).as_secs_f64();
     let window_packets: u64 = sims.iter().map(|s| s.window_packets).sum();
     FloorSummary {
@@ -569,10 +536,10 @@ fn summarise(
             .map(|s| s.sent_packets.iter().sum::<u64>())
             .sum(),
         send_failures: sims.iter().map(|s| s.send_failures).sum(),
-        packets_expected: expected,
-        packets_received: received,
-        loss_percent,
-        reordered,
+        packets_expected: totals.expected,
+        packets_received: totals.received,
+        loss_percent: totals.loss_percent(),
+        reordered: totals.reordered,
         latency_ms: percentiles(&latency, 1000.0),
         window_secs,
         window_packets,

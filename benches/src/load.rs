@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::procstat;
-use crate::sim::{self, MediaPlan, ParticipantPlan, ParticipantReport};
+use crate::sim::{self, tally, Endpoint, MediaPlan, ParticipantPlan, ParticipantReport};
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -302,7 +302,7 @@ fn summarise(
     let mut latency = new_hist();
     let mut errors = Vec::new();
     let mut failed = total.saturating_sub(reports.len() as u32);
-    let (mut sent, mut expected, mut received, mut reordered, mut packets) = (0, 0, 0, 0, 0);
+    let mut sent = 0;
     let window_packets: u64 = reports.iter().map(|r| r.window_packets).sum();
     for r in &reports {
         if let Some(j) = r.joined_after {
@@ -320,33 +320,16 @@ fn summarise(
         let _ = latency.add(&r.latency_us);
         sent += r.sent_frames.iter().sum::<u64>();
     }
-    let rooms_of = |index: u32| index / cfg.participants_per_room;
-    for receiver in &reports {
-        for publisher in reports
-            .iter()
-            .filter(|p| p.index != receiver.index && rooms_of(p.index) == rooms_of(receiver.index))
-        {
-            for kind in 0..2u8 {
-                let Some(last) = publisher.last_seq[kind as usize] else {
-                    continue;
-                };
-                match receiver.flows.get(&(publisher.index, kind)) {
-                    Some(flow) => {
-                        expected += last.saturating_sub(flow.first_seq) + 1;
-                        received += flow.received;
-                        reordered += flow.reordered;
-                        packets += flow.packets;
-                    }
-                    None => expected += publisher.sent_frames[kind as usize],
-                }
-            }
-        }
-    }
-    let loss_percent = if expected == 0 {
-        0.0
-    } else {
-        100.0 * expected.saturating_sub(received) as f64 / expected as f64
-    };
+    let endpoints: Vec<Endpoint> = reports
+        .iter()
+        .map(|r| Endpoint {
+            index: r.index,
+            flows: &r.flows,
+            sent: r.sent_frames,
+            last_seq: r.last_seq,
+        })
+        .collect();
+    let totals = tally(&endpoints, cfg.participants_per_room);
     let run_secs = stop_at.duration_since(window_start).as_secs_f64();
     let forwarded_per_cpu_second = cpu.filter(|c| *c > 0.0).map(|c| window_packets as f64 / c);
     Summary {
@@ -356,11 +339,11 @@ fn summarise(
         join_ms: percentiles(&joins, 1000.0),
         join_to_first_media_ms: percentiles(&first_media, 1000.0),
         frames_sent: sent,
-        frames_expected: expected,
-        frames_received: received,
-        loss_percent,
-        reordered,
-        packets_received: packets,
+        frames_expected: totals.expected,
+        frames_received: totals.received,
+        loss_percent: totals.loss_percent(),
+        reordered: totals.reordered,
+        packets_received: totals.packets,
         latency_ms: percentiles(&latency, 1000.0),
         window_secs: run_secs,
         window_packets,

@@ -63,6 +63,84 @@ pub struct Flow {
     pub packets: u64,
 }
 
+/// Receptions of every (publisher, kind) flow of one receiver.
+pub type Flows = HashMap<(u32, u8), Flow>;
+
+/// Count one reception of `stamp` that carried `packets` RTP packets.
+pub fn record_flow(flows: &mut Flows, stamp: Stamp, packets: u64) {
+    let flow = flows.entry((stamp.publisher, stamp.kind)).or_insert(Flow {
+        first_seq: stamp.seq,
+        max_seq: stamp.seq,
+        received: 0,
+        reordered: 0,
+        packets: 0,
+    });
+    flow.received += 1;
+    flow.packets += packets;
+    if stamp.seq < flow.max_seq {
+        flow.reordered += 1;
+    }
+    flow.max_seq = flow.max_seq.max(stamp.seq);
+    flow.first_seq = flow.first_seq.min(stamp.seq);
+}
+
+/// What one simulated participant sent and received, for [`tally`].
+pub struct Endpoint<'a> {
+    pub index: u32,
+    pub flows: &'a Flows,
+    /// Units sent per kind (frames or packets, as the flows count them).
+    pub sent: [u64; 2],
+    pub last_seq: [Option<u64>; 2],
+}
+
+/// Totals over every receiver of every publisher of the same room.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub expected: u64,
+    pub received: u64,
+    pub reordered: u64,
+    pub packets: u64,
+}
+
+impl Tally {
+    pub fn loss_percent(&self) -> f64 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            100.0 * self.expected.saturating_sub(self.received) as f64 / self.expected as f64
+        }
+    }
+}
+
+/// Expected vs received: a receiver expects everything a publisher of its room sent from the
+/// first unit it got on; from a publisher it never heard, everything that publisher sent.
+pub fn tally(endpoints: &[Endpoint], participants_per_room: u32) -> Tally {
+    let room_of = |index: u32| index / participants_per_room;
+    let mut t = Tally::default();
+    for receiver in endpoints {
+        for publisher in endpoints
+            .iter()
+            .filter(|p| p.index != receiver.index && room_of(p.index) == room_of(receiver.index))
+        {
+            for kind in 0..2u8 {
+                let Some(last) = publisher.last_seq[kind as usize] else {
+                    continue;
+                };
+                match receiver.flows.get(&(publisher.index, kind)) {
+                    Some(flow) => {
+                        t.expected += last.saturating_sub(flow.first_seq) + 1;
+                        t.received += flow.received;
+                        t.reordered += flow.reordered;
+                        t.packets += flow.packets;
+                    }
+                    None => t.expected += publisher.sent[kind as usize],
+                }
+            }
+        }
+    }
+    t
+}
+
 /// What one participant measured.
 #[derive(Debug)]
 pub struct ParticipantReport {
@@ -71,7 +149,7 @@ pub struct ParticipantReport {
     pub first_media_after_join: Option<Duration>,
     pub connected: bool,
     /// (publisher, kind) -> flow.
-    pub flows: HashMap<(u32, u8), Flow>,
+    pub flows: Flows,
     /// One-way latency of every received frame, microseconds.
     pub latency_us: Histogram<u64>,
     /// Frames/packets we sent, per kind (0 audio, 1 video).
@@ -323,27 +401,11 @@ fn on_event(
             let latency_ns = payload::now_ns().saturating_sub(stamp.sent_ns);
             let _ = report.latency_us.record((latency_ns / 1000).max(1));
             let packets = (**data.seq_range.end()).wrapping_sub(**data.seq_range.start()) + 1;
-            let flow = report
-                .flows
-                .entry((stamp.publisher, stamp.kind))
-                .or_insert(Flow {
-                    first_seq: stamp.seq,
-                    max_seq: stamp.seq,
-                    received: 0,
-                    reordered: 0,
-                    packets: 0,
-                });
-            flow.received += 1;
-            flow.packets += packets;
+            record_flow(&mut report.flows, stamp, packets);
             let now = Instant::now();
             if now >= report.window.0 && now < report.window.1 {
                 report.window_packets += packets;
             }
-            if stamp.seq < flow.max_seq {
-                flow.reordered += 1;
-            }
-            flow.max_seq = flow.max_seq.max(stamp.seq);
-            flow.first_seq = flow.first_seq.min(stamp.seq);
         }
         _ => {}
     }
