@@ -8,4 +8,5 @@
 
 pub mod cluster;
 pub mod link;
+pub mod presence;
 pub mod protocol;

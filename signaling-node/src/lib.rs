@@ -15,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod media_link;
 pub mod messages;
+pub mod presence;
 pub mod registry;
 pub mod room;
 pub mod roster;
