@@ -5,7 +5,9 @@
 //! signaling node cannot leak counts; placement adds a one-participant reservation at once so
 //! that rooms placed back to back see fresh loads until the next heartbeat reconciles.
 
-use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 /// A media node older than this (since its last heartbeat) is dead to placement.
@@ -21,6 +23,10 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
     #[error("no media node has capacity")]
     NoCapacity,
+    #[error("the room is full")]
+    RoomFull,
+    #[error("redis did not answer in time")]
+    Timeout,
 }
 
 /// What a media node tells the cluster about itself.
@@ -38,6 +44,7 @@ pub struct NodeInfo {
 /// Cluster state over one Redis connection (cheap to clone; reconnects by itself).
 #[derive(Clone)]
 pub struct ClusterStore {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
 }
@@ -83,15 +90,43 @@ impl ClusterStore {
     /// Connect to `redis_url`; all keys go under `prefix` (e.g. `conclave:`).
     pub async fn connect(redis_url: &str, prefix: &str) -> Result<Self, ClusterError> {
         let client = redis::Client::open(redis_url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // Fail fast while Redis is away (the defaults retry for minutes with commands
+        // waiting): callers decide what to do, and the next command reconnects.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_factor(100)
+            .set_max_delay(500)
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(ClusterStore {
+            client,
             conn,
             prefix: prefix.to_string(),
         })
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(crate) fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
+    }
+
+    /// The prefix of every key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The store's multiplexed connection (cheap to clone), for other users of the same Redis.
+    pub fn connection_manager(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A Redis client for connections the store does not multiplex (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// Register (or refresh) a media node with its true participant count.

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`protocol`]: browser <-> signaling-node messages (JSON over WebSocket).
 //! - [`cluster`]: cluster state in Redis (node registry, least-loaded room placement).
+//! - [`room_state`]: rooms shared by several signaling nodes (members, events, instances).
 //! - [`link`]: signaling-node <-> media-node messages (JSON over the internal WebSocket, or
 //!   actix messages in-process).
 
@@ -10,3 +11,4 @@ pub mod cluster;
 pub mod link;
 pub mod presence;
 pub mod protocol;
+pub mod room_state;

@@ -57,6 +57,19 @@ pub enum MediaCommand {
         room: String,
         participant_id: String,
     },
+    /// From now on send this peer's events over this link: the participant resumed its
+    /// session on this signaling node (its old one died or lost the WebSocket). Answered by
+    /// `peerState` (and the server offer still awaiting an answer, if any), or `peerError`
+    /// when the peer is gone.
+    ///
+    /// ```json
+    /// {"type":"adoptPeer","room":"acme/general","participantId":"p-1f2e"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    AdoptPeer {
+        room: String,
+        participant_id: String,
+    },
 }
 
 impl MediaCommand {
@@ -65,7 +78,8 @@ impl MediaCommand {
             MediaCommand::AddPeer { room, .. }
             | MediaCommand::Answer { room, .. }
             | MediaCommand::Candidate { room, .. }
-            | MediaCommand::RemovePeer { room, .. } => room,
+            | MediaCommand::RemovePeer { room, .. }
+            | MediaCommand::AdoptPeer { room, .. } => room,
         }
     }
 }

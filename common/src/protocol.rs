@@ -88,6 +88,22 @@ pub enum ClientMessage {
     /// {"id":"heartbeat"}
     /// ```
     Heartbeat,
+    /// Take over a participant whose WebSocket dropped (the server or the network went away)
+    /// instead of joining again: same participant, same media connection, no leave/join
+    /// events for the others. Works on any signaling node of the cluster within the resume
+    /// grace period. Answered by `joined` with `resumed: true`, or `error` `resume_failed`
+    /// (then send `join`).
+    ///
+    /// ```json
+    /// {"id":"resume","token":"eyJhbGciOi...","resumeToken":"p-1f2e.9c1d7e0b4f3a2c5d8e6f1a0b"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Resume {
+        /// The access token used to join (it names the room).
+        token: String,
+        /// `resumeToken` from `joined`.
+        resume_token: String,
+    },
 }
 
 fn default_true() -> bool {
@@ -145,10 +161,11 @@ pub struct TrackInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "id", rename_all = "camelCase")]
 pub enum ServerMessage {
-    /// The join succeeded. `participants` is the roster of the others already in the room.
+    /// The join (or resume) succeeded. `participants` is the roster of the others already in
+    /// the room.
     ///
     /// ```json
-    /// {"id":"joined","protocolVersion":1,"participantId":"p-1f2e","room":"general","community":"acme","participants":[{"participantId":"p-9a8b","userId":"u2","name":"Bob","audio":true,"video":false}],"heartbeatIntervalMs":10000}
+    /// {"id":"joined","protocolVersion":1,"participantId":"p-1f2e","room":"general","community":"acme","participants":[{"participantId":"p-9a8b","userId":"u2","name":"Bob","audio":true,"video":false}],"heartbeatIntervalMs":10000,"resumeToken":"p-1f2e.9c1d7e0b4f3a2c5d8e6f1a0b","resumeGraceMs":15000,"resumed":false}
     /// ```
     #[serde(rename_all = "camelCase")]
     Joined {
@@ -160,6 +177,13 @@ pub enum ServerMessage {
         /// How often the server sends `heartbeat`; the client may treat a silence of
         /// several intervals as a dead connection.
         heartbeat_interval_ms: u64,
+        /// Secret for `resume` after the WebSocket drops; keep it for this participant only.
+        resume_token: String,
+        /// How long after a drop `resume` still works; after it the participant has left.
+        resume_grace_ms: u64,
+        /// True when this answers `resume`: the media connection is the same one.
+        #[serde(default)]
+        resumed: bool,
     },
     /// The media node's answer to the client's `offer`.
     ///
@@ -202,7 +226,9 @@ pub enum ServerMessage {
         video: bool,
     },
     /// The media connection of this client changed state (`connected`, `disconnected`,
-    /// `failed`).
+    /// `failed`). `failed` means the server has no media peer for this client any more (its
+    /// media node died, or the connection timed out): the client creates a fresh peer
+    /// connection and sends a new `offer`; the room may be on another media node by then.
     ///
     /// ```json
     /// {"id":"mediaState","state":"connected"}
@@ -280,6 +306,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The server failed; the message was not processed.
     Internal,
+    /// `resume` named no participant that can be resumed (unknown, expired, or another
+    /// room): join again.
+    ResumeFailed,
 }
 
 impl ErrorCode {
@@ -298,6 +327,7 @@ impl ErrorCode {
             ErrorCode::NoCapacity => "no_capacity",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::ResumeFailed => "resume_failed",
         }
     }
 }
@@ -348,6 +378,7 @@ const KNOWN_CLIENT_IDS: &[&str] = &[
     "setVideo",
     "leave",
     "heartbeat",
+    "resume",
 ];
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -86,6 +86,7 @@ fn client_id(m: &ClientMessage) -> &'static str {
         ClientMessage::SetVideo { .. } => "setVideo",
         ClientMessage::Leave => "leave",
         ClientMessage::Heartbeat => "heartbeat",
+        ClientMessage::Resume { .. } => "resume",
     }
 }
 
@@ -110,6 +111,7 @@ fn command_type(c: &MediaCommand) -> &'static str {
         MediaCommand::Answer { .. } => "answer",
         MediaCommand::Candidate { .. } => "candidate",
         MediaCommand::RemovePeer { .. } => "removePeer",
+        MediaCommand::AdoptPeer { .. } => "adoptPeer",
     }
 }
 
@@ -132,6 +134,7 @@ const CLIENT_IDS: &[&str] = &[
     "setVideo",
     "leave",
     "heartbeat",
+    "resume",
 ];
 const SERVER_IDS: &[&str] = &[
     "joined",
@@ -145,7 +148,7 @@ const SERVER_IDS: &[&str] = &[
     "error",
     "heartbeat",
 ];
-const COMMAND_TYPES: &[&str] = &["addPeer", "answer", "candidate", "removePeer"];
+const COMMAND_TYPES: &[&str] = &["addPeer", "answer", "candidate", "removePeer", "adoptPeer"];
 const EVENT_TYPES: &[&str] = &["hello", "answer", "offer", "peerState", "peerError"];
 
 fn all_error_codes() -> Vec<ErrorCode> {
@@ -162,6 +165,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::NoCapacity,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::ResumeFailed,
     ];
     // Exhaustive: a new code breaks the build until it is listed above.
     for code in &codes {
@@ -177,7 +181,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             | ErrorCode::InvalidState
             | ErrorCode::NoCapacity
             | ErrorCode::Unavailable
-            | ErrorCode::Internal => {}
+            | ErrorCode::Internal
+            | ErrorCode::ResumeFailed => {}
         }
     }
     codes

@@ -22,6 +22,11 @@ pub struct MediaConfig {
     /// docs/performance.md), so the default is 1.
     #[arg(long, env = "CONCLAVE_MEDIA_THREADS")]
     pub media_threads: Option<usize>,
+    /// Seconds the peers of a closed signaling link keep forwarding media, waiting for their
+    /// participants to resume on another signaling node. Keep it at least the signaling
+    /// nodes' `--resume-grace-secs`.
+    #[arg(long, env = "CONCLAVE_ORPHAN_GRACE", default_value_t = 20)]
+    pub orphan_grace_secs: u64,
 }
 
 impl MediaConfig {

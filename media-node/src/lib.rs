@@ -104,6 +104,7 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     }
     let stats = udp_stats.clone();
     let id = node_id.clone();
+    let orphan_grace = std::time::Duration::from_secs(config.orphan_grace_secs);
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
         // Inside the arbiter: its runtime owns the socket's receive side and the loop.
         let socket =
@@ -119,6 +120,7 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
                 participants: counter,
             },
             room_arbiters,
+            orphan_grace,
         )
     });
     std::mem::forget(arbiter);

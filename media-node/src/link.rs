@@ -8,18 +8,18 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
 
-use crate::node::MediaNode;
+use crate::node::{LinkClosed, MediaNode};
 
 /// How often we ping the signaling node.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
-/// A link silent this long is dead: its peers are removed (their signaling node is gone).
+/// A link silent this long is dead (its peers become orphans, see `LinkClosed`).
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct LinkSession {
     node: Addr<MediaNode>,
     hello: MediaEvent,
     last_heard: Instant,
-    /// Peers created over this link (participant -> room), removed when the link dies.
+    /// Peers created or adopted over this link (participant -> room): orphans when it dies.
     peers: HashMap<String, String>,
 }
 
@@ -61,17 +61,12 @@ impl Actor for LinkSession {
     fn stopped(&mut self, ctx: &mut Self::Context) {
         tracing::info!(
             peers = self.peers.len(),
-            "signaling link closed: removing its peers"
+            "signaling link closed: its peers keep forwarding until adopted or expired"
         );
-        for (participant_id, room) in self.peers.drain() {
-            self.node.do_send(ToMediaNode {
-                cmd: MediaCommand::RemovePeer {
-                    room,
-                    participant_id,
-                },
-                reply_to: ctx.address().recipient(),
-            });
-        }
+        self.node.do_send(LinkClosed {
+            peers: self.peers.drain().collect(),
+            link: ctx.address().recipient(),
+        });
     }
 }
 
@@ -103,6 +98,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LinkSession {
                 room,
                 participant_id,
                 ..
+            }
+            | MediaCommand::AdoptPeer {
+                room,
+                participant_id,
             } => {
                 self.peers.insert(participant_id.clone(), room.clone());
             }

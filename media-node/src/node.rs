@@ -2,13 +2,15 @@
 //! to them. Control traffic only; media never passes through here.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
 use conclave_common::protocol::ErrorCode;
 
 use crate::sfu::{
-    AddPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, RoomSfu, SfuShared, StopRoom,
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, RoomSfu, SfuShared,
+    StopRoom,
 };
 
 /// Peer keys of each room start at a distinct multiple of this, so keys are unique per node.
@@ -26,15 +28,22 @@ pub struct MediaNode {
     room_arbiters: Vec<ArbiterHandle>,
     rooms: HashMap<String, RoomEntry>,
     rooms_created: u64,
+    /// How long peers of a closed link keep forwarding, waiting to be adopted.
+    orphan_grace: Duration,
 }
 
 impl MediaNode {
-    pub fn new(shared: SfuShared, room_arbiters: Vec<ArbiterHandle>) -> Self {
+    pub fn new(
+        shared: SfuShared,
+        room_arbiters: Vec<ArbiterHandle>,
+        orphan_grace: Duration,
+    ) -> Self {
         MediaNode {
             shared,
             room_arbiters,
             rooms: HashMap::new(),
             rooms_created: 0,
+            orphan_grace,
         }
     }
 
@@ -119,10 +128,58 @@ impl Handler<ToMediaNode> for MediaNode {
                 participant_id,
             } => {
                 if let Some(entry) = self.rooms.get(&room) {
-                    entry.addr.do_send(RemovePeer { participant_id });
+                    entry.addr.do_send(RemovePeer {
+                        participant_id,
+                        only_if_link: None,
+                    });
                 }
             }
+            MediaCommand::AdoptPeer {
+                room,
+                participant_id,
+            } => match self.rooms.get(&room) {
+                Some(entry) => entry.addr.do_send(AdoptPeer {
+                    participant_id,
+                    link: reply_to,
+                }),
+                None => reply_to.do_send(FromMediaNode(MediaEvent::PeerError {
+                    room,
+                    participant_id,
+                    code: ErrorCode::InvalidState,
+                    message: "no media peer for this participant (it expired)".into(),
+                })),
+            },
         }
+    }
+}
+
+/// A signaling link closed with these peers (participant -> room). Media keeps flowing:
+/// the signaling node may have died while its browsers are fine, and they resume on another
+/// signaling node, which adopts the peers. Those still owned by the closed link after the
+/// grace period are removed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LinkClosed {
+    pub peers: Vec<(String, String)>,
+    pub link: Recipient<FromMediaNode>,
+}
+
+impl Handler<LinkClosed> for MediaNode {
+    type Result = ();
+    fn handle(&mut self, msg: LinkClosed, ctx: &mut Context<Self>) {
+        if msg.peers.is_empty() {
+            return;
+        }
+        ctx.run_later(self.orphan_grace, move |node, _| {
+            for (participant_id, room) in msg.peers {
+                if let Some(entry) = node.rooms.get(&room) {
+                    entry.addr.do_send(RemovePeer {
+                        participant_id,
+                        only_if_link: Some(msg.link.clone()),
+                    });
+                }
+            }
+        });
     }
 }
 

@@ -102,6 +102,17 @@ pub struct PeerCandidate {
 #[rtype(result = "()")]
 pub struct RemovePeer {
     pub participant_id: String,
+    /// Only if its events still go to this link (an orphan whose signaling node never came
+    /// back); `None` removes it whoever owns it.
+    pub only_if_link: Option<Recipient<FromMediaNode>>,
+}
+
+/// Send a peer's events to a new link (its participant resumed on another signaling node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptPeer {
+    pub participant_id: String,
+    pub link: Recipient<FromMediaNode>,
 }
 
 /// Sent to the node when the room has no peers left. `adds_seen` lets the node tell whether an
@@ -162,6 +173,9 @@ struct Peer {
     rx_mids: Vec<(Ssrc, Mid)>,
     /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
     pending: Option<SdpPendingOffer>,
+    /// That offer as sent, to send again if the peer is adopted by another link before
+    /// the answer (the first copy may have died with the old link).
+    pending_event: Option<MediaEvent>,
     /// Earliest time str0m wants a `Timeout` input.
     next_timeout: Instant,
     /// Has input or new output to drain.
@@ -374,6 +388,7 @@ impl RoomSfu {
             tracks_out,
             rx_mids: Vec::new(),
             pending: None,
+            pending_event: None,
             next_timeout: now,
             dirty: true,
             connected: false,
@@ -405,6 +420,7 @@ impl RoomSfu {
             }
         };
         let peer = &mut self.peers[i];
+        peer.pending_event = None;
         let Some(pending) = peer.pending.take() else {
             let text = "answer without a pending server offer".to_string();
             self.peer_error(
@@ -738,15 +754,14 @@ impl RoomSfu {
                     Some(track_info(mid, owner, t.kind))
                 })
                 .collect();
-            Self::send_event(
-                &peer.link,
-                MediaEvent::Offer {
-                    room: self.room.clone(),
-                    participant_id: peer.participant_id.clone(),
-                    sdp: offer.to_sdp_string(),
-                    tracks,
-                },
-            );
+            let event = MediaEvent::Offer {
+                room: self.room.clone(),
+                participant_id: peer.participant_id.clone(),
+                sdp: offer.to_sdp_string(),
+                tracks,
+            };
+            Self::send_event(&peer.link, event.clone());
+            peer.pending_event = Some(event);
             peer.dirty = true;
         }
     }
@@ -1009,10 +1024,48 @@ impl Handler<RemovePeer> for RoomSfu {
     /// The participant left: drop its peer and its tracks everywhere.
     fn handle(&mut self, msg: RemovePeer, ctx: &mut Context<Self>) {
         if let Some(i) = self.peer_index(&msg.participant_id) {
-            self.remove_peer(i, None);
-            self.renegotiate = true;
+            if msg
+                .only_if_link
+                .is_none_or(|link| self.peers[i].link == link)
+            {
+                self.remove_peer(i, None);
+                self.renegotiate = true;
+            }
         }
         self.drive(ctx);
+    }
+}
+
+impl Handler<AdoptPeer> for RoomSfu {
+    type Result = ();
+    /// Route a peer's events over a new link, and repeat what the old link may have lost.
+    fn handle(&mut self, msg: AdoptPeer, _: &mut Context<Self>) {
+        let Some(i) = self.peer_index(&msg.participant_id) else {
+            let text = "no media peer for this participant (it expired)".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        };
+        let peer = &mut self.peers[i];
+        peer.link = msg.link;
+        if peer.connected {
+            Self::send_event(
+                &peer.link,
+                MediaEvent::PeerState {
+                    room: self.room.clone(),
+                    participant_id: peer.participant_id.clone(),
+                    state: MediaConnectionState::Connected,
+                },
+            );
+        }
+        if let Some(offer) = &peer.pending_event {
+            Self::send_event(&peer.link, offer.clone());
+        }
+        tracing::info!(room = %self.room, participant = %msg.participant_id, "peer adopted by another link");
     }
 }
 

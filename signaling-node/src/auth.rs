@@ -82,6 +82,12 @@ impl TokenKeys {
                 )));
             }
         }
+        // `community/room` is a room's id in Redis and on media nodes: one '/' only.
+        if c.community.contains('/') {
+            return Err(TokenError::Invalid(
+                "claim community must not contain '/'".into(),
+            ));
+        }
         Ok(c)
     }
 }
@@ -129,6 +135,12 @@ mod tests {
             keys.verify("garbage").unwrap_err().code(),
             ErrorCode::InvalidToken
         );
+        let mut slash = claims(now_secs() + 60);
+        slash.community = "a/b".into();
+        assert!(matches!(
+            keys.verify(&keys.mint(&slash)),
+            Err(TokenError::Invalid(_))
+        ));
         let mut empty_room = claims(now_secs() + 60);
         empty_room.room.clear();
         assert_eq!(

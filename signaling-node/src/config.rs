@@ -53,6 +53,28 @@ pub struct Config {
     /// Seconds of client silence after which the server closes the connection.
     #[arg(long, env = "CONCLAVE_CLIENT_TIMEOUT", default_value_t = 30)]
     pub client_timeout_secs: u64,
+    /// Name of this signaling node in the cluster (logs, Redis, presence events). Each process
+    /// start adds a random suffix, so a restarted node is a new instance.
+    #[arg(long, env = "CONCLAVE_SIGNALING_ID", default_value = "sig")]
+    pub signaling_id: String,
+    /// Seconds a participant whose WebSocket dropped stays in its room (media flowing) so
+    /// that it can `resume` on a new connection, on this or another signaling node.
+    #[arg(long, env = "CONCLAVE_RESUME_GRACE", default_value_t = 15)]
+    pub resume_grace_secs: u64,
+    /// POST every presence event (JSON) to this URL, with retries.
+    #[arg(long, env = "CONCLAVE_PRESENCE_WEBHOOK")]
+    pub presence_webhook: Option<String>,
+    /// Sign presence webhook bodies with HMAC-SHA256 under this secret
+    /// (`X-Conclave-Signature: sha256=<hex>`).
+    #[arg(long, env = "CONCLAVE_PRESENCE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub presence_webhook_secret: Option<String>,
+    /// Approximate length kept of each community's presence Stream in Redis.
+    #[arg(long, env = "CONCLAVE_PRESENCE_STREAM_LEN", default_value_t = 100_000)]
+    pub presence_stream_len: usize,
+    /// Bearer key for the operators' query API (`/api/...`). Without it the API is off,
+    /// except in `--dev` mode where it is open.
+    #[arg(long, env = "CONCLAVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "CONCLAVE_WORKERS")]
     pub workers: Option<usize>,
@@ -66,5 +88,8 @@ impl Config {
     }
     pub fn client_timeout(&self) -> Duration {
         Duration::from_secs(self.client_timeout_secs.max(2))
+    }
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_secs(self.resume_grace_secs)
     }
 }

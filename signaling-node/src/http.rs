@@ -1,11 +1,15 @@
-//! Public HTTP routes: the web client, the WebSocket, dev tokens, health.
+//! Public HTTP routes: the web client, the WebSocket, dev tokens, health, and the operators'
+//! query API (`/api/...`, behind a bearer key).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use serde::Deserialize;
+use conclave_common::cluster::ClusterStore;
+use conclave_common::protocol::ParticipantInfo;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{now_secs, Claims};
-use crate::registry::RoomCount;
+use crate::registry::{CommunityRooms, RoomCount};
+use crate::room::Snapshot;
 use crate::session::{Session, SessionDeps, MAX_FRAME};
 
 /// Lifetime of a dev-minted token.
@@ -16,6 +20,19 @@ const DEV_TOKEN_TTL_SECS: u64 = 3600;
 pub struct AppState {
     pub deps: SessionDeps,
     pub dev: bool,
+    pub api: ApiState,
+    /// This signaling instance.
+    pub instance: String,
+}
+
+/// The query API: cluster-wide from Redis in cluster mode, this node's rooms otherwise.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Option<ClusterStore>,
+    /// Required as `Authorization: Bearer <key>`.
+    pub key: Option<String>,
+    /// No key needed (dev mode).
+    pub open: bool,
 }
 
 /// Register every public route.
@@ -25,7 +42,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/style.css", web::get().to(style_css))
         .route("/ws", web::get().to(websocket))
         .route("/dev/token", web::get().to(dev_token))
-        .route("/healthz", web::get().to(health));
+        .route("/healthz", web::get().to(health))
+        .route(
+            "/api/communities/{community}/rooms",
+            web::get().to(community_rooms),
+        )
+        .route("/api/nodes", web::get().to(nodes));
 }
 
 async fn index() -> HttpResponse {
@@ -122,4 +144,123 @@ async fn dev_token(
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let rooms = state.deps.registry.send(RoomCount).await.unwrap_or(0);
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "rooms": rooms }))
+}
+
+/// Refuse an API call without the right key (or when the API is off).
+fn api_refusal(req: &HttpRequest, api: &ApiState) -> Option<HttpResponse> {
+    let Some(key) = &api.key else {
+        return (!api.open).then(|| {
+            HttpResponse::NotFound().json(serde_json::json!({
+                "error": "not_found", "message": "the query API is off (set --api-key)"
+            }))
+        });
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (given != Some(key.as_str())).then(|| {
+        HttpResponse::Unauthorized().json(serde_json::json!({
+            "error": "unauthorized", "message": "send Authorization: Bearer <api key>"
+        }))
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(serde_json::json!({
+        "error": "unavailable", "message": format!("cluster state unavailable: {e}")
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomView {
+    room: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_node: Option<String>,
+    participants: Vec<ParticipantInfo>,
+}
+
+/// The rooms of a community with their participants and audio/video states.
+async fn community_rooms(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Some(refused) = api_refusal(&req, &state.api) {
+        return refused;
+    }
+    let community = path.into_inner();
+    let mut rooms = Vec::new();
+    if let Some(store) = &state.api.store {
+        let ids = match store.community_rooms(&community).await {
+            Ok(ids) => ids,
+            Err(e) => return unavailable(e),
+        };
+        for id in ids {
+            let Some((_, name)) = id.split_once('/') else {
+                continue;
+            };
+            let (members, node) = match (store.room_members(&id).await, store.room_node(&id).await)
+            {
+                (Ok(m), Ok(n)) => (m, n),
+                (Err(e), _) | (_, Err(e)) => return unavailable(e),
+            };
+            if members.is_empty() {
+                continue; // Emptied between the two reads.
+            }
+            let mut participants: Vec<ParticipantInfo> =
+                members.into_iter().map(|m| m.participant).collect();
+            participants.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
+            rooms.push(RoomView {
+                room: name.to_string(),
+                media_node: node,
+                participants,
+            });
+        }
+    } else {
+        let open = state
+            .deps
+            .registry
+            .send(CommunityRooms(community.clone()))
+            .await
+            .unwrap_or_default();
+        for (name, room) in open {
+            let mut participants = room.send(Snapshot).await.unwrap_or_default();
+            if participants.is_empty() {
+                continue;
+            }
+            participants.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
+            rooms.push(RoomView {
+                room: name,
+                media_node: None,
+                participants,
+            });
+        }
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "community": community, "rooms": rooms }))
+}
+
+/// The media nodes with their load (cluster mode).
+async fn nodes(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refused) = api_refusal(&req, &state.api) {
+        return refused;
+    }
+    let Some(store) = &state.api.store else {
+        return HttpResponse::Ok().json(serde_json::json!({
+            "mode": "single", "mediaNodes": [], "signaling": state.instance
+        }));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    match store.nodes(now).await {
+        Ok(nodes) => HttpResponse::Ok().json(serde_json::json!({
+            "mode": "cluster", "mediaNodes": nodes, "signaling": state.instance
+        })),
+        Err(e) => unavailable(e),
+    }
 }

@@ -5,8 +5,11 @@
 //! - [`session`]: one actor per browser WebSocket (parsing, token check, heartbeat).
 //! - [`room`]: one actor per room (membership, state, negotiation relay, events), with its
 //!   pure membership logic in [`roster`].
-//! - [`registry`]: room key -> room actor.
+//! - [`registry`]: room key -> room actor, and which media node a room uses.
 //! - [`media_link`]: the link to the media node (in-process or internal WebSocket).
+//! - [`room_bus`], [`upkeep`]: cluster mode — room events between signaling instances, and
+//!   this instance's heartbeat plus the cleanup after dead ones.
+//! - [`presence`]: presence events to Redis and a webhook.
 //! - [`messages`]: the messages between those actors.
 //! - [`auth`]: access tokens. [`http`]: public routes. [`tls`]: HTTPS. [`config`]: flags.
 
@@ -18,9 +21,11 @@ pub mod messages;
 pub mod presence;
 pub mod registry;
 pub mod room;
+pub mod room_bus;
 pub mod roster;
 pub mod session;
 pub mod tls;
+pub mod upkeep;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -32,8 +37,12 @@ use actix_web::{web, App, HttpServer};
 use crate::auth::TokenKeys;
 use crate::http::AppState;
 use crate::media_link::{MediaLink, MediaTarget};
+use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{Placement, Registry};
+use crate::room::{RoomCluster, RoomDeps};
+use crate::room_bus::RoomBus;
 use crate::session::SessionDeps;
+use crate::upkeep::Upkeep;
 
 /// Seconds a stopping server waits for open connections (WebSockets never finish by themselves).
 const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
@@ -61,20 +70,69 @@ pub struct ServiceSettings {
     pub room_cap: usize,
     pub heartbeat_interval: Duration,
     pub client_timeout: Duration,
+    pub resume_grace: Duration,
+    /// This node's name; the process's instance id adds a random suffix.
+    pub signaling_id: String,
+    /// Where this node serves browsers (recorded in Redis for operators).
+    pub public_url: String,
+    pub presence_webhook: Option<WebhookSettings>,
+    pub presence_stream_len: usize,
+    pub api_key: Option<String>,
 }
 
-/// Start the media link and the room registry. Call inside a running actix system.
+/// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
+/// Call inside a running actix system.
 pub fn start_services(s: ServiceSettings) -> Services {
+    let instance = format!(
+        "{}.{}",
+        s.signaling_id,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let store = match &s.media {
+        MediaSetup::Cluster(store) => Some(store.clone()),
+        MediaSetup::Single(_) => None,
+    };
+    let presence = (store.is_some() || s.presence_webhook.is_some()).then(|| {
+        PresenceSink::new(PresenceSettings {
+            redis: store
+                .as_ref()
+                .map(|st| (st.connection_manager(), st.prefix().to_string())),
+            webhook: s.presence_webhook.clone(),
+            stream_max_len: s.presence_stream_len,
+        })
+        .start()
+    });
+    let cluster = store.as_ref().map(|store| {
+        actix::spawn(
+            Upkeep {
+                store: store.clone(),
+                instance: instance.clone(),
+                url: s.public_url.clone(),
+                resume_grace: s.resume_grace,
+                presence: presence.clone(),
+            }
+            .run(),
+        );
+        RoomCluster {
+            store: store.clone(),
+            bus: RoomBus::new(store.clone(), instance.clone()).start(),
+        }
+    });
     let placement = match s.media {
         MediaSetup::Single(target) => Placement::Fixed(MediaLink::new(target).start()),
         MediaSetup::Cluster(store) => Placement::Cluster(store),
     };
-    let registry = Registry::new(
-        placement,
-        s.room_cap,
-        s.heartbeat_interval.as_millis() as u64,
-    )
-    .start();
+    tracing::info!(%instance, cluster = cluster.is_some(), "signaling instance starting");
+    let room_deps = |registry| RoomDeps {
+        registry,
+        cap: s.room_cap,
+        heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u64,
+        resume_grace: s.resume_grace,
+        instance: instance.clone(),
+        presence: presence.clone(),
+        cluster,
+    };
+    let registry = Registry::start(placement, room_deps);
     Services {
         state: AppState {
             deps: SessionDeps {
@@ -84,6 +142,12 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 client_timeout: s.client_timeout,
             },
             dev: s.dev,
+            api: http::ApiState {
+                store,
+                key: s.api_key,
+                open: s.dev,
+            },
+            instance,
         },
     }
 }

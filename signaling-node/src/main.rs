@@ -4,6 +4,7 @@ use clap::Parser;
 use conclave_common::cluster::ClusterStore;
 use conclave_signaling_node::config::Config;
 use conclave_signaling_node::media_link::MediaTarget;
+use conclave_signaling_node::presence::WebhookSettings;
 use conclave_signaling_node::{serve, start_services, tls, MediaSetup, ServiceSettings};
 
 #[actix_web::main]
@@ -55,14 +56,6 @@ async fn run(config: Config) -> Result<(), String> {
         }
         _ => None,
     };
-    let services = start_services(ServiceSettings {
-        media,
-        token_secret,
-        dev: config.dev,
-        room_cap: config.room_cap,
-        heartbeat_interval: config.heartbeat_interval(),
-        client_timeout: config.client_timeout(),
-    });
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -72,6 +65,24 @@ async fn run(config: Config) -> Result<(), String> {
     } else {
         format!("{scheme}://{local}")
     };
+    let services = start_services(ServiceSettings {
+        media,
+        token_secret,
+        dev: config.dev,
+        room_cap: config.room_cap,
+        heartbeat_interval: config.heartbeat_interval(),
+        client_timeout: config.client_timeout(),
+        resume_grace: config.resume_grace(),
+        signaling_id: config.signaling_id.clone(),
+        public_url: shown.clone(),
+        presence_webhook: config.presence_webhook.clone().map(|url| WebhookSettings {
+            url,
+            secret: config.presence_webhook_secret.clone(),
+            ..WebhookSettings::default()
+        }),
+        presence_stream_len: config.presence_stream_len,
+        api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+    });
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     println!("listening url={shown}{udp_note}");
     eprintln!("Conclave is up: open {shown} in two browser tabs and join the same room.");

@@ -38,7 +38,16 @@ pub struct MediaLink {
     rooms: HashMap<String, RoomRoute>,
     /// Frames for the remote link's writer task; `None` while disconnected.
     outbox: Option<mpsc::UnboundedSender<String>>,
+    /// Commands that came while (re)connecting, sent once the link is up (refused if the
+    /// attempt fails): a room placed on a node usually sends its first offer before the new
+    /// link is up.
+    waiting: Vec<MediaCommand>,
+    /// Stop once down with no rooms (cluster links, opened per node on demand).
+    on_demand: bool,
 }
+
+/// Most commands kept while connecting.
+const MAX_WAITING: usize = 10_000;
 
 /// The remote link connected; frames go to `outbox`.
 #[derive(Message)]
@@ -56,6 +65,16 @@ impl MediaLink {
             target,
             rooms: HashMap::new(),
             outbox: None,
+            waiting: Vec::new(),
+            on_demand: false,
+        }
+    }
+
+    /// A link that stops when its node is down and no room uses it any more.
+    pub fn on_demand(target: MediaTarget) -> Self {
+        MediaLink {
+            on_demand: true,
+            ..MediaLink::new(target)
         }
     }
 
@@ -150,9 +169,17 @@ impl Handler<ToMedia> for MediaLink {
                 reply_to: ctx.address().recipient(),
             }),
             MediaTarget::Remote(_) => {
-                let sent = match (&self.outbox, serde_json::to_string(&msg.0)) {
-                    (Some(outbox), Ok(json)) => outbox.send(json).is_ok(),
-                    _ => false,
+                let Some(outbox) = &self.outbox else {
+                    if self.waiting.len() < MAX_WAITING {
+                        self.waiting.push(msg.0);
+                    } else {
+                        self.refuse(&msg.0);
+                    }
+                    return;
+                };
+                let sent = match serde_json::to_string(&msg.0) {
+                    Ok(json) => outbox.send(json).is_ok(),
+                    Err(_) => false,
                 };
                 if !sent {
                     self.refuse(&msg.0);
@@ -205,13 +232,19 @@ impl Handler<UnregisterRoom> for MediaLink {
 impl Handler<LinkUp> for MediaLink {
     type Result = ();
     fn handle(&mut self, msg: LinkUp, _: &mut Context<Self>) {
+        for cmd in self.waiting.drain(..) {
+            if let Ok(json) = serde_json::to_string(&cmd) {
+                let _ = msg.0.send(json);
+            }
+        }
         self.outbox = Some(msg.0);
     }
 }
 
 impl Handler<LinkDown> for MediaLink {
     type Result = ();
-    /// The media node is gone (or never came): its peers are lost; retry shortly.
+    /// The media node is gone (or never came): its peers are lost; retry shortly while
+    /// rooms still use the link.
     fn handle(&mut self, _: LinkDown, ctx: &mut Context<Self>) {
         if self.outbox.take().is_some() {
             tracing::warn!("media link lost");
@@ -219,6 +252,16 @@ impl Handler<LinkDown> for MediaLink {
                 route.lost.do_send(MediaLinkLost);
             }
         }
-        ctx.run_later(RECONNECT_DELAY, |link, ctx| link.connect(ctx));
+        for cmd in std::mem::take(&mut self.waiting) {
+            self.refuse(&cmd);
+        }
+        ctx.run_later(RECONNECT_DELAY, |link, ctx| {
+            if link.on_demand && link.rooms.is_empty() {
+                // Cluster mode: every room moved elsewhere (the registry opens a new link
+                // if a room comes back to this node).
+                return ctx.stop();
+            }
+            link.connect(ctx)
+        });
     }
 }

@@ -5,6 +5,7 @@ use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand};
 use conclave_common::protocol::{ErrorCode, LeaveReason, ParticipantInfo, ServerMessage};
 
+use crate::media_link::MediaLink;
 use crate::room::Room;
 
 /// A message for the browser at the other end of a session.
@@ -26,6 +27,7 @@ pub struct Refusal {
 pub struct JoinRoom {
     pub participant: ParticipantInfo,
     pub session: Recipient<Outbound>,
+    pub evict: Recipient<Evicted>,
 }
 
 /// Session -> room: a request of a joined participant.
@@ -43,6 +45,46 @@ pub enum ParticipantRequest {
     Candidate(String),
     SetAudio(bool),
     SetVideo(bool),
+}
+
+/// Session -> room: take over a participant whose WebSocket dropped (`resume`).
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub struct ResumeRoom {
+    pub participant_id: String,
+    pub secret: String,
+    pub session: Recipient<Outbound>,
+    pub evict: Recipient<Evicted>,
+}
+
+/// Session -> room: the WebSocket closed without `leave`; the member waits for a `resume`
+/// until the grace period ends. `session` tells a stale session (already replaced) apart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionLost {
+    pub participant_id: String,
+    pub session: Recipient<Outbound>,
+}
+
+/// Room -> session: another connection resumed this participant; close without leaving.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Evicted;
+
+/// Room bus -> room: an event another signaling instance published for this room.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RemoteRoomEvent {
+    pub from: String,
+    pub message: ServerMessage,
+}
+
+/// Room -> registry (cluster mode): the room's media node is gone; place the room again.
+#[derive(Message)]
+#[rtype(result = "Result<(String, Addr<MediaLink>), Refusal>")]
+pub struct MoveRoom {
+    pub key: RoomKey,
+    pub dead_node: Option<String>,
 }
 
 /// Session -> room: the participant is gone.

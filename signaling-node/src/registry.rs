@@ -1,20 +1,17 @@
 //! The room registry: one room actor per room key, created on first join, forgotten when
-//! the room closes. It also decides which media node a new room uses: the one configured
-//! media node, or — in cluster mode — the least-loaded live node from Redis.
+//! the room closes. It also decides which media node a room uses: the one configured media
+//! node, or — in cluster mode — the least-loaded live node from Redis, again when the room's
+//! node dies.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::cluster::{ClusterError, ClusterStore};
 use conclave_common::protocol::ErrorCode;
 
 use crate::media_link::{MediaLink, MediaTarget};
-use crate::messages::{GetRoom, Refusal, RoomClosed, RoomKey};
-use crate::room::Room;
-
-/// How often live rooms refresh their room -> node record (its TTL is 60 s).
-const ROOM_REFRESH_INTERVAL: Duration = Duration::from_secs(20);
+use crate::messages::{GetRoom, MoveRoom, Refusal, RoomClosed, RoomKey};
+use crate::room::{Room, RoomDeps};
 
 /// Where rooms get their media node.
 pub enum Placement {
@@ -27,43 +24,52 @@ pub enum Placement {
 pub struct Registry {
     rooms: HashMap<RoomKey, Addr<Room>>,
     placement: Placement,
-    /// Cluster mode: the link to each media node used so far.
+    /// Cluster mode: the link to each media node in use.
     links: HashMap<String, Addr<MediaLink>>,
-    room_cap: usize,
-    heartbeat_interval_ms: u64,
+    /// What each room gets (its `registry` is replaced by ours at start).
+    room_deps: RoomDeps,
 }
 
 impl Registry {
-    pub fn new(placement: Placement, room_cap: usize, heartbeat_interval_ms: u64) -> Self {
-        Registry {
+    /// `room_deps.registry` is ignored (set to this registry when it starts).
+    pub fn start(
+        placement: Placement,
+        room_deps: impl FnOnce(Addr<Registry>) -> RoomDeps,
+    ) -> Addr<Self> {
+        Registry::create(|ctx| Registry {
             rooms: HashMap::new(),
             placement,
             links: HashMap::new(),
-            room_cap,
-            heartbeat_interval_ms,
-        }
+            room_deps: room_deps(ctx.address()),
+        })
     }
 
     fn open_room(
         &mut self,
         key: RoomKey,
         link: Addr<MediaLink>,
-        ctx: &mut Context<Self>,
+        node: Option<String>,
     ) -> Addr<Room> {
-        let room = Room::new(
-            key.clone(),
-            self.room_cap,
-            link,
-            ctx.address(),
-            self.heartbeat_interval_ms,
-        )
-        .start();
+        let room = Room::new(key.clone(), link, node, self.room_deps.clone()).start();
         self.rooms.insert(key, room.clone());
         room
     }
 
     fn live_room(&self, key: &RoomKey) -> Option<Addr<Room>> {
         self.rooms.get(key).filter(|a| a.connected()).cloned()
+    }
+
+    /// The link to a media node, opened if needed (a link whose node died has stopped).
+    fn link_to(&mut self, node: &str, url: String) -> Addr<MediaLink> {
+        self.links
+            .entry(node.to_string())
+            .and_modify(|link| {
+                if !link.connected() {
+                    *link = MediaLink::on_demand(MediaTarget::Remote(url.clone())).start();
+                }
+            })
+            .or_insert_with(|| MediaLink::on_demand(MediaTarget::Remote(url)).start())
+            .clone()
     }
 }
 
@@ -80,76 +86,78 @@ fn refusal(e: ClusterError) -> Refusal {
             code: ErrorCode::NoCapacity,
             message: "no media node has room for a new call; try again later".into(),
         },
-        ClusterError::Redis(e) => Refusal {
+        e => Refusal {
             code: ErrorCode::Unavailable,
             message: format!("cluster state unavailable: {e}"),
         },
     }
 }
 
+/// The room's node (placing the room if it has no live one) and that node's link URL.
+async fn place(store: ClusterStore, room: String) -> Result<(String, String), Refusal> {
+    let node = store.place_room(&room, now_ms()).await.map_err(refusal)?;
+    match store.node_link_url(&node).await.map_err(refusal)? {
+        Some(url) => Ok((node, url)),
+        None => Err(Refusal {
+            code: ErrorCode::Unavailable,
+            message: format!("media node {node} is not registered any more"),
+        }),
+    }
+}
+
 impl Actor for Registry {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Keep the room -> node records of live rooms from expiring.
-        ctx.run_interval(ROOM_REFRESH_INTERVAL, |registry, ctx| {
-            let Placement::Cluster(store) = &registry.placement else {
-                return;
-            };
-            for key in registry.rooms.keys() {
-                let (store, id) = (store.clone(), key.id());
-                ctx.spawn(
-                    async move {
-                        if let Err(e) = store.place_room(&id, now_ms()).await {
-                            tracing::warn!(room = %id, error = %e, "room record refresh failed");
-                        }
-                    }
-                    .into_actor(registry),
-                );
-            }
-        });
-    }
 }
 
 impl Handler<GetRoom> for Registry {
     type Result = AtomicResponse<Self, Result<Addr<Room>, Refusal>>;
     /// The live room actor for a key; a new room is placed first. Atomic: no other lookup
     /// runs while a placement is in flight, so one room never gets two actors.
-    fn handle(&mut self, msg: GetRoom, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: GetRoom, _: &mut Context<Self>) -> Self::Result {
         if let Some(room) = self.live_room(&msg.key) {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(room))));
         }
         let store = match &self.placement {
             Placement::Fixed(link) => {
-                let room = self.open_room(msg.key, link.clone(), ctx);
+                let room = self.open_room(msg.key, link.clone(), None);
                 return AtomicResponse::new(Box::pin(fut::ready(Ok(room))));
             }
             Placement::Cluster(store) => store.clone(),
         };
-        let id = msg.key.id();
-        let placed = async move {
-            let node = store.place_room(&id, now_ms()).await?;
-            let url = store.node_link_url(&node).await?;
-            Ok::<_, ClusterError>((node, url))
-        };
-        AtomicResponse::new(Box::pin(placed.into_actor(self).map(
-            move |placed, registry, ctx| {
-                let (node, url) = placed.map_err(refusal)?;
-                let Some(url) = url else {
-                    return Err(Refusal {
-                        code: ErrorCode::Unavailable,
-                        message: format!("media node {node} is not registered any more"),
-                    });
-                };
-                let link = registry
-                    .links
-                    .entry(node.clone())
-                    .or_insert_with(|| MediaLink::new(MediaTarget::Remote(url)).start())
-                    .clone();
+        AtomicResponse::new(Box::pin(place(store, msg.key.id()).into_actor(self).map(
+            move |placed, registry, _| {
+                let (node, url) = placed?;
+                let link = registry.link_to(&node, url);
                 tracing::info!(room = %msg.key.id(), %node, "room placed");
-                Ok(registry.open_room(msg.key, link, ctx))
+                Ok(registry.open_room(msg.key, link, Some(node)))
             },
         )))
+    }
+}
+
+impl Handler<MoveRoom> for Registry {
+    type Result = ResponseActFuture<Self, Result<(String, Addr<MediaLink>), Refusal>>;
+    /// A room's media node died: take it out of placement now (its link dropped; waiting for
+    /// the heartbeat to go stale would cost seconds) and place the room on a live node.
+    fn handle(&mut self, msg: MoveRoom, _: &mut Context<Self>) -> Self::Result {
+        let Placement::Cluster(store) = &self.placement else {
+            let refused = Refusal {
+                code: ErrorCode::Internal,
+                message: "rooms move only in cluster mode".into(),
+            };
+            return Box::pin(fut::ready(Err(refused)));
+        };
+        let store = store.clone();
+        let moved = async move {
+            if let Some(dead) = &msg.dead_node {
+                store.node_down(dead).await.map_err(refusal)?;
+            }
+            place(store, msg.key.id()).await
+        };
+        Box::pin(moved.into_actor(self).map(|placed, registry, _| {
+            let (node, url) = placed?;
+            Ok((node.clone(), registry.link_to(&node, url)))
+        }))
     }
 }
 
@@ -172,5 +180,21 @@ impl Handler<RoomCount> for Registry {
     type Result = usize;
     fn handle(&mut self, _: RoomCount, _: &mut Context<Self>) -> usize {
         self.rooms.values().filter(|a| a.connected()).count()
+    }
+}
+
+/// The open rooms of a community: name and actor (the query API in single-node mode).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Addr<Room>)>")]
+pub struct CommunityRooms(pub String);
+
+impl Handler<CommunityRooms> for Registry {
+    type Result = Vec<(String, Addr<Room>)>;
+    fn handle(&mut self, msg: CommunityRooms, _: &mut Context<Self>) -> Self::Result {
+        self.rooms
+            .iter()
+            .filter(|(key, addr)| key.community == msg.0 && addr.connected())
+            .map(|(key, addr)| (key.room.clone(), addr.clone()))
+            .collect()
     }
 }

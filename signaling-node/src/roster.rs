@@ -19,6 +19,16 @@ pub enum MediaPhase {
 pub struct Member {
     pub info: ParticipantInfo,
     pub media: MediaPhase,
+    /// Its session lives on another signaling instance (cluster mode); we only mirror it.
+    pub remote: bool,
+}
+
+/// What a remote member's record changed here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteChange {
+    Added,
+    StateChanged,
+    Unchanged,
 }
 
 /// The members of one room, in join order.
@@ -82,8 +92,60 @@ impl Roster {
         self.members.push(Member {
             info,
             media: MediaPhase::NoPeer,
+            remote: false,
         });
         Ok(others)
+    }
+
+    /// Mirror a member whose session is on another signaling instance. A member of ours is
+    /// left alone (we own its record).
+    pub fn upsert_remote(&mut self, info: ParticipantInfo) -> RemoteChange {
+        match self.get_mut(&info.participant_id) {
+            Some(m) if !m.remote => RemoteChange::Unchanged,
+            Some(m) if (m.info.audio, m.info.video) != (info.audio, info.video) => {
+                m.info = info;
+                RemoteChange::StateChanged
+            }
+            Some(_) => RemoteChange::Unchanged,
+            None => {
+                self.members.push(Member {
+                    info,
+                    media: MediaPhase::NoPeer,
+                    remote: true,
+                });
+                RemoteChange::Added
+            }
+        }
+    }
+
+    /// The member's session moved to this instance (`false`) or away from it (`true`).
+    pub fn set_remote(&mut self, participant_id: &str, remote: bool) {
+        if let Some(m) = self.get_mut(participant_id) {
+            m.remote = remote;
+        }
+    }
+
+    /// Members whose session is on another instance.
+    pub fn remote_ids(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.remote)
+            .map(|m| m.info.participant_id.clone())
+            .collect()
+    }
+
+    /// Whether any member's session is on this instance.
+    pub fn has_local(&self) -> bool {
+        self.members.iter().any(|m| !m.remote)
+    }
+
+    /// Everyone but `participant_id`, as the roster of a `joined`.
+    pub fn others(&self, participant_id: &str) -> Vec<ParticipantInfo> {
+        self.members
+            .iter()
+            .filter(|m| m.info.participant_id != participant_id)
+            .map(|m| m.info.clone())
+            .collect()
     }
 
     pub fn leave(&mut self, participant_id: &str) -> Option<Member> {
@@ -129,6 +191,7 @@ impl Roster {
 
     /// Every member loses its peer (the media node went away).
     pub fn reset_media(&mut self) {
+        // Remote members have no peer of ours; resetting them is harmless.
         for m in &mut self.members {
             m.media = MediaPhase::NoPeer;
         }
@@ -209,6 +272,28 @@ mod tests {
         r.reset_media();
         r.begin_offer("a").unwrap();
         assert_eq!(r.begin_offer("x").unwrap_err().code, ErrorCode::NotJoined);
+    }
+
+    #[test]
+    fn remote_members_are_mirrored_and_ours_are_not_overwritten() {
+        let mut r = Roster::new(5);
+        r.join("g", p("a")).unwrap();
+        assert_eq!(r.upsert_remote(p("b")), RemoteChange::Added);
+        assert_eq!(r.upsert_remote(p("b")), RemoteChange::Unchanged);
+        let mut muted = p("b");
+        muted.audio = false;
+        assert_eq!(r.upsert_remote(muted), RemoteChange::StateChanged);
+        assert!(!r.get("b").unwrap().info.audio);
+        // A remote view of our own member changes nothing.
+        let mut ours = p("a");
+        ours.video = false;
+        assert_eq!(r.upsert_remote(ours), RemoteChange::Unchanged);
+        assert!(r.get("a").unwrap().info.video);
+        assert_eq!(r.remote_ids(), vec!["b".to_string()]);
+        assert_eq!(r.others("a"), vec![r.get("b").unwrap().info.clone()]);
+        assert!(r.has_local());
+        r.set_remote("a", true);
+        assert!(!r.has_local());
     }
 
     #[test]

@@ -90,6 +90,10 @@ impl Session {
                 )
             }
             ClientMessage::Leave => return self.leave(ctx),
+            ClientMessage::Resume {
+                token,
+                resume_token,
+            } => return self.resume(token, resume_token, ctx),
             ClientMessage::Offer { sdp } => ParticipantRequest::Offer(sdp),
             ClientMessage::Answer { sdp } => ParticipantRequest::Answer(sdp),
             ClientMessage::IceCandidate { candidate, .. } => {
@@ -144,9 +148,64 @@ impl Session {
             community: claims.community,
             room: claims.room,
         };
-        let registry = self.deps.registry.clone();
-        let session = ctx.address().recipient();
         let pid = participant.participant_id.clone();
+        let (session, evict) = (ctx.address().recipient(), ctx.address().recipient());
+        self.enter(key, pid, ctx, move || JoinRoom {
+            participant: participant.clone(),
+            session: session.clone(),
+            evict: evict.clone(),
+        });
+    }
+
+    /// Take back a participant whose WebSocket dropped: `resume_token` is `pid.secret`.
+    fn resume(
+        &mut self,
+        token: String,
+        resume_token: String,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if self.joined.is_some() || self.joining {
+            return Self::error(
+                ctx,
+                ErrorCode::AlreadyJoined,
+                "this session has joined already",
+            );
+        }
+        let claims = match self.deps.keys.verify(&token) {
+            Ok(c) => c,
+            Err(e) => return Self::error(ctx, e.code(), e.to_string()),
+        };
+        let Some((pid, secret)) = resume_token.split_once('.') else {
+            return Self::error(ctx, ErrorCode::ResumeFailed, "malformed resume token");
+        };
+        let key = RoomKey {
+            community: claims.community,
+            room: claims.room,
+        };
+        let (pid, secret) = (pid.to_string(), secret.to_string());
+        let (session, evict) = (ctx.address().recipient(), ctx.address().recipient());
+        let participant_id = pid.clone();
+        self.enter(key, pid, ctx, move || ResumeRoom {
+            participant_id: participant_id.clone(),
+            secret: secret.clone(),
+            session: session.clone(),
+            evict: evict.clone(),
+        });
+    }
+
+    /// Find (or open) the room and send it `request` (a join or a resume), retrying when
+    /// the room was closing at that moment. On success this session is the member `pid`.
+    fn enter<M>(
+        &mut self,
+        key: RoomKey,
+        pid: String,
+        ctx: &mut ws::WebsocketContext<Self>,
+        request: impl Fn() -> M + 'static,
+    ) where
+        M: Message<Result = Result<(), Refusal>> + Send + 'static,
+        Room: Handler<M>,
+    {
+        let registry = self.deps.registry.clone();
         self.joining = true;
         let attempt = async move {
             for _ in 0..JOIN_ATTEMPTS {
@@ -154,11 +213,7 @@ impl Session {
                     .send(GetRoom { key: key.clone() })
                     .await
                     .map_err(|_| internal("room registry unavailable"))??;
-                let join = JoinRoom {
-                    participant: participant.clone(),
-                    session: session.clone(),
-                };
-                match room.send(join).await {
+                match room.send(request()).await {
                     Ok(Ok(())) => return Ok(room),
                     Ok(Err(r)) if r.message == ROOM_CLOSING => continue,
                     Ok(Err(r)) => return Err(r),
@@ -246,8 +301,14 @@ impl Actor for Session {
         });
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.drop_membership(LeaveReason::Disconnected);
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        // The socket closed without `leave`: the member may come back with `resume`.
+        if let Some(m) = self.joined.take() {
+            m.room.do_send(SessionLost {
+                participant_id: m.participant_id,
+                session: ctx.address().recipient(),
+            });
+        }
     }
 }
 
@@ -284,6 +345,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.stop();
             }
         }
+    }
+}
+
+impl Handler<Evicted> for Session {
+    type Result = ();
+    /// The participant resumed on another connection: close this one without leaving.
+    fn handle(&mut self, _: Evicted, ctx: &mut Self::Context) {
+        self.joined = None;
+        ctx.close(Some(CloseReason {
+            code: CloseCode::Other(4001),
+            description: Some("session resumed on another connection".into()),
+        }));
+        ctx.stop();
     }
 }
 

@@ -5,6 +5,11 @@
 // on only the server offers (`serverOffer`) and the client answers. Mute is `track.enabled`
 // plus `setAudio` / `setVideo`, never renegotiation.
 //
+// Failures: when the WebSocket drops, the client reconnects (backing off) and sends `resume`
+// with the `resumeToken` from `joined` — same participant, same peer connection, media never
+// stops. If the server says `mediaState: failed` (its media node died; the room moved), the
+// client builds a fresh peer connection and offers again, without leaving the room.
+//
 // Test hooks live on `window.conclave` (state, participantId, participants, tracks, events,
 // errors, pc, ws, join(), leave(), setAudio(), setVideo(), statsByParticipant()).
 'use strict';
@@ -43,12 +48,13 @@
   const MAX_LOG_LINES = 200;
   const LEAVE_TIMEOUT_MS = 2000;
   const HEARTBEAT_DEAD_INTERVALS = 3;
+  const CONNECT_TIMEOUT_MS = 5000;
 
   // ---------------------------------------------------------------------------------------
   // State (exposed for tests as window.conclave)
   // ---------------------------------------------------------------------------------------
   const conclave = {
-    /** 'idle' | 'joining' | 'joined' | 'left' */
+    /** 'idle' | 'joining' | 'joined' | 'reconnecting' | 'left' */
     state: 'idle',
     participantId: null,
     room: null,
@@ -62,6 +68,12 @@
     /** every error shown to the user (strings) */
     errors: [],
     heartbeats: 0,
+    /** WebSocket reconnections, successful resumes, and peer connections rebuilt */
+    reconnects: 0,
+    resumes: 0,
+    /** why the last reconnection started */
+    lastDisconnect: null,
+    mediaRestarts: 0,
     pc: null,
     ws: null,
     localStream: null,
@@ -93,6 +105,12 @@
       lastServerMessageAt: 0,
       offerSent: false,
       pendingCandidates: [],
+      /** access token, and `resume` credentials from `joined` */
+      token: null,
+      resumeToken: null,
+      resumeGraceMs: 15000,
+      reconnecting: false,
+      mediaRetryTimer: null,
       joinedResolve: null,
       joinedReject: null,
       leftResolve: null,
@@ -516,7 +534,7 @@
   async function handle(s, msg) {
     switch (msg.id) {
       case 'joined':
-        return onJoined(s, msg);
+        return msg.resumed ? onResumed(s, msg) : onJoined(s, msg);
       case 'answer':
         if (!s.pc || s.pc.signalingState !== 'have-local-offer') {
           throw new Error(`unexpected answer in signaling state ${s.pc ? s.pc.signalingState : 'none'}`);
@@ -537,10 +555,7 @@
         return;
       }
       case 'participantLeft':
-        s.gone.add(msg.participantId);
-        delete conclave.participants[msg.participantId];
-        for (const [mid, a] of Array.from(s.attached)) if (a.participantId === msg.participantId) detachMid(mid);
-        removeTile(msg.participantId);
+        removeParticipant(s, msg.participantId);
         renderRoster();
         return;
       case 'participantState': {
@@ -557,14 +572,32 @@
       case 'mediaState':
         conclave.serverMediaState = msg.state;
         updateMediaPill();
-        if (msg.state === 'failed') reportError('The server reports the media connection failed');
+        if (msg.state === 'failed') {
+          // The media node lost our peer (it died, or the connection timed out).
+          showStatus('Reconnecting media…', 'warn');
+          return restartMedia(s);
+        }
+        if (msg.state === 'connected') clearStatusIfInfo();
         return;
       case 'left':
         if (s.leftResolve) s.leftResolve();
         return;
       case 'error': {
+        if (msg.code === 'resume_failed' && s.reconnecting) {
+          // Gone from the room (the grace period passed): join again as a new participant.
+          logLine('warn', 'resume refused; joining again');
+          for (const pid of Array.from(s.tiles.keys())) removeParticipant(s, pid);
+          s.gone.clear(); // they may well still be there: the new roster says
+          send({ id: 'join', token: s.token, name: s.name, audio: conclave.audio, video: conclave.video });
+          return;
+        }
+        if (msg.code === 'unavailable' && conclave.state === 'joined' && s.pc && s.pc.signalingState === 'have-local-offer') {
+          // Our new offer came while the room was moving to another media node: try again.
+          s.mediaRetryTimer = setTimeout(() => restartMedia(s), 1000);
+          return;
+        }
         reportError(`Server error ${msg.code}: ${msg.message}`);
-        if (conclave.state === 'joining' && s.joinedReject) {
+        if ((conclave.state === 'joining' || s.reconnecting) && s.joinedReject) {
           s.joinedReject(new Error(`${msg.code}: ${msg.message}`));
         }
         return;
@@ -586,23 +619,27 @@
     ui.roomLabel.textContent = msg.room;
     ui.roomLabel.hidden = false;
 
-    const interval = Number(msg.heartbeatIntervalMs) > 0 ? Number(msg.heartbeatIntervalMs) : 10000;
-    s.heartbeatTimer = setInterval(() => {
-      send({ id: 'heartbeat' });
-      // The server sends something at least every interval: a long silence means a dead link.
-      const silentMs = Date.now() - s.lastServerMessageAt;
-      if (silentMs > HEARTBEAT_DEAD_INTERVALS * interval && s.ws) {
-        connectionLost(s, `the server has been silent for ${Math.round(silentMs / 1000)} s`);
-      } else if (silentMs > 1.5 * interval) {
-        setPill(ui.wsState, 'stale', 'no reply');
-      } else if (conclave.wsState === 'open') {
-        setPill(ui.wsState, 'open');
-      }
-    }, interval);
+    s.resumeToken = msg.resumeToken;
+    if (Number(msg.resumeGraceMs) > 0) s.resumeGraceMs = Number(msg.resumeGraceMs);
+    startHeartbeat(s, msg.heartbeatIntervalMs);
+    dropPeerConnection(s); // a rejoin after a failed resume starts over
+    await startMedia(s);
 
+    conclave.state = 'joined';
+    updateMediaPill();
+    updateControls();
+    clearStatusIfInfo();
+    if (s.joinedResolve) s.joinedResolve();
+    s.joinedResolve = s.joinedReject = null;
+  }
+
+  /** Our one offer on a new peer connection (after `joined`, or when the server lost our peer). */
+  async function startMedia(s) {
     const pc = createPeerConnection();
     s.pc = conclave.pc = pc;
-    const local = conclave.localStream;
+    s.offerSent = false;
+    s.pendingCandidates = [];
+    const local = conclave.localStream || new MediaStream();
     for (const kind of ['audio', 'video']) {
       const track = localTrack(kind);
       // Keep both m-lines even without a device, so the layout the server sees is fixed.
@@ -613,13 +650,58 @@
     send({ id: 'offer', sdp: pc.localDescription.sdp });
     s.offerSent = true;
     for (const c of s.pendingCandidates.splice(0)) send(c);
+  }
 
+  /** Close the peer connection and unhook its tracks (tiles stay). */
+  function dropPeerConnection(s) {
+    if (s.mediaRetryTimer) clearTimeout(s.mediaRetryTimer);
+    s.mediaRetryTimer = null;
+    for (const mid of Array.from(s.attached.keys())) detachMid(mid);
+    conclave.tracks = {};
+    if (s.pc && s.pc.signalingState !== 'closed') s.pc.close();
+    s.pc = conclave.pc = null;
+  }
+
+  /** The server has no media peer for us any more: offer again on a fresh connection. */
+  async function restartMedia(s) {
+    if (session !== s || s.closed || conclave.state !== 'joined') return;
+    conclave.mediaRestarts += 1;
+    logLine('info', 'starting a new media connection');
+    dropPeerConnection(s);
+    await startMedia(s);
+  }
+
+  /** `joined` answering our `resume`: same participant and media; catch up on the roster. */
+  function onResumed(s, msg) {
+    conclave.resumes += 1;
+    s.resumeToken = msg.resumeToken;
+    const now = new Set((msg.participants || []).map((p) => p.participantId));
+    for (const pid of Object.keys(conclave.participants)) {
+      if (pid !== conclave.participantId && !now.has(pid)) removeParticipant(s, pid);
+    }
+    for (const p of msg.participants || []) {
+      conclave.participants[p.participantId] = p;
+      const tile = s.tiles.get(p.participantId) || remoteTile(p.participantId);
+      if (tile) {
+        setTileName(tile, p.name, false);
+        setTileMedia(tile, p.audio, p.video);
+      }
+    }
+    renderRoster();
+    startHeartbeat(s, msg.heartbeatIntervalMs);
     conclave.state = 'joined';
-    updateMediaPill();
-    updateControls();
-    clearStatusIfInfo();
+    setWsState('open');
+    clearStatus();
+    logLine('info', 'session resumed');
     if (s.joinedResolve) s.joinedResolve();
     s.joinedResolve = s.joinedReject = null;
+  }
+
+  function removeParticipant(s, pid) {
+    s.gone.add(pid);
+    delete conclave.participants[pid];
+    for (const [mid, a] of Array.from(s.attached)) if (a.participantId === pid) detachMid(mid);
+    removeTile(pid);
   }
 
   function clearStatusIfInfo() {
@@ -696,6 +778,7 @@
         s.joinedResolve = resolve;
         s.joinedReject = reject;
       });
+      s.token = token;
       send({ id: 'join', token, name, audio: conclave.audio, video: conclave.video });
       await joined;
     } catch (err) {
@@ -716,8 +799,15 @@
       s.ws = conclave.ws = ws;
       setWsState('connecting');
       let opened = false;
+      // A server that accepts TCP but never answers (hung, overloaded) must not hang us.
+      const connectTimer = setTimeout(() => {
+        if (opened) return;
+        reject(new Error('the server did not answer in time'));
+        ws.close();
+      }, CONNECT_TIMEOUT_MS);
       ws.onopen = () => {
         opened = true;
+        clearTimeout(connectTimer);
         setWsState('open');
         resolve();
       };
@@ -728,7 +818,7 @@
         if (!opened) reject(new Error('cannot connect to the server'));
       };
       ws.onclose = (ev) => {
-        if (session !== s || s.closed) return;
+        if (session !== s || s.closed || s.ws !== ws) return;
         setWsState('closed');
         if (!opened) {
           reject(new Error(`connection refused (code ${ev.code})`));
@@ -738,15 +828,71 @@
           s.leftResolve();
           return;
         }
-        if (conclave.state === 'joining' && s.joinedReject) {
-          s.joinedReject(new Error(`server closed the connection (code ${ev.code}${ev.reason ? ', ' + ev.reason : ''})`));
+        const why = `code ${ev.code}${ev.reason ? ', ' + ev.reason : ''}`;
+        if ((conclave.state === 'joining' || s.reconnecting) && s.joinedReject) {
+          s.joinedReject(new Error(`server closed the connection (${why})`));
           return;
         }
-        if (conclave.state === 'joined') {
-          connectionLost(s, `code ${ev.code}${ev.reason ? ', ' + ev.reason : ''}`);
-        }
+        // 4001: this participant was resumed on another connection (another tab?): stop here.
+        if (conclave.state === 'joined' && ev.code === 4001) connectionLost(s, why);
+        else if (conclave.state === 'joined') reconnect(s, why);
       };
     });
+  }
+
+  /** The WebSocket dropped: reconnect and `resume` within the grace period, media untouched. */
+  async function reconnect(s, why) {
+    if (session !== s || s.closed || s.reconnecting) return;
+    s.reconnecting = true;
+    conclave.state = 'reconnecting';
+    conclave.reconnects += 1;
+    conclave.lastDisconnect = why;
+    showStatus(`Connection lost (${why}); reconnecting…`, 'warn');
+    logLine('warn', `connection lost (${why}); reconnecting`);
+    if (s.heartbeatTimer) clearInterval(s.heartbeatTimer);
+    s.heartbeatTimer = null;
+    const old = s.ws;
+    s.ws = null;
+    if (old && old.readyState === WebSocket.OPEN) old.close(4000, 'reconnecting');
+    const deadline = Date.now() + s.resumeGraceMs;
+    let delay = 200;
+    while (session === s && !s.closed && Date.now() < deadline) {
+      try {
+        await openSocket(s, s.room);
+        const back = new Promise((resolve, reject) => {
+          s.joinedResolve = resolve;
+          s.joinedReject = reject;
+        });
+        send({ id: 'resume', token: s.token, resumeToken: s.resumeToken });
+        await back;
+        s.reconnecting = false;
+        return;
+      } catch (err) {
+        logLine('warn', `reconnect failed: ${err.message}`);
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 2000);
+    }
+    s.reconnecting = false;
+    connectionLost(s, 'could not reconnect in time');
+  }
+
+  function startHeartbeat(s, intervalMs) {
+    const interval = Number(intervalMs) > 0 ? Number(intervalMs) : 10000;
+    if (s.heartbeatTimer) clearInterval(s.heartbeatTimer);
+    s.lastServerMessageAt = Date.now();
+    s.heartbeatTimer = setInterval(() => {
+      send({ id: 'heartbeat' });
+      // The server sends something at least every interval: a long silence means a dead link.
+      const silentMs = Date.now() - s.lastServerMessageAt;
+      if (silentMs > HEARTBEAT_DEAD_INTERVALS * interval && s.ws) {
+        reconnect(s, `the server has been silent for ${Math.round(silentMs / 1000)} s`);
+      } else if (silentMs > 1.5 * interval) {
+        setPill(ui.wsState, 'stale', 'no reply');
+      } else if (conclave.wsState === 'open') {
+        setPill(ui.wsState, 'open');
+      }
+    }, interval);
   }
 
   function connectionLost(s, why) {

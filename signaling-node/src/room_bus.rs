@@ -1,0 +1,170 @@
+//! The room bus (cluster mode): room events between signaling instances over Redis pub/sub.
+//!
+//! A room's members may sit on several signaling instances (the load balancer keeps a room
+//! on one, but not always: a node joined or died). Each instance publishes the events of its
+//! own members (`participantJoined`, `participantLeft`, `participantState`) on the room's
+//! channel; every instance listens to all room channels with one pattern subscription and
+//! hands each event to its own actor for that room, if it has one. Pub/sub may lose events
+//! while Redis is away: rooms resync from the member records when the bus reconnects, and
+//! every few seconds anyway.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use conclave_common::cluster::ClusterStore;
+use conclave_common::protocol::ServerMessage;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::messages::RemoteRoomEvent;
+use crate::room::{Resync, Room};
+
+/// Wait between attempts to (re)subscribe.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+/// One event on a room channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BusMessage {
+    /// The signaling instance the event is about (its publisher, or the dead instance a
+    /// survivor cleans up for).
+    pub from: String,
+    pub message: ServerMessage,
+}
+
+impl BusMessage {
+    pub fn encode(&self) -> String {
+        // Invariant: protocol messages always serialize.
+        serde_json::to_string(self).expect("bus message serializes")
+    }
+}
+
+pub struct RoomBus {
+    store: ClusterStore,
+    instance: String,
+    rooms: HashMap<String, Addr<Room>>,
+}
+
+impl RoomBus {
+    pub fn new(store: ClusterStore, instance: String) -> Self {
+        RoomBus {
+            store,
+            instance,
+            rooms: HashMap::new(),
+        }
+    }
+}
+
+/// A room actor of this instance wants its room's events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterBusRoom {
+    pub room: String,
+    pub addr: Addr<Room>,
+}
+
+/// The room actor stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterBusRoom {
+    pub room: String,
+    pub addr: Addr<Room>,
+}
+
+/// A message arrived on a room channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Incoming {
+    room: String,
+    payload: String,
+}
+
+/// The subscription is (again) in place: events may have been missed meanwhile.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Subscribed;
+
+/// Subscribe to every room channel and feed messages to `bus`, reconnecting forever.
+async fn listen(store: ClusterStore, bus: Addr<RoomBus>) {
+    loop {
+        match store.client().get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.psubscribe(store.room_events_pattern()).await {
+                Ok(()) => {
+                    bus.do_send(Subscribed);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Some(room) = store.room_of_channel(msg.get_channel_name()) else {
+                            continue;
+                        };
+                        match msg.get_payload::<String>() {
+                            Ok(payload) => bus.do_send(Incoming {
+                                room: room.to_string(),
+                                payload,
+                            }),
+                            Err(e) => tracing::warn!(error = %e, "room bus: unreadable message"),
+                        }
+                    }
+                    tracing::warn!("room bus: redis subscription lost; resubscribing");
+                }
+                Err(e) => tracing::warn!(error = %e, "room bus: cannot subscribe"),
+            },
+            Err(e) => tracing::warn!(error = %e, "room bus: redis unreachable"),
+        }
+        if !bus.connected() {
+            return;
+        }
+        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+    }
+}
+
+impl Actor for RoomBus {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        actix::spawn(listen(self.store.clone(), ctx.address()));
+    }
+}
+
+impl Handler<RegisterBusRoom> for RoomBus {
+    type Result = ();
+    fn handle(&mut self, msg: RegisterBusRoom, _: &mut Context<Self>) {
+        self.rooms.insert(msg.room, msg.addr);
+    }
+}
+
+impl Handler<UnregisterBusRoom> for RoomBus {
+    type Result = ();
+    fn handle(&mut self, msg: UnregisterBusRoom, _: &mut Context<Self>) {
+        if self.rooms.get(&msg.room) == Some(&msg.addr) {
+            self.rooms.remove(&msg.room);
+        }
+    }
+}
+
+impl Handler<Incoming> for RoomBus {
+    type Result = ();
+    /// Hand another instance's event to our actor of that room.
+    fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
+        let Some(room) = self.rooms.get(&msg.room) else {
+            return; // No member of that room here.
+        };
+        match serde_json::from_str::<BusMessage>(&msg.payload) {
+            Ok(event) if event.from == self.instance => {} // Our own, already applied.
+            Ok(event) => room.do_send(RemoteRoomEvent {
+                from: event.from,
+                message: event.message,
+            }),
+            Err(e) => tracing::warn!(room = %msg.room, error = %e, "room bus: malformed event"),
+        }
+    }
+}
+
+impl Handler<Subscribed> for RoomBus {
+    type Result = ();
+    fn handle(&mut self, _: Subscribed, _: &mut Context<Self>) {
+        tracing::info!(rooms = self.rooms.len(), "room bus subscribed");
+        for room in self.rooms.values() {
+            room.do_send(Resync);
+        }
+    }
+}

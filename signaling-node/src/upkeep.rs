@@ -1,0 +1,115 @@
+//! Cluster upkeep of a signaling instance: its own heartbeat in Redis, and the cleanup of
+//! instances that died. A dead instance's members stay in their rooms for the resume grace
+//! period (their browsers reconnect through the load balancer and `resume` elsewhere); the
+//! ones still owned by it after that are removed here by exactly one survivor, with a
+//! `participantLeft` for the rooms and a `disconnected` presence event. Their media peers
+//! expire on the media node by themselves (orphans of a closed link).
+
+use std::time::Duration;
+
+use actix::Addr;
+use conclave_common::cluster::ClusterStore;
+use conclave_common::presence::{PresenceEvent, PresenceKind};
+use conclave_common::protocol::{LeaveReason, ServerMessage};
+use conclave_common::room_state::SIGNALING_STALE_MS;
+
+use crate::presence::{PresenceSink, Publish};
+use crate::room_bus::BusMessage;
+
+/// Heartbeat (and sweep) period.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Upkeep {
+    pub store: ClusterStore,
+    pub instance: String,
+    /// Where operators reach this instance (shown in Redis).
+    pub url: String,
+    pub resume_grace: Duration,
+    pub presence: Option<Addr<PresenceSink>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Upkeep {
+    /// Run forever: heartbeat, then clean up after instances dead past the grace period.
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        let mut redis_ok = true;
+        loop {
+            tick.tick().await;
+            let result = self.tick().await;
+            match (&result, redis_ok) {
+                (Err(e), true) => tracing::warn!(error = %e, "signaling heartbeat failed"),
+                (Ok(()), false) => tracing::info!("signaling heartbeat restored"),
+                _ => {}
+            }
+            redis_ok = result.is_ok();
+        }
+    }
+
+    async fn tick(&self) -> Result<(), conclave_common::cluster::ClusterError> {
+        let now = now_ms();
+        self.store
+            .signaling_heartbeat(&self.instance, &self.url, now)
+            .await?;
+        let dead_after = SIGNALING_STALE_MS + self.resume_grace.as_millis() as u64;
+        for (dead, members) in self.store.claim_dead_signaling(now, dead_after).await? {
+            tracing::info!(instance = %dead, members = members.len(), "cleaning up a dead signaling instance");
+            for (pid, room) in members {
+                self.remove(&dead, &pid, &room).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(
+        &self,
+        dead: &str,
+        pid: &str,
+        room: &str,
+    ) -> Result<(), conclave_common::cluster::ClusterError> {
+        let Some((community, name)) = room.split_once('/') else {
+            return Ok(());
+        };
+        let Some(record) = self
+            .store
+            .leave_member(room, community, pid, Some(dead))
+            .await?
+        else {
+            return Ok(()); // Resumed elsewhere, or gone already.
+        };
+        let reason = LeaveReason::Disconnected;
+        let left = BusMessage {
+            // On behalf of the dead instance, so that every live one (us too) applies it.
+            from: dead.to_string(),
+            message: ServerMessage::ParticipantLeft {
+                participant_id: pid.to_string(),
+                reason,
+            },
+        };
+        self.store.publish_room_event(room, &left.encode()).await?;
+        if let Some(sink) = &self.presence {
+            let info = record.participant;
+            sink.do_send(Publish(PresenceEvent {
+                kind: PresenceKind::Disconnected,
+                community: community.to_string(),
+                room: name.to_string(),
+                participant_id: info.participant_id,
+                user_id: info.user_id,
+                name: info.name,
+                audio: info.audio,
+                video: info.video,
+                reason: Some("disconnected".into()),
+                at_ms: now_ms(),
+                node: self.instance.clone(),
+            }));
+        }
+        tracing::info!(%room, participant = %pid, instance = %dead, "member of a dead instance removed");
+        Ok(())
+    }
+}
