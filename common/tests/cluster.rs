@@ -144,3 +144,189 @@ async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
     .sum();
     assert_eq!(total, 1, "one reservation for one room");
 }
+
+mod members {
+    use super::*;
+    use conclave_common::protocol::ParticipantInfo;
+    use conclave_common::room_state::MemberRecord;
+
+    const TTL: u64 = 60_000;
+
+    fn member(pid: &str, instance: &str) -> MemberRecord {
+        MemberRecord {
+            participant: ParticipantInfo {
+                participant_id: pid.into(),
+                user_id: format!("u-{pid}"),
+                name: pid.to_uppercase(),
+                audio: true,
+                video: true,
+            },
+            signaling: instance.into(),
+            resume_secret: format!("secret-{pid}"),
+        }
+    }
+
+    fn ids(mut all: Vec<MemberRecord>) -> Vec<String> {
+        all.sort_by(|a, b| {
+            a.participant
+                .participant_id
+                .cmp(&b.participant.participant_id)
+        });
+        all.into_iter()
+            .map(|m| m.participant.participant_id)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_cap_holds_across_instances_and_leaves_free_places() {
+        let redis = start_redis();
+        let store = ClusterStore::connect(&redis.url, "m1:").await.unwrap();
+        let room = "acme/general";
+        store
+            .join_member(room, "acme", &member("a", "s1"), 2, TTL)
+            .await
+            .unwrap();
+        let all = store
+            .join_member(room, "acme", &member("b", "s2"), 2, TTL)
+            .await
+            .unwrap();
+        assert_eq!(ids(all), ["a", "b"]);
+        assert!(matches!(
+            store
+                .join_member(room, "acme", &member("c", "s1"), 2, TTL)
+                .await,
+            Err(ClusterError::RoomFull)
+        ));
+        assert_eq!(store.community_rooms("acme").await.unwrap(), [room]);
+        // Only the owning instance removes its member (unless forced).
+        assert!(store
+            .leave_member(room, "acme", "b", Some("s1"))
+            .await
+            .unwrap()
+            .is_none());
+        let removed = store
+            .leave_member(room, "acme", "b", Some("s2"))
+            .await
+            .unwrap();
+        assert_eq!(removed.unwrap().participant.name, "B");
+        store
+            .join_member(room, "acme", &member("c", "s1"), 2, TTL)
+            .await
+            .unwrap();
+        assert_eq!(ids(store.room_members(room).await.unwrap()), ["a", "c"]);
+        // The last leave drops the room from its community.
+        store.leave_member(room, "acme", "a", None).await.unwrap();
+        store.leave_member(room, "acme", "c", None).await.unwrap();
+        assert!(store.community_rooms("acme").await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_resume_claims_the_member_only_with_its_secret() {
+        let redis = start_redis();
+        let store = ClusterStore::connect(&redis.url, "m2:").await.unwrap();
+        let room = "acme/general";
+        store
+            .join_member(room, "acme", &member("a", "s1"), 5, TTL)
+            .await
+            .unwrap();
+        store
+            .join_member(room, "acme", &member("b", "s1"), 5, TTL)
+            .await
+            .unwrap();
+        assert!(store
+            .claim_member(room, "a", "wrong", "s2")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .claim_member(room, "zz", "secret-zz", "s2")
+            .await
+            .unwrap()
+            .is_none());
+        let (mine, all) = store
+            .claim_member(room, "a", "secret-a", "s2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mine.signaling, "s2");
+        assert_eq!(mine.participant, member("a", "s1").participant);
+        assert_eq!(ids(all), ["a", "b"]);
+        // The old instance can no longer remove or update it; the new one can.
+        assert!(store
+            .leave_member(room, "acme", "a", Some("s1"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!store.update_member(room, &member("a", "s1")).await.unwrap());
+        assert!(store.update_member(room, &member("a", "s2")).await.unwrap());
+        // s1 died: sweeping it finds only b (a moved to s2).
+        store
+            .signaling_heartbeat("s1", "http://s1", NOW)
+            .await
+            .unwrap();
+        store
+            .signaling_heartbeat("s2", "http://s2", NOW + 20_000)
+            .await
+            .unwrap();
+        let dead = store
+            .claim_dead_signaling(NOW + 20_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            dead,
+            vec![("s1".to_string(), vec![("b".to_string(), room.to_string())])]
+        );
+        // Claimed once: a second sweeper gets nothing.
+        assert!(store
+            .claim_dead_signaling(NOW + 20_000, 10_000)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn assert_recreates_records_after_a_flush_and_drops_stale_ones() {
+        let redis = start_redis();
+        let store = ClusterStore::connect(&redis.url, "m3:").await.unwrap();
+        let room = "acme/general";
+        store
+            .join_member(room, "acme", &member("a", "s1"), 5, TTL)
+            .await
+            .unwrap();
+        store
+            .join_member(room, "acme", &member("gone", "s1"), 5, TTL)
+            .await
+            .unwrap();
+        store
+            .join_member(room, "acme", &member("b", "s2"), 5, TTL)
+            .await
+            .unwrap();
+        // s1 now has only a: its assert drops "gone" and keeps s2's b.
+        let (node, all) = store
+            .assert_room(room, "acme", "media-1", "s1", &[member("a", "s1")], TTL)
+            .await
+            .unwrap();
+        assert_eq!(node, "media-1");
+        assert_eq!(ids(all), ["a", "b"]);
+        // Redis loses everything; each instance re-asserts its own.
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut store.connection_manager())
+            .await
+            .unwrap();
+        store
+            .assert_room(room, "acme", "media-1", "s1", &[member("a", "s1")], TTL)
+            .await
+            .unwrap();
+        let (node, all) = store
+            .assert_room(room, "acme", "media-2", "s2", &[member("b", "s2")], TTL)
+            .await
+            .unwrap();
+        assert_eq!(node, "media-1", "the first assert recorded the room's node");
+        assert_eq!(ids(all), ["a", "b"]);
+        assert_eq!(
+            store.room_node(room).await.unwrap().as_deref(),
+            Some("media-1")
+        );
+        assert_eq!(store.community_rooms("acme").await.unwrap(), [room]);
+    }
+}

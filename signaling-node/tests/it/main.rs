@@ -1,7 +1,9 @@
 //! End-to-end tests of the signaling node over real sockets: a real server on 127.0.0.1:0
 //! with its embedded media node, driven by WebSocket clients.
 
+mod cluster;
 mod cluster_heartbeat;
+mod cluster_support;
 mod support;
 mod tls;
 mod ws_bad_input;

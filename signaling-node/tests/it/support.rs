@@ -13,6 +13,7 @@ use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings
 use futures_util::{SinkExt, StreamExt};
 
 pub const SECRET: &[u8] = b"test-secret";
+pub const API_KEY: &str = "test-api-key";
 
 pub struct TestServer {
     pub base: String,
@@ -24,6 +25,8 @@ pub struct Options {
     pub room_cap: usize,
     pub heartbeat: Duration,
     pub client_timeout: Duration,
+    pub resume_grace: Duration,
+    pub signaling_id: String,
 }
 
 impl Default for Options {
@@ -32,6 +35,8 @@ impl Default for Options {
             room_cap: 25,
             heartbeat: Duration::from_secs(10),
             client_timeout: Duration::from_secs(30),
+            resume_grace: Duration::from_secs(1),
+            signaling_id: "sig-test".into(),
         }
     }
 }
@@ -72,6 +77,7 @@ fn start_setup(
         advertise_ip: None,
         node_id: "media-test".into(),
         media_threads: Some(2),
+        orphan_grace_secs: 20,
     })
     .expect("media node starts");
     let services = start_services(ServiceSettings {
@@ -81,6 +87,12 @@ fn start_setup(
         room_cap: opts.room_cap,
         heartbeat_interval: opts.heartbeat,
         client_timeout: opts.client_timeout,
+        resume_grace: opts.resume_grace,
+        signaling_id: opts.signaling_id,
+        public_url: "http://test".into(),
+        presence_webhook: None,
+        presence_stream_len: 1000,
+        api_key: Some(API_KEY.into()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -95,6 +107,15 @@ fn start_setup(
 }
 
 impl TestServer {
+    /// A server started elsewhere (another process) at `base`, with our token secret.
+    pub fn at(base: String) -> TestServer {
+        TestServer {
+            base,
+            udp: "127.0.0.1:9".parse().unwrap(),
+            keys: TokenKeys::new(SECRET),
+        }
+    }
+
     pub fn token(&self, user: &str, room: &str) -> String {
         self.token_with_exp(user, room, now_secs() + 600)
     }

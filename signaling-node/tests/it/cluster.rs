@@ -1,0 +1,580 @@
+//! The cluster with real parts: a Redis server and media-node processes on 127.0.0.1, two or
+//! more signaling nodes (in this process, or as processes when one must be killed).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use conclave_common::cluster::ClusterStore;
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::cluster_support::*;
+use crate::support::{start_cluster, valid_offer, Options, Received, TestServer};
+
+async fn store(redis_url: &str) -> ClusterStore {
+    ClusterStore::connect(redis_url, "conclave:").await.unwrap()
+}
+
+async fn registered(store: &ClusterStore, ids: &[&str]) {
+    for id in ids {
+        eventually(Duration::from_secs(10), "media node registered", || async {
+            store.node_participants(id).await.unwrap().is_some()
+        })
+        .await;
+    }
+}
+
+fn signaling(store: &ClusterStore, id: &str, grace: Duration, room_cap: usize) -> TestServer {
+    start_cluster(
+        Options {
+            signaling_id: id.into(),
+            resume_grace: grace,
+            room_cap,
+            ..Options::default()
+        },
+        store.clone(),
+    )
+}
+
+/// Every node's participant count in Redis equals `expected` (within a few heartbeats).
+async fn counts_settle(store: &ClusterStore, expected: &[(&str, u32)]) {
+    for (id, n) in expected {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{id} reports {n} participants"),
+            || async { store.node_participants(id).await.unwrap() == Some(*n) },
+        )
+        .await;
+    }
+}
+
+#[actix_rt::test]
+async fn rooms_spread_as_least_loaded_placement_predicts_and_counts_follow_the_truth() {
+    let (_redis, redis_url) = start_redis();
+    // Capacities 4, 8 and 1: loads differ, and c is full after one room.
+    let _a = spawn_media_node(&redis_url, "a", 4);
+    let _b = spawn_media_node(&redis_url, "b", 8);
+    let _c = spawn_media_node(&redis_url, "c", 1);
+    let store = store(&redis_url).await;
+    registered(&store, &["a", "b", "c"]).await;
+    let sig = [
+        signaling(&store, "sig-1", Duration::from_secs(1), 25),
+        signaling(&store, "sig-2", Duration::from_secs(1), 25),
+    ];
+
+    // One participant per room, rooms created one after another through both signaling
+    // nodes. Lowest participants/capacity wins, ties to the lowest id, full nodes skipped:
+    // a .25 | b .125 | c 1.0 (full) | b .25 | a .5 | b .375 | b .5 | a .75 | b .625 |
+    // b .75 | a 1.0 (full) | b .875 | b 1.0 (full).
+    let expected = [
+        "a", "b", "c", "b", "a", "b", "b", "a", "b", "b", "a", "b", "b",
+    ];
+    let mut clients = Vec::new();
+    for (i, node) in expected.iter().enumerate() {
+        let room = format!("r{i}");
+        let (c, reply) = join_and_offer(&sig[i % 2], &format!("u{i}"), &room).await;
+        assert_eq!(reply["id"], "answer", "room {room}: {reply}");
+        assert_eq!(
+            store
+                .room_node(&format!("test/{room}"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(*node),
+            "room {room}"
+        );
+        clients.push(c);
+    }
+    counts_settle(&store, &[("a", 4), ("b", 8), ("c", 1)]).await;
+    // Every node is full now.
+    let (_d, refused) = join_and_offer(&sig[0], "late", "r-late").await;
+    assert_eq!(refused["code"], "no_capacity", "{refused}");
+
+    // Churn: two leave, two vanish without a word (socket dropped), one more joins a room
+    // that exists (later joins are not refused by node capacity).
+    let mut it = clients.into_iter();
+    let (mut r0, r1, mut r2, r3) = (
+        it.next().unwrap(),
+        it.next().unwrap(),
+        it.next().unwrap(),
+        it.next().unwrap(),
+    );
+    r0.send(json!({"id": "leave"})).await; // a
+    r0.expect("left").await;
+    r2.send(json!({"id": "leave"})).await; // c
+    r2.expect("left").await;
+    drop(r1); // b
+    drop(r3); // b
+    let (_extra, reply) = join_and_offer(&sig[1], "extra", "r4").await; // r4 is on a
+    assert_eq!(reply["id"], "answer", "{reply}");
+    counts_settle(&store, &[("a", 4), ("b", 6), ("c", 0)]).await;
+    let members = store.room_members("test/r1").await.unwrap();
+    assert!(members.is_empty(), "vanished member removed: {members:?}");
+    assert_eq!(store.room_members("test/r4").await.unwrap().len(), 2);
+    let rooms = store.community_rooms("test").await.unwrap();
+    // 13 rooms, four of them emptied.
+    assert_eq!(rooms.len(), 9, "{rooms:?}");
+    drop(it);
+}
+
+#[actix_rt::test]
+async fn twenty_racing_joins_through_two_signaling_nodes_share_one_room_on_one_media_node() {
+    let (_redis, redis_url) = start_redis();
+    let _m = [
+        spawn_media_node(&redis_url, "m1", 100),
+        spawn_media_node(&redis_url, "m2", 100),
+        spawn_media_node(&redis_url, "m3", 100),
+    ];
+    let store = store(&redis_url).await;
+    registered(&store, &["m1", "m2", "m3"]).await;
+    let sig = [
+        signaling(&store, "sig-1", Duration::from_secs(1), 25),
+        signaling(&store, "sig-2", Duration::from_secs(1), 25),
+    ];
+    // Each client joins, offers, and collects the roster from `joined` and later events
+    // until it knows all 19 others, whichever signaling node they are on.
+    let member = |i: usize| {
+        let server = &sig[i % 2];
+        async move {
+            let mut c = server.connect().await;
+            let token = server.token(&format!("u{i}"), "race");
+            c.send(json!({"id": "join", "token": token})).await;
+            let joined = c.expect("joined").await;
+            let mut known: HashSet<String> = joined["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["participantId"].as_str().unwrap().to_string())
+                .collect();
+            c.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+            let mut answered = false;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !(answered && known.len() == 19) {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match c.recv(wait).await {
+                    Received::Message(v) if v["id"] == "answer" => answered = true,
+                    Received::Message(v) if v["id"] == "participantJoined" => {
+                        known.insert(v["participant"]["participantId"].as_str().unwrap().into());
+                    }
+                    Received::Message(v) if v["id"] == "error" => panic!("u{i}: {v}"),
+                    Received::Message(_) => {}
+                    other => panic!(
+                        "u{i} knows {} others, answered {answered}: {other:?}",
+                        known.len()
+                    ),
+                }
+            }
+            c
+        }
+    };
+    let _clients = join_all((0..20).map(member)).await;
+    let node = store.room_node("test/race").await.unwrap().expect("placed");
+    let mut expected = vec![("m1", 0), ("m2", 0), ("m3", 0)];
+    for e in &mut expected {
+        if e.0 == node {
+            e.1 = 20;
+        }
+    }
+    counts_settle(&store, &expected).await;
+    assert_eq!(store.room_members("test/race").await.unwrap().len(), 20);
+}
+
+#[actix_rt::test]
+async fn the_room_cap_holds_across_signaling_nodes() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = [
+        signaling(&store, "sig-1", Duration::from_secs(1), 5),
+        signaling(&store, "sig-2", Duration::from_secs(1), 5),
+    ];
+    let sig = &sig;
+    let joins = (0..10).map(|i| async move {
+        let mut c = sig[i % 2].connect().await;
+        c.send(json!({"id": "join", "token": sig[i % 2].token(&format!("u{i}"), "capped")}))
+            .await;
+        let reply = c.expect_any().await;
+        (c, reply)
+    });
+    let replies: Vec<_> = join_all(joins).await;
+    let ok = replies.iter().filter(|(_, r)| r["id"] == "joined").count();
+    let full = replies
+        .iter()
+        .filter(|(_, r)| r["code"] == "room_full")
+        .count();
+    assert_eq!(
+        (ok, full),
+        (5, 5),
+        "{:?}",
+        replies.iter().map(|r| &r.1).collect::<Vec<_>>()
+    );
+}
+
+#[actix_rt::test]
+async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let grace = Duration::from_secs(5);
+    let (s1, s2) = (
+        signaling(&store, "sig-1", grace, 25),
+        signaling(&store, "sig-2", grace, 25),
+    );
+    let (mut ann, ann_joined) = s1.join("ann", "shared").await;
+    ann.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    ann.expect("answer").await;
+    let (mut bob, bob_joined) = s2.join("bob", "shared").await;
+    assert_eq!(
+        bob_joined["participants"][0]["userId"], "ann",
+        "{bob_joined}"
+    );
+    let bob_id = bob_joined["participantId"].as_str().unwrap().to_string();
+    let j = ann.expect("participantJoined").await;
+    assert_eq!(j["participant"]["participantId"], bob_id.as_str());
+    // State travels across signaling nodes too.
+    bob.send(json!({"id": "setAudio", "enabled": false})).await;
+    bob.expect("participantState").await; // His own, as everyone gets it.
+    let st = ann.expect("participantState").await;
+    assert_eq!(
+        (st["participantId"].as_str(), &st["audio"]),
+        (Some(bob_id.as_str()), &json!(false))
+    );
+
+    // Ann's socket drops; she resumes on the *other* signaling node.
+    let ann_token = s1.token("ann", "shared");
+    let resume_token = ann_joined["resumeToken"].as_str().unwrap().to_string();
+    drop(ann);
+    let mut ann2 = s2.connect().await;
+    ann2.send(json!({"id": "resume", "token": ann_token, "resumeToken": resume_token}))
+        .await;
+    let resumed = ann2.expect("joined").await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert_eq!(resumed["participants"][0]["participantId"], bob_id.as_str());
+    // Bob saw no leave and no join for her.
+    bob.expect_silence(Duration::from_secs(2)).await;
+    let members = store.room_members("test/shared").await.unwrap();
+    let ann_rec = members
+        .iter()
+        .find(|m| m.participant.user_id == "ann")
+        .unwrap();
+    assert!(ann_rec.signaling.starts_with("sig-2."), "{ann_rec:?}");
+    // Past sig-1's grace period she is still there (it is sig-2's member now).
+    actix_rt::time::sleep(grace + Duration::from_secs(1)).await;
+    bob.expect_silence(Duration::from_millis(100)).await;
+    // A wrong secret is refused, and says what to do.
+    let mut mallory = s1.connect().await;
+    mallory
+        .send(json!({"id": "resume", "token": s1.token("ann", "shared"), "resumeToken": format!("{}.nope", ann_rec.participant.participant_id)}))
+        .await;
+    mallory.expect_error("resume_failed").await;
+    // Her leave reaches Bob on the other node.
+    ann2.send(json!({"id": "leave"})).await;
+    ann2.expect("left").await;
+    let l = bob.expect("participantLeft").await;
+    assert_eq!(l["reason"], "left");
+    assert_eq!(store.room_members("test/shared").await.unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_killed_signaling_node_is_cleaned_up_after_the_grace_period() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node_with(&redis_url, "m1", 100, &["--orphan-grace-secs", "3"]);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let (mut victim, s1) =
+        spawn_signaling_node(&redis_url, "sig-victim", &["--resume-grace-secs", "2"]);
+    let s2 = signaling(&store, "sig-2", Duration::from_secs(2), 25);
+    let (_cat, reply) = join_and_offer(&s1, "cat", "orphans").await;
+    assert_eq!(reply["id"], "answer", "{reply}");
+    let (mut dan, reply) = join_and_offer(&s2, "dan", "orphans").await;
+    assert_eq!(reply["id"], "answer", "{reply}");
+    counts_settle(&store, &[("m1", 2)]).await;
+
+    let killed = Instant::now();
+    victim.kill();
+    // Cat never comes back: after the instance is stale (5 s) and the grace (2 s), a survivor
+    // removes her, and Dan is told.
+    let left = loop {
+        let v = dan.expect_any().await;
+        if v["id"] == "participantLeft" {
+            break v;
+        }
+    };
+    let after = killed.elapsed();
+    assert_eq!(left["reason"], "disconnected");
+    assert!(
+        after >= Duration::from_secs(6) && after < Duration::from_secs(15),
+        "cleaned up after {after:?}"
+    );
+    let members = store.room_members("test/orphans").await.unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    // Her orphaned peer expires on the media node: the count follows.
+    counts_settle(&store, &[("m1", 1)]).await;
+    // And presence consumers were told.
+    let (seen, _) = read_presence(&store, "0").await;
+    assert_eq!(
+        seen.last(),
+        Some(&ev("disconnected", "cat", true, true, Some("disconnected"))),
+        "{seen:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn redis_down_mid_call_keeps_the_call_and_refuses_new_joins_until_it_returns() {
+    let port = free_port();
+    let (redis, redis_url) = start_redis_on(port);
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(5), 25);
+    let (mut ann, _) = join_and_offer(&sig, "ann", "call").await;
+    let (mut bob, _) = join_and_offer(&sig, "bob", "call").await;
+    ann.expect("participantJoined").await;
+
+    drop(redis); // Redis dies (its data with it).
+    bob.send(json!({"id": "setVideo", "enabled": false})).await;
+    let st = ann.expect("participantState").await;
+    assert_eq!(st["video"], false);
+    let mut cat = sig.connect().await;
+    cat.send(json!({"id": "join", "token": sig.token("cat", "call")}))
+        .await;
+    let refused = cat.expect_error("unavailable").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("cluster state"),
+        "{refused}"
+    );
+
+    // Redis returns empty: the media node re-registers, the room re-asserts its members, and
+    // joins work again.
+    let (_redis2, _) = start_redis_on(port);
+    registered(&store, &["m1"]).await;
+    eventually(Duration::from_secs(15), "members re-asserted", || async {
+        store
+            .room_members("test/call")
+            .await
+            .map(|m| m.len() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    assert_eq!(
+        store.room_node("test/call").await.unwrap().as_deref(),
+        Some("m1")
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        cat.send(json!({"id": "join", "token": sig.token("cat", "call")}))
+            .await;
+        let v = cat.expect_any().await;
+        if v["id"] == "joined" {
+            assert_eq!(v["participants"].as_array().unwrap().len(), 2, "{v}");
+            break;
+        }
+        assert_eq!(v["code"], "unavailable", "{v}");
+        assert!(Instant::now() < deadline, "joins never came back");
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+    }
+    ann.expect("participantJoined").await;
+}
+
+#[actix_rt::test]
+async fn a_signaling_node_waits_for_an_unreachable_redis_and_says_so() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mut child = std::process::Command::new(sibling_bin("signaling-node"))
+        .args(["--listen", "127.0.0.1:0", "--redis-url", &url, "--dev"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let said = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("it says what is wrong");
+        if line.contains("redis unreachable") {
+            break line;
+        }
+    };
+    assert!(said.contains(&url), "names the URL: {said}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running, retrying"
+    );
+    let _redis = start_redis_on(port);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    assert!(ready.starts_with("listening url="), "{ready}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[actix_rt::test]
+async fn the_query_api_lists_a_communitys_rooms_and_the_nodes() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node(&redis_url, "m1", 50);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(1), 25);
+    let (mut ann, _) = sig.join("ann", "lobby").await;
+    let (_bob, _) = sig.join("bob", "music").await;
+    ann.send(json!({"id": "setAudio", "enabled": false})).await;
+    let client = awc::Client::new();
+    let get = |path: &str, key: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", sig.base));
+        if let Some(k) = key {
+            req = req.insert_header(("Authorization", format!("Bearer {k}")));
+        }
+        req
+    };
+    let mut res = get("/api/communities/test/rooms", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let _ = res.body().await;
+    eventually(Duration::from_secs(5), "ann muted in redis", || async {
+        let mut res = get("/api/communities/test/rooms", Some(crate::support::API_KEY))
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = res.json().await.unwrap();
+        let rooms = v["rooms"].as_array().unwrap();
+        rooms.len() == 2
+            && rooms[0]["room"] == "lobby"
+            && rooms[0]["mediaNode"] == "m1"
+            && rooms[0]["participants"][0]["userId"] == "ann"
+            && rooms[0]["participants"][0]["audio"] == false
+            && rooms[1]["room"] == "music"
+    })
+    .await;
+    let mut res = get("/api/nodes", Some(crate::support::API_KEY))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["mediaNodes"][0]["id"], "m1", "{v}");
+    assert_eq!(v["mediaNodes"][0]["capacity"], 50, "{v}");
+    assert_eq!(v["mediaNodes"][0]["live"], true, "{v}");
+}
+
+/// (kind, participant, audio, video, reason) of each presence event, in Stream order.
+type Seen = Vec<(String, String, bool, bool, Option<String>)>;
+
+async fn read_presence(store: &ClusterStore, after: &str) -> (Seen, String) {
+    let mut conn = store.connection_manager();
+    let events = conclave_signaling_node::presence::read_stream(
+        &mut conn,
+        store.prefix(),
+        "test",
+        after,
+        1000,
+    )
+    .await
+    .unwrap();
+    let last = events
+        .last()
+        .map(|(id, _)| id.clone())
+        .unwrap_or(after.into());
+    let seen = events
+        .into_iter()
+        .map(|(_, e)| {
+            let kind = serde_json::to_value(e.kind)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string();
+            (kind, e.user_id, e.audio, e.video, e.reason)
+        })
+        .collect();
+    (seen, last)
+}
+
+/// Read from `after` until at least `n` events came (5 s at most).
+async fn read_at_least(store: &ClusterStore, after: &str, n: usize) -> (Seen, String) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (seen, last) = read_presence(store, after).await;
+        if seen.len() >= n || Instant::now() > deadline {
+            return (seen, last);
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ev(
+    kind: &str,
+    user: &str,
+    audio: bool,
+    video: bool,
+    reason: Option<&str>,
+) -> (String, String, bool, bool, Option<String>) {
+    (
+        kind.into(),
+        user.into(),
+        audio,
+        video,
+        reason.map(String::from),
+    )
+}
+
+#[actix_rt::test]
+async fn a_presence_consumer_sees_the_exact_sequence_and_catches_up_after_a_restart() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(1), 25);
+
+    let (mut ann, _) = sig.join("ann", "voice").await;
+    let (mut bob, _) = sig.join("bob", "voice").await;
+    ann.send(json!({"id": "setAudio", "enabled": false})).await;
+    ann.expect("participantJoined").await;
+    ann.expect("participantState").await;
+    // The consumer reads what is there, then stops.
+    let (first, last) = read_at_least(&store, "0", 3).await;
+    assert_eq!(
+        first,
+        vec![
+            ev("joined", "ann", true, true, None),
+            ev("joined", "bob", true, true, None),
+            ev("state", "ann", false, true, None),
+        ]
+    );
+    // While it is down: Bob leaves, Ann turns her camera off, then her socket drops and she
+    // never comes back (grace 1 s).
+    bob.expect("participantState").await; // Ann's mute.
+    bob.send(json!({"id": "leave"})).await;
+    bob.expect("left").await;
+    ann.expect("participantLeft").await;
+    ann.send(json!({"id": "setVideo", "enabled": false})).await;
+    ann.expect("participantState").await;
+    drop(ann);
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    // Restarted from its last id, it gets exactly the rest, in order.
+    let (rest, _) = read_at_least(&store, &last, 3).await;
+    assert_eq!(
+        rest,
+        vec![
+            ev("left", "bob", true, true, Some("left")),
+            ev("state", "ann", false, false, None),
+            ev("disconnected", "ann", false, false, Some("disconnected")),
+        ]
+    );
+}

@@ -1,0 +1,193 @@
+//! Real processes for cluster tests: a Redis server and media-node binaries on 127.0.0.1,
+//! each killed by its PID when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{valid_offer, Client, Received, TestServer};
+
+/// A child process we started, killed by PID when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn start_redis() -> (Proc, String) {
+    start_redis_on(free_port())
+}
+
+/// A Redis server on `port` (to restart one where it was).
+pub fn start_redis_on(port: u16) -> (Proc, String) {
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (the test command installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Proc(child), format!("redis://127.0.0.1:{port}/"))
+}
+
+pub fn media_node_bin() -> std::path::PathBuf {
+    sibling_bin("media-node")
+}
+
+/// A binary of this workspace next to the test executable.
+pub fn sibling_bin(name: &str) -> std::path::PathBuf {
+    // target/debug/deps/it-xxxx -> target/debug/<name>
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Poll `check` every 100 ms until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A media-node process in cluster mode; returns it, its link URL and its UDP address.
+pub fn spawn_media_node(redis_url: &str, id: &str, capacity: u32) -> (Proc, String, String) {
+    spawn_media_node_with(redis_url, id, capacity, &[])
+}
+
+/// Like [`spawn_media_node`], with extra flags.
+pub fn spawn_media_node_with(
+    redis_url: &str,
+    id: &str,
+    capacity: u32,
+    extra: &[&str],
+) -> (Proc, String, String) {
+    let mut child = Command::new(media_node_bin())
+        .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
+        .args(["--redis-url", redis_url, "--node-id", id])
+        .args(["--capacity", &capacity.to_string()])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("media-node starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_string()
+    };
+    let link_url = format!("ws://{}/internal/link", field("internal=http://"));
+    let udp = field("udp=");
+    (Proc(child), link_url, udp)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Join `room` as `user` and offer; returns the client (still in the room) and the reply to
+/// the offer (or the error refusing the join).
+pub async fn join_and_offer(
+    server: &TestServer,
+    user: &str,
+    room: &str,
+) -> (Client, serde_json::Value) {
+    let mut c = server.connect().await;
+    c.send(json!({"id": "join", "token": server.token(user, room)}))
+        .await;
+    let reply = c.recv(Duration::from_secs(10)).await;
+    let Received::Message(joined) = reply else {
+        panic!("no reply to join: {reply:?}");
+    };
+    if joined["id"] != "joined" {
+        return (c, joined);
+    }
+    // The link to a newly used media node may still be connecting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+        // Room events of others joining at the same time may come first.
+        let v = loop {
+            let v = c.expect_any().await;
+            if v["id"] == "answer" || v["id"] == "error" {
+                break v;
+            }
+        };
+        if v["id"] == "answer" || v["code"] != "unavailable" || Instant::now() > deadline {
+            return (c, v);
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A signaling-node process in cluster mode (token secret: `support::SECRET`); returns it and
+/// a test server handle at its URL.
+pub fn spawn_signaling_node(redis_url: &str, id: &str, extra: &[&str]) -> (Proc, TestServer) {
+    let mut child = Command::new(sibling_bin("signaling-node"))
+        .args(["--listen", "127.0.0.1:0", "--redis-url", redis_url])
+        .args(["--signaling-id", id, "--workers", "1"])
+        .args(extra)
+        .env(
+            "CONCLAVE_TOKEN_SECRET",
+            std::str::from_utf8(crate::support::SECRET).unwrap(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("signaling-node starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("url="))
+        .unwrap_or_else(|| panic!("no url in {line:?}"))
+        .to_string();
+    (Proc(child), TestServer::at(url))
+}
+
+impl Proc {
+    /// `kill -9`, now.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
