@@ -36,7 +36,7 @@ test('web client', { timeout: 240000 }, async (t) => {
   const h = new Harness('client');
   t.after(() => h.close());
   const prod = await h.startEmbedded({ dev: false, args: ['--token-secret', SECRET, '--heartbeat-interval-secs', '1'], label: 'signaling-prod' });
-  const dev = await h.startEmbedded({ args: ['--heartbeat-interval-secs', '1'] });
+  const dev = await h.startEmbedded({ args: ['--heartbeat-interval-secs', '1', '--resume-grace-secs', '3'] });
   await h.launchBrowser({ autoplayPolicy: 'document-user-activation-required' });
 
   await t.test('without dev tokens the form says a token is needed', async () => {
@@ -151,7 +151,7 @@ test('web client', { timeout: 240000 }, async (t) => {
     assert.equal(await a.evaluate(() => window.__sent.filter((m) => m.id === 'offer').length), 2, 'one offer per join');
   });
 
-  await t.test('a silent server (stopped process) is detected by the heartbeat watch', async () => {
+  await t.test('a silent server is detected; once it answers again the client resumes as the same participant', async () => {
     const room = roomName('silent');
     const token = mintToken({ sub: 'u-silent', room, community: 'acme', name: 'Sid', exp: now() + 600 });
     const p = await h.openPage(prod.url, { room, name: 'Sid', params: { token } });
@@ -159,21 +159,28 @@ test('web client', { timeout: 240000 }, async (t) => {
     const pid = prod.signaling.pid; // the no-dev server started above (heartbeat every 1 s)
     process.kill(pid, 'SIGSTOP');
     try {
-      await waitFor('Sid to notice the silent server', () => p.evaluate(() => window.conclave.state === 'left'), { timeoutMs: 15000 });
+      await waitFor('Sid to notice the silent server', () => p.evaluate(() => window.conclave.state === 'reconnecting'), { timeoutMs: 15000 });
     } finally {
-      process.kill(pid, 'SIGKILL');
+      process.kill(pid, 'SIGCONT');
     }
-    assert.match((await p.evaluate(() => window.conclave.errors)).join(' '), /Lost the connection to the server \(the server has been silent/);
-    assert.equal(await p.isVisible('#join-form'), true);
+    await waitFor('Sid to resume', () => p.evaluate(() => window.conclave.state === 'joined' && window.conclave.resumes === 1), { timeoutMs: 15000 });
+    assert.equal(await p.evaluate(() => window.conclave.participantId), p.participantId, 'same participant');
+    const sent = await p.evaluate(() => window.__sent.filter((m) => m.id === 'resume' || m.id === 'join').map((m) => m.id));
+    assert.equal(sent[0], 'join');
+    assert.ok(sent.slice(1).every((id) => id === 'resume'), `only resumes after the join: ${sent}`);
+    assert.equal(await p.evaluate(() => window.__sent.filter((m) => m.id === 'offer').length), 1, 'the same peer connection');
+    assert.match(await p.evaluate(() => window.conclave.lastDisconnect), /the server has been silent/);
   });
 
-  await t.test('losing the server shows an error and returns to the form', async () => {
+  await t.test('losing the server for good: the client retries, then gives up and returns to the form', async () => {
     const room = roomName('lost');
     const p = await h.openPage(dev.url, { room, name: 'Lou' });
     await h.join(p, room, 'Lou');
     process.kill(dev.signaling.pid, 'SIGKILL'); // the dev server started above
-    await waitFor('Lou to notice the lost server', () => p.evaluate(() => window.conclave.state === 'left'));
-    assert.match((await p.evaluate(() => window.conclave.errors)).join(' '), /Lost the connection to the server \(code/);
+    await waitFor('Lou to try to reconnect', () => p.evaluate(() => window.conclave.state === 'reconnecting'));
+    // The server's resume grace is 3 s: after it the client stops trying.
+    await waitFor('Lou to give up', () => p.evaluate(() => window.conclave.state === 'left'), { timeoutMs: 15000 });
+    assert.match((await p.evaluate(() => window.conclave.errors)).join(' '), /Lost the connection to the server \(could not reconnect/);
     assert.equal(await p.isVisible('#join-form'), true);
     assert.equal(await p.evaluate(() => window.conclave.pc), null);
     assert.equal(await p.getAttribute('#ws-state', 'data-state'), 'closed');

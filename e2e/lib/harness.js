@@ -287,6 +287,45 @@ class Harness {
   }
 
   /**
+   * A whole local cluster through `deploy/local-cluster up` (Redis, nginx, `signaling`
+   * signaling nodes, `media` media nodes). `env` reaches every node (e.g. CONCLAVE_RESUME_GRACE).
+   * Returns cluster.json ({ url, redis, signaling: [{id, url, pid}], media: [...], redisPid, ... });
+   * `close()` runs `down`, which stops exactly those processes.
+   */
+  async startCluster({ signaling = 2, media = 3, env = {}, capacity = 500 } = {}) {
+    const { execFile } = require('node:child_process');
+    const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), `conclave-${this.name}-`));
+    const script = path.join(REPO, 'deploy', 'local-cluster');
+    const binDir = path.dirname(SIGNALING_BIN);
+    const run = (args) =>
+      new Promise((resolve, reject) => {
+        execFile(script, args, { env: Object.assign({}, process.env, { RUST_LOG }, env), timeout: 90000 }, (err, stdout, stderr) => {
+          this.writeLog(`# local-cluster ${args.join(' ')}\n${stdout}${stderr}`);
+          if (err) reject(new Error(`local-cluster ${args[0]} failed: ${err.message}\n${stdout}${stderr}`));
+          else resolve(stdout);
+        });
+      });
+    let lastErr;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      // A random base port; the script checks each port is free.
+      const base = 20000 + 100 * Math.floor(Math.random() * 400);
+      try {
+        await run(['up', '--dir', dir, '--base-port', String(base), '--signaling', String(signaling), '--media', String(media), '--capacity', String(capacity), '--bin-dir', binDir]);
+        this.clusterDir = dir;
+        this.closers = (this.closers || []).concat(() => run(['down', '--dir', dir]).catch((e) => this.note(String(e))));
+        const cluster = JSON.parse(fs.readFileSync(path.join(dir, 'cluster.json'), 'utf8'));
+        this.note(`cluster up in ${dir}: ${JSON.stringify(cluster)}`);
+        cluster.dir = dir;
+        return cluster;
+      } catch (err) {
+        lastErr = err;
+        this.note(`cluster start attempt ${attempt + 1} failed: ${err.message}`);
+      }
+    }
+    throw lastErr;
+  }
+
+  /**
    * Launch Chromium. `mdnsPrivacy`: keep Chromium's default of hiding local IPs behind mDNS
    * names (and do not auto-grant camera/microphone, which would lift that privacy).
    */
@@ -384,6 +423,7 @@ class Harness {
       }
     }
     this.note(`browser closed after ${Date.now() - t0} ms`);
+    for (const closer of this.closers || []) await closer();
     for (const o of this.overlays || []) o.close();
     // Servers: reverse start order, SIGTERM then SIGKILL, by PID.
     for (const { label, child } of this.children.slice().reverse()) {
