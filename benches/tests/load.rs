@@ -43,6 +43,8 @@ fn start_node() -> Node {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
             "--dev",
             "--udp-listen",
             "127.0.0.1:0",

@@ -27,7 +27,7 @@ async fn main() {
             udp_addr: "127.0.0.1:40000".into(),
             capacity: 1_000_000,
         };
-        store.heartbeat(&node, 0, now()).await.unwrap();
+        store.heartbeat(&node, 0, false, now()).await.unwrap();
     }
     let mut samples = Vec::new();
     for i in 0..2000 {

@@ -129,11 +129,13 @@ impl ClusterStore {
         &self.client
     }
 
-    /// Register (or refresh) a media node with its true participant count.
+    /// Register (or refresh) a media node with its true participant count; a draining node
+    /// takes no new rooms.
     pub async fn heartbeat(
         &self,
         node: &NodeInfo,
         participants: u32,
+        draining: bool,
         now_ms: u64,
     ) -> Result<(), ClusterError> {
         let key = self.key(&format!("node:{}", node.id));
@@ -148,6 +150,7 @@ impl ClusterStore {
                     ("capacity", node.capacity.to_string()),
                     ("participants", participants.to_string()),
                     ("hb", now_ms.to_string()),
+                    ("draining", if draining { "1" } else { "0" }.to_string()),
                 ],
             )
             .ignore()

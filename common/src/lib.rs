@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod link;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod room_state;

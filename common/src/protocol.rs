@@ -332,7 +332,40 @@ impl ErrorCode {
     }
 }
 
+impl ClientMessage {
+    /// The message's `id` on the wire.
+    pub fn id(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Offer { .. } => "offer",
+            ClientMessage::Answer { .. } => "answer",
+            ClientMessage::IceCandidate { .. } => "iceCandidate",
+            ClientMessage::SetAudio { .. } => "setAudio",
+            ClientMessage::SetVideo { .. } => "setVideo",
+            ClientMessage::Leave => "leave",
+            ClientMessage::Heartbeat => "heartbeat",
+            ClientMessage::Resume { .. } => "resume",
+        }
+    }
+}
+
 impl ServerMessage {
+    /// The message's `id` on the wire.
+    pub fn id(&self) -> &'static str {
+        match self {
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Answer { .. } => "answer",
+            ServerMessage::ServerOffer { .. } => "serverOffer",
+            ServerMessage::ParticipantJoined { .. } => "participantJoined",
+            ServerMessage::ParticipantLeft { .. } => "participantLeft",
+            ServerMessage::ParticipantState { .. } => "participantState",
+            ServerMessage::MediaState { .. } => "mediaState",
+            ServerMessage::Left => "left",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Heartbeat { .. } => "heartbeat",
+        }
+    }
+
     /// An `error` message.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {

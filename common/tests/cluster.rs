@@ -58,9 +58,18 @@ async fn rooms_go_to_the_least_loaded_node_ties_to_the_lowest_id() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t1:").await.unwrap();
     // Known loads: a 0/10, b 2/10, c 1/20.
-    store.heartbeat(&node("a", 10), 0, NOW).await.unwrap();
-    store.heartbeat(&node("b", 10), 2, NOW).await.unwrap();
-    store.heartbeat(&node("c", 20), 1, NOW).await.unwrap();
+    store
+        .heartbeat(&node("a", 10), 0, false, NOW)
+        .await
+        .unwrap();
+    store
+        .heartbeat(&node("b", 10), 2, false, NOW)
+        .await
+        .unwrap();
+    store
+        .heartbeat(&node("c", 20), 1, false, NOW)
+        .await
+        .unwrap();
     let mut placed = Vec::new();
     for i in 1..=9 {
         placed.push(store.place_room(&format!("room{i}"), NOW).await.unwrap());
@@ -76,7 +85,7 @@ async fn rooms_go_to_the_least_loaded_node_ties_to_the_lowest_id() {
     assert_eq!(store.node_participants("c").await.unwrap(), Some(6));
     // A heartbeat replaces reservations with the true count.
     store
-        .heartbeat(&node("c", 20), 0, NOW + 1000)
+        .heartbeat(&node("c", 20), 0, false, NOW + 1000)
         .await
         .unwrap();
     assert_eq!(store.node_participants("c").await.unwrap(), Some(0));
@@ -86,12 +95,12 @@ async fn rooms_go_to_the_least_loaded_node_ties_to_the_lowest_id() {
 async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t2:").await.unwrap();
-    store.heartbeat(&node("a", 1), 1, NOW).await.unwrap(); // full
+    store.heartbeat(&node("a", 1), 1, false, NOW).await.unwrap(); // full
     store
-        .heartbeat(&node("b", 10), 0, NOW - NODE_STALE_MS - 1)
+        .heartbeat(&node("b", 10), 0, false, NOW - NODE_STALE_MS - 1)
         .await
         .unwrap(); // dead
-    store.heartbeat(&node("c", 2), 1, NOW).await.unwrap();
+    store.heartbeat(&node("c", 2), 1, false, NOW).await.unwrap();
     assert_eq!(store.place_room("r1", NOW).await.unwrap(), "c");
     // c is now full too (its reservation counts at once).
     assert!(matches!(
@@ -99,7 +108,10 @@ async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
         Err(ClusterError::NoCapacity)
     ));
     // b comes back to life: it takes the next room.
-    store.heartbeat(&node("b", 10), 0, NOW).await.unwrap();
+    store
+        .heartbeat(&node("b", 10), 0, false, NOW)
+        .await
+        .unwrap();
     assert_eq!(store.place_room("r2", NOW).await.unwrap(), "b");
 }
 
@@ -107,12 +119,21 @@ async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
 async fn a_room_whose_node_died_is_placed_again_on_a_live_node() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t3:").await.unwrap();
-    store.heartbeat(&node("a", 10), 0, NOW).await.unwrap();
-    store.heartbeat(&node("b", 10), 5, NOW).await.unwrap();
+    store
+        .heartbeat(&node("a", 10), 0, false, NOW)
+        .await
+        .unwrap();
+    store
+        .heartbeat(&node("b", 10), 5, false, NOW)
+        .await
+        .unwrap();
     assert_eq!(store.place_room("r", NOW).await.unwrap(), "a");
     // a stops heartbeating; b goes on.
     let later = NOW + NODE_STALE_MS + 1;
-    store.heartbeat(&node("b", 10), 5, later).await.unwrap();
+    store
+        .heartbeat(&node("b", 10), 5, false, later)
+        .await
+        .unwrap();
     assert_eq!(store.place_room("r", later).await.unwrap(), "b");
     assert_eq!(
         store.node_link_url("b").await.unwrap().as_deref(),
@@ -125,7 +146,10 @@ async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
     let redis = start_redis();
     let setup = ClusterStore::connect(&redis.url, "t4:").await.unwrap();
     for id in ["a", "b", "c"] {
-        setup.heartbeat(&node(id, 100), 0, NOW).await.unwrap();
+        setup
+            .heartbeat(&node(id, 100), 0, false, NOW)
+            .await
+            .unwrap();
     }
     // Twenty independent connections, as from several signaling nodes, all at once.
     let mut stores = Vec::new();
@@ -143,6 +167,25 @@ async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
     .iter()
     .sum();
     assert_eq!(total, 1, "one reservation for one room");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t5:").await.unwrap();
+    store
+        .heartbeat(&node("a", 10), 0, false, NOW)
+        .await
+        .unwrap();
+    store
+        .heartbeat(&node("b", 10), 5, false, NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
+    // a drains: the emptier node is skipped for new rooms, its room stays.
+    store.heartbeat(&node("a", 10), 1, true, NOW).await.unwrap();
+    assert_eq!(store.place_room("new", NOW).await.unwrap(), "b");
+    assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
 }
 
 mod members {

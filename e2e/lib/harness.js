@@ -238,7 +238,7 @@ class Harness {
     const { child, match, logPath } = await this.startProcess(
       label,
       SIGNALING_BIN,
-      ['--listen', '127.0.0.1:0', ...(dev ? ['--dev'] : []), '--udp-listen', '127.0.0.1:0', ...args],
+      ['--listen', '127.0.0.1:0', '--internal-listen', '127.0.0.1:0', ...(dev ? ['--dev'] : []), '--udp-listen', '127.0.0.1:0', ...args],
       /listening\b.*?\burl=(http:\/\/[^\s"]+)(?:.*?\budp=([0-9.]+):(\d+))?/
     );
     if (label === 'signaling') {
@@ -273,7 +273,7 @@ class Harness {
     const sig = await this.startProcess(
       'signaling',
       SIGNALING_BIN,
-      ['--listen', '127.0.0.1:0', '--dev', '--media-node', linkUrl],
+      ['--listen', '127.0.0.1:0', '--internal-listen', '127.0.0.1:0', '--dev', '--media-node', linkUrl],
       /listening\b.*?\burl=(http:\/\/[^\s"]+)/
     );
     this.signaling = sig.child;

@@ -41,7 +41,8 @@ pub async fn heartbeat_loop(
     let mut failing = false;
     loop {
         let count = media.participants.load(Relaxed) as u32;
-        match store.heartbeat(&info, count, now_ms()).await {
+        let draining = media.draining.load(Relaxed);
+        match store.heartbeat(&info, count, draining, now_ms()).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("redis reachable again");
@@ -53,6 +54,9 @@ pub async fn heartbeat_loop(
             }
             Err(_) => {}
         }
-        tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
+            _ = media.heartbeat_now.notified() => {}
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The media node's internal HTTP server: the link endpoint for signaling nodes and health.
-//! Never exposed to browsers.
+//! The media node's internal HTTP server: the link endpoint for signaling nodes, health,
+//! readiness and metrics. Never exposed to browsers.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
@@ -32,6 +32,31 @@ async fn health(media: web::Data<MediaNodeHandle>) -> HttpResponse {
     }))
 }
 
+/// Ready to take rooms: not while draining.
+async fn ready(media: web::Data<MediaNodeHandle>) -> HttpResponse {
+    let draining = media.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let body = serde_json::json!({ "ready": !draining, "draining": draining });
+    if draining {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+/// Prometheus text format; gauges that mirror state elsewhere are read now.
+async fn metrics(media: web::Data<MediaNodeHandle>) -> HttpResponse {
+    let participants = media
+        .participants
+        .load(std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::PARTICIPANTS.set(participants as i64);
+    if let Ok(rooms) = media.node.send(RoomCount).await {
+        crate::metrics::ROOMS.set(rooms as i64);
+    }
+    HttpResponse::Ok()
+        .content_type(conclave_common::metrics::CONTENT_TYPE)
+        .body(conclave_common::metrics::encode())
+}
+
 /// Serve the internal API on `listener` until the server is stopped.
 pub fn serve(
     listener: std::net::TcpListener,
@@ -43,8 +68,12 @@ pub fn serve(
             .app_data(media.clone())
             .route("/internal/link", web::get().to(link))
             .route("/healthz", web::get().to(health))
+            .route("/readyz", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
     })
     .workers(1)
+    // SIGTERM drains (main.rs); the server is stopped when that is done.
+    .disable_signals()
     // Links are long-lived WebSockets: do not wait the default 30 s for them on stop.
     .shutdown_timeout(3)
     .listen(listener)?

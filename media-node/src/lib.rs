@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod link;
+pub mod metrics;
 pub mod node;
 pub mod sfu;
 pub mod udp;
@@ -42,6 +43,10 @@ pub struct MediaNodeHandle {
     pub udp_stats: Arc<UdpStats>,
     /// Peers on this node right now, over all rooms.
     pub participants: Arc<std::sync::atomic::AtomicU64>,
+    /// Set on SIGTERM: placement skips the node, readiness is false.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the cluster heartbeat at once (to announce draining without waiting).
+    pub heartbeat_now: Arc<tokio::sync::Notify>,
 }
 
 impl MediaNodeHandle {
@@ -78,6 +83,7 @@ fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// arbiter thread, room SFUs spread over `config.media_threads` arbiter threads.
 /// Must be called inside a running actix system.
 pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
+    metrics::init();
     let std_socket = bind_media_socket(config.udp_listen)?;
     let udp_local = std_socket.local_addr()?;
     let advertised = config.advertised_addr(udp_local);
@@ -132,5 +138,49 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
         node_id,
         udp_stats,
         participants,
+        draining: Arc::default(),
+        heartbeat_now: Arc::default(),
     })
+}
+
+/// Wait for SIGTERM or Ctrl-C, then drain: mark the node draining (placement skips it from its
+/// next heartbeat, sent at once; readiness turns false), keep serving until no participant is
+/// left or `timeout` passes. Returns when the node may stop; its remaining rooms, if any, fail
+/// over when their links drop.
+pub async fn drain_on_signal(media: MediaNodeHandle, timeout: std::time::Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let signal = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    };
+    let name = signal.await;
+    media.draining.store(true, Relaxed);
+    conclave_common::metrics::DRAINING.set(1);
+    media.heartbeat_now.notify_one();
+    let deadline = tokio::time::Instant::now() + timeout;
+    tracing::info!(
+        signal = name,
+        timeout_secs = timeout.as_secs(),
+        participants = media.participants.load(Relaxed),
+        "draining: no new rooms; waiting for the live ones to empty"
+    );
+    loop {
+        let left = media.participants.load(Relaxed);
+        if left == 0 {
+            tracing::info!("drained: no participant left; stopping");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                participants = left,
+                "drain timeout: stopping; the remaining rooms fail over"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

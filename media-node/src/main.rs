@@ -27,6 +27,10 @@ struct Cli {
     /// advertised IP and the `--listen` port.
     #[arg(long, env = "CONCLAVE_LINK_URL")]
     link_url: Option<String>,
+    /// On SIGTERM (or Ctrl-C): take no new rooms, serve the live ones until they empty or
+    /// this many seconds pass, then exit (what is left fails over to other nodes).
+    #[arg(long, env = "CONCLAVE_DRAIN_TIMEOUT", default_value_t = 600)]
+    drain_timeout_secs: u64,
 }
 
 #[actix_web::main]
@@ -40,6 +44,7 @@ async fn main() -> std::io::Result<()> {
         .init();
     let cli = Cli::parse();
     let media = conclave_media_node::start(&cli.media)?;
+    conclave_media_node::metrics::CAPACITY.set(cli.capacity as i64);
     let listener = std::net::TcpListener::bind(cli.listen)?;
     let internal = listener.local_addr()?;
     if let Some(redis_url) = cli.redis_url {
@@ -68,5 +73,12 @@ async fn main() -> std::io::Result<()> {
         "listening internal=http://{internal} udp={}",
         media.udp_local
     );
-    conclave_media_node::http::serve(listener, media)?.await
+    let server = conclave_media_node::http::serve(listener, media.clone())?;
+    let handle = server.handle();
+    let drain = std::time::Duration::from_secs(cli.drain_timeout_secs);
+    actix::spawn(async move {
+        conclave_media_node::drain_on_signal(media, drain).await;
+        handle.stop(true).await;
+    });
+    server.await
 }

@@ -25,11 +25,12 @@ use conclave_common::protocol::{
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequest, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
+use crate::metrics;
 use crate::udp::{PeerKey, Route, RouterHandle, RouterUpdate};
 
 /// A peer whose ICE stays disconnected this long is dropped (the browser has gone).
@@ -185,6 +186,8 @@ struct Peer {
     disconnected_since: Option<Instant>,
     /// The `Rtc` panicked or failed: remove at the next opportunity.
     dead: bool,
+    /// NACKs received per outgoing track so far (str0m's stats are cumulative).
+    nacks_seen: Vec<(Mid, u64)>,
 }
 
 /// What one peer's output means for the others.
@@ -227,6 +230,8 @@ pub struct RoomSfu {
     datagrams: Option<Recipient<DatagramBatch>>,
     /// Track sets changed: some peer may need a server offer.
     renegotiate: bool,
+    /// Packets forwarded while handling the current message (for the time-per-packet metric).
+    forwarded: u64,
 }
 
 impl Actor for RoomSfu {
@@ -242,6 +247,7 @@ impl Actor for RoomSfu {
             .participants
             .fetch_sub(self.peers.len() as u64, Relaxed);
         for peer in &self.peers {
+            metrics::TRACKS.sub(peer.tracks_in.len() as i64);
             let _ = self
                 .shared
                 .router
@@ -270,6 +276,7 @@ impl RoomSfu {
             propagate: Vec::new(),
             datagrams: None,
             renegotiate: false,
+            forwarded: 0,
         }
     }
 
@@ -394,6 +401,7 @@ impl RoomSfu {
             connected: false,
             disconnected_since: None,
             dead: false,
+            nacks_seen: Vec::new(),
         });
     }
 }
@@ -481,6 +489,7 @@ impl RoomSfu {
     fn remove_peer(&mut self, i: usize, state: Option<MediaConnectionState>) {
         let mut peer = self.peers.swap_remove(i);
         self.shared.participants.fetch_sub(1, Relaxed);
+        metrics::TRACKS.sub(peer.tracks_in.len() as i64);
         let _ = self
             .shared
             .router
@@ -528,7 +537,8 @@ impl RoomSfu {
                 peer.dirty = true;
             }
             if let Some(since) = peer.disconnected_since {
-                if now.duration_since(since) > DISCONNECT_GRACE {
+                if now.duration_since(since) > DISCONNECT_GRACE && !peer.dead {
+                    metrics::ICE_FAILURES.inc();
                     peer.dead = true;
                 }
             }
@@ -553,7 +563,10 @@ impl RoomSfu {
         }) {
             Some(Ok(())) => {}
             // A bad packet from the network is that packet's problem, not the peer's.
-            Some(Err(e)) => tracing::debug!(peer = peer.key, error = %e, "input refused"),
+            Some(Err(e)) => {
+                tracing::debug!(peer = peer.key, error = %e, "input refused");
+                metrics::DROPPED.with_label_values(&["rejected"]).inc();
+            }
             None => peer.dead = true,
         }
         let mut propagate = std::mem::take(&mut self.propagate);
@@ -641,7 +654,9 @@ impl RoomSfu {
                 packet,
             } => {
                 for sub in self.peers.iter_mut().filter(|o| o.key != from && !o.dead) {
-                    forward(sub, from, mid, params, &packet);
+                    if forward(sub, from, mid, params, &packet) {
+                        self.forwarded += 1;
+                    }
                 }
             }
             Propagated::KeyframeRequest {
@@ -781,22 +796,29 @@ fn track_info(mid: Mid, owner: &str, kind: MediaKind) -> TrackInfo {
     }
 }
 
-/// Pass one publisher's RTP packet to a subscriber's matching outgoing track.
-fn forward(sub: &mut Peer, from: PeerKey, mid_in: Mid, params: PayloadParams, pkt: &RtpPacket) {
+/// Pass one publisher's RTP packet to a subscriber's matching outgoing track. True if it was
+/// written for sending.
+fn forward(
+    sub: &mut Peer,
+    from: PeerKey,
+    mid_in: Mid,
+    params: PayloadParams,
+    pkt: &RtpPacket,
+) -> bool {
     let Some(track) = sub.tracks_out.iter_mut().find(|t| {
         t.source_peer == from && t.source_mid == mid_in && matches!(t.state, TrackOutState::Open(_))
     }) else {
-        return;
+        return false;
     };
     let TrackOutState::Open(mid) = track.state else {
-        return;
+        return false;
     };
     // The subscriber negotiated its own payload type numbers for the same codec.
     let pt = match track.pt_map {
         Some((pt_in, pt_out)) if pt_in == params.pt() => pt_out,
         _ => {
             let Some(pt_out) = sub.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
-                return;
+                return false;
             };
             track.pt_map = Some((params.pt(), pt_out));
             pt_out
@@ -827,12 +849,22 @@ fn forward(sub: &mut Peer, from: PeerKey, mid_in: Mid, params: PayloadParams, pk
         }
         None => false,
     });
-    match written {
-        None => sub.dead = true,
-        Some(false) => tracing::debug!(peer = sub.key, %mid, "no send stream for track"),
-        Some(true) => {}
-    }
     sub.dirty = true;
+    match written {
+        None => {
+            sub.dead = true;
+            false
+        }
+        Some(false) => {
+            tracing::debug!(peer = sub.key, %mid, "no send stream for track");
+            metrics::DROPPED.with_label_values(&["no_route"]).inc();
+            false
+        }
+        Some(true) => {
+            metrics::FORWARDED.inc();
+            true
+        }
+    }
 }
 
 /// Drain one peer's output until str0m asks for a timeout: send transmits, collect events.
@@ -842,6 +874,7 @@ fn poll_peer(peer: &mut Peer, shared: &SfuShared, room: &str, out: &mut Vec<Prop
             Some(Ok(o)) => o,
             Some(Err(e)) => {
                 tracing::info!(peer = peer.key, error = %e, "peer failed");
+                metrics::DTLS_FAILURES.inc();
                 peer.dead = true;
                 return;
             }
@@ -855,11 +888,17 @@ fn poll_peer(peer: &mut Peer, shared: &SfuShared, room: &str, out: &mut Vec<Prop
                 peer.next_timeout = t;
                 return;
             }
-            Output::Transmit(t) => {
-                if let Err(e) = shared.socket.send_to(&t.contents, t.destination) {
-                    tracing::debug!(peer = peer.key, error = %e, "udp send failed");
+            Output::Transmit(t) => match shared.socket.send_to(&t.contents, t.destination) {
+                Ok(n) => {
+                    metrics::UDP_TX_PACKETS.inc();
+                    metrics::UDP_TX_BYTES.inc_by(n as u64);
                 }
-            }
+                Err(e) => {
+                    tracing::debug!(peer = peer.key, error = %e, "udp send failed");
+                    metrics::UDP_ERRORS.inc();
+                    metrics::DROPPED.with_label_values(&["send_failed"]).inc();
+                }
+            },
             Output::Event(event) => on_event(peer, event, room, out),
         }
     }
@@ -905,6 +944,7 @@ fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>
                 kind: added.kind,
                 last_keyframe_request: None,
             });
+            metrics::TRACKS.inc();
             out.push(Propagated::TrackOpened {
                 from: peer.key,
                 mid: added.mid,
@@ -931,6 +971,10 @@ fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>
             });
         }
         Event::KeyframeRequest(req) => {
+            match req.kind {
+                KeyframeRequestKind::Pli => metrics::PLIS.inc(),
+                KeyframeRequestKind::Fir => metrics::FIRS.inc(),
+            }
             // A subscriber asks for a keyframe on one of our outgoing tracks: find its source.
             if let Some(t) = peer
                 .tracks_out
@@ -942,6 +986,35 @@ fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>
                     source_mid: t.source_mid,
                     req,
                 });
+            }
+        }
+        Event::PeerStats(stats) => {
+            if let Some(rtt) = stats.rtt {
+                metrics::RTT.observe(rtt.as_secs_f64());
+            }
+            if let Some(loss) = stats.egress_loss_fraction {
+                metrics::LOSS.observe(loss as f64);
+            }
+        }
+        Event::MediaIngressStats(stats) => {
+            let clock = match peer.tracks_in.iter().find(|t| t.mid == stats.mid) {
+                Some(t) if t.kind == MediaKind::Audio => 48_000.0,
+                Some(_) => 90_000.0,
+                None => return,
+            };
+            metrics::JITTER.observe(stats.jitter as f64 / clock);
+        }
+        Event::MediaEgressStats(stats) => {
+            // Cumulative per outgoing track: count what is new since the last report.
+            match peer.nacks_seen.iter_mut().find(|(m, _)| *m == stats.mid) {
+                Some((_, seen)) => {
+                    metrics::NACKS.inc_by(stats.nacks.saturating_sub(*seen));
+                    *seen = stats.nacks;
+                }
+                None => {
+                    metrics::NACKS.inc_by(stats.nacks);
+                    peer.nacks_seen.push((stats.mid, stats.nacks));
+                }
             }
         }
         _ => {}
@@ -983,10 +1056,17 @@ impl Handler<DatagramBatch> for RoomSfu {
     type Result = ();
     /// Datagrams for our peers: the start of the data path.
     fn handle(&mut self, msg: DatagramBatch, ctx: &mut Context<Self>) {
+        metrics::QUEUE_DEPTH.dec();
+        let started = Instant::now();
+        self.forwarded = 0;
         for datagram in msg.0 {
             self.on_datagram(datagram);
         }
         self.drive(ctx);
+        if self.forwarded > 0 {
+            let per_packet = started.elapsed().as_secs_f64() / self.forwarded as f64;
+            metrics::FORWARD_SECONDS.observe(per_packet);
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use actix::Recipient;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::metrics;
 use crate::sfu::{DatagramBatch, DatagramIn};
 
 /// Largest datagram we accept; WebRTC keeps packets under the path MTU (≈ 1200–1500 bytes).
@@ -179,6 +180,8 @@ pub async fn receive_loop(
             match result {
                 Ok((len, source)) => {
                     stats.received.fetch_add(1, Relaxed);
+                    metrics::UDP_RX_PACKETS.inc();
+                    metrics::UDP_RX_BYTES.inc_by(len as u64);
                     let datagram = &buf[..len];
                     match router.route(source, datagram) {
                         Some(route) => {
@@ -196,11 +199,17 @@ pub async fn receive_loop(
                         }
                         None => {
                             stats.dropped_unknown.fetch_add(1, Relaxed);
+                            metrics::DROPPED
+                                .with_label_values(&["unknown_source"])
+                                .inc();
                         }
                     }
                 }
                 // ICMP errors surface here on some systems; they concern one peer only.
-                Err(e) => tracing::debug!(error = %e, "udp receive error"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp receive error");
+                    metrics::UDP_ERRORS.inc();
+                }
             }
             count += 1;
             if count < MAX_BATCH {
@@ -212,6 +221,7 @@ pub async fn receive_loop(
         }
         for (_, room, items) in batches.drain(..) {
             // do_send: the room's mailbox is unbounded; a bounded one drops bursts.
+            metrics::QUEUE_DEPTH.inc();
             room.do_send(DatagramBatch(items));
         }
     }

@@ -15,6 +15,14 @@ pub struct Config {
     /// HTTP(S) address for browsers (web client, WebSocket, health).
     #[arg(long, env = "CONCLAVE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Internal HTTP address for Prometheus and probes: `/metrics`, `/healthz`, `/readyz`.
+    /// Keep it private.
+    #[arg(long, env = "CONCLAVE_INTERNAL_LISTEN", default_value = "0.0.0.0:9090")]
+    pub internal_listen: SocketAddr,
+    /// On SIGTERM (or Ctrl-C): not ready, no new WebSockets, every client asked to reconnect
+    /// elsewhere; exit once no room is left here or after this many seconds.
+    #[arg(long, env = "CONCLAVE_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
     /// Internal link URL of a separate media node (`ws://host:8081/internal/link`). Without
     /// it, a media node runs inside this process.
     #[arg(long, env = "CONCLAVE_MEDIA_NODE")]

@@ -23,6 +23,14 @@ pub struct AppState {
     pub api: ApiState,
     /// This signaling instance.
     pub instance: String,
+    /// Set on SIGTERM: not ready, no new WebSockets.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AppState {
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The query API: cluster-wide from Redis in cluster mode, this node's rooms otherwise.
@@ -43,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(websocket))
         .route("/dev/token", web::get().to(dev_token))
         .route("/healthz", web::get().to(health))
+        .route("/readyz", web::get().to(ready))
         .route(
             "/api/communities/{community}/rooms",
             web::get().to(community_rooms),
@@ -85,6 +94,12 @@ async fn websocket(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    if state.is_draining() {
+        // The load balancer retries another node (nginx: proxy_next_upstream http_503).
+        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "error": "unavailable", "message": "this node is draining; connect to another"
+        })));
+    }
     ws::WsResponseBuilder::new(Session::new(state.deps.clone()), &req, stream)
         .frame_size(MAX_FRAME)
         .start()
@@ -141,9 +156,51 @@ async fn dev_token(
     HttpResponse::Ok().json(serde_json::json!({ "token": state.deps.keys.mint(&claims) }))
 }
 
+/// Liveness: the process answers and its registry runs.
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let rooms = state.deps.registry.send(RoomCount).await.unwrap_or(0);
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "rooms": rooms }))
+    match state.deps.registry.send(RoomCount).await {
+        Ok(rooms) => HttpResponse::Ok().json(serde_json::json!({
+            "status": "ok", "rooms": rooms, "instance": state.instance
+        })),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "registry stopped" })),
+    }
+}
+
+/// Readiness: false while draining. A node whose Redis is down stays ready (its calls go on;
+/// new joins get `unavailable`) and says so in the details.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let redis = match &state.api.store {
+        None => "none",
+        Some(_) if crate::metrics::REDIS_UP.get() == 1 => "up",
+        Some(_) => "down",
+    };
+    let draining = state.is_draining();
+    let body = serde_json::json!({
+        "ready": !draining,
+        "draining": draining,
+        "redis": redis,
+        "sessions": crate::metrics::SESSIONS.get(),
+        "instance": state.instance,
+    });
+    if draining {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(conclave_common::metrics::CONTENT_TYPE)
+        .body(conclave_common::metrics::encode())
+}
+
+/// Routes of the internal listener (`--internal-listen`).
+pub fn internal_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/healthz", web::get().to(health))
+        .route("/readyz", web::get().to(ready));
 }
 
 /// Refuse an API call without the right key (or when the API is off).

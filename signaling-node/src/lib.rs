@@ -18,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod media_link;
 pub mod messages;
+pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod room;
@@ -92,6 +93,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         MediaSetup::Cluster(store) => Some(store.clone()),
         MediaSetup::Single(_) => None,
     };
+    metrics::init(store.is_some());
     let presence = (store.is_some() || s.presence_webhook.is_some()).then(|| {
         PresenceSink::new(PresenceSettings {
             redis: store
@@ -148,6 +150,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 open: s.dev,
             },
             instance,
+            draining: Arc::default(),
         },
     }
 }
@@ -163,7 +166,9 @@ pub fn serve(
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             // Open WebSockets would hold a graceful stop for the default 30 s.
-            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+            // SIGTERM drains (`drain_on_signal`); the servers are stopped when that is done.
+            .disable_signals();
     let server = match workers {
         Some(n) => server.workers(n),
         None => server,
@@ -173,4 +178,65 @@ pub fn serve(
         None => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+/// Serve the internal API (`/metrics`, `/healthz`, `/readyz`) on `listener`: for Prometheus
+/// and the orchestrator's probes, never for browsers.
+pub fn serve_internal(
+    listener: TcpListener,
+    services: &Services,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(services.state.clone());
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(http::internal_routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
+
+/// Wait for SIGTERM or Ctrl-C, then drain: readiness turns false and new WebSockets get 503
+/// (the load balancer sends them elsewhere), every member is asked to reconnect (its browser
+/// resumes on another node, media untouched), and this returns once no room is left here —
+/// members that came back elsewhere were handed over, the others left after the resume grace
+/// — or after `timeout`.
+pub async fn drain_on_signal(services: Services, timeout: Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let signal = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    };
+    let name = signal.await;
+    let state = &services.state;
+    state.draining.store(true, Relaxed);
+    conclave_common::metrics::DRAINING.set(1);
+    let registry = &state.deps.registry;
+    let rooms = registry.send(registry::RoomCount).await.unwrap_or(0);
+    tracing::info!(
+        signal = name,
+        rooms,
+        timeout_secs = timeout.as_secs(),
+        "draining: asking every client to reconnect elsewhere"
+    );
+    registry.do_send(registry::DrainRooms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let rooms = registry.send(registry::RoomCount).await.unwrap_or(0);
+        if rooms == 0 {
+            tracing::info!("drained: no room left; stopping");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(rooms, "drain timeout: stopping");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

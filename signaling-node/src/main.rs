@@ -5,7 +5,9 @@ use conclave_common::cluster::ClusterStore;
 use conclave_signaling_node::config::Config;
 use conclave_signaling_node::media_link::MediaTarget;
 use conclave_signaling_node::presence::WebhookSettings;
-use conclave_signaling_node::{serve, start_services, tls, MediaSetup, ServiceSettings};
+use conclave_signaling_node::{
+    drain_on_signal, serve, serve_internal, start_services, tls, MediaSetup, ServiceSettings,
+};
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -84,12 +86,23 @@ async fn run(config: Config) -> Result<(), String> {
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
     });
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
-    println!("listening url={shown}{udp_note}");
+    let internal = std::net::TcpListener::bind(config.internal_listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.internal_listen))?;
+    let internal_addr = internal.local_addr().map_err(|e| e.to_string())?;
+    println!("listening url={shown} internal=http://{internal_addr}{udp_note}");
     eprintln!("Conclave is up: open {shown} in two browser tabs and join the same room.");
-    serve(listener, tls, services, config.workers)
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())
+    let internal_server = serve_internal(internal, &services).map_err(|e| e.to_string())?;
+    let public_server =
+        serve(listener, tls, services.clone(), config.workers).map_err(|e| e.to_string())?;
+    let (public, internal) = (public_server.handle(), internal_server.handle());
+    let drain = std::time::Duration::from_secs(config.drain_timeout_secs);
+    actix::spawn(async move {
+        drain_on_signal(services, drain).await;
+        public.stop(true).await;
+        internal.stop(true).await;
+    });
+    let (a, b) = futures_util::future::join(public_server, internal_server).await;
+    a.and(b).map_err(|e| e.to_string())
 }
 
 /// Connect to the cluster's Redis, retrying until it answers (a node without its cluster

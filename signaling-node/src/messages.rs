@@ -66,10 +66,14 @@ pub struct SessionLost {
     pub session: Recipient<Outbound>,
 }
 
-/// Room -> session: another connection resumed this participant; close without leaving.
+/// Room -> session: close the WebSocket without leaving the room. `reconnect`: this node
+/// drains, the browser should reconnect (and resume) elsewhere; otherwise another connection
+/// resumed this participant.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Evicted;
+pub struct Evicted {
+    pub reconnect: bool,
+}
 
 /// Room bus -> room: an event another signaling instance published for this room.
 #[derive(Debug, Message)]

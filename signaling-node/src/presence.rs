@@ -127,8 +127,12 @@ struct Counters {
 }
 
 impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
+    /// Count `n` events with this outcome, here and in `conclave_signaling_presence_events_total`.
+    fn add(counter: &AtomicU64, outcome: &str, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+        crate::metrics::PRESENCE
+            .with_label_values(&[outcome])
+            .inc_by(n);
     }
 
     fn snapshot(&self) -> PresenceStats {
@@ -235,7 +239,7 @@ impl PresenceSink {
 
     fn enqueue<T>(&self, queue: &Queue<T>, item: T, target: &str) {
         if queue.push(item) {
-            Counters::add(&self.counters.dropped, 1);
+            Counters::add(&self.counters.dropped, "dropped", 1);
             tracing::warn!(target = target, "presence queue full: oldest event dropped");
         }
     }
@@ -284,7 +288,7 @@ impl Handler<Publish> for PresenceSink {
     type Result = ();
 
     fn handle(&mut self, Publish(event): Publish, _ctx: &mut Context<Self>) {
-        Counters::add(&self.counters.published, 1);
+        Counters::add(&self.counters.published, "published", 1);
         if self.redis_queue.is_none() && self.webhook_queue.is_none() {
             return;
         }
@@ -345,13 +349,13 @@ async fn run_redis(
         let n = batch.len() as u64;
         let outcome = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
         match outcome {
-            Ok(Ok(())) => Counters::add(&counters.redis_written, n),
+            Ok(Ok(())) => Counters::add(&counters.redis_written, "redis_written", n),
             Ok(Err(e)) => {
-                Counters::add(&counters.redis_failed, n);
+                Counters::add(&counters.redis_failed, "redis_failed", n);
                 tracing::warn!(error = %e, events = n, "presence events not written to Redis (dropped)");
             }
             Err(_) => {
-                Counters::add(&counters.redis_failed, n);
+                Counters::add(&counters.redis_failed, "redis_failed", n);
                 tracing::warn!(
                     events = n,
                     "Redis did not answer in time: presence events dropped"
@@ -394,17 +398,17 @@ async fn run_webhook(
                     post(&client, &settings.url, &item, signature.as_deref(), attempt).await;
                 match outcome {
                     Attempt::Delivered => {
-                        Counters::add(&counters.webhook_delivered, 1);
+                        Counters::add(&counters.webhook_delivered, "webhook_delivered", 1);
                         break;
                     }
                     Attempt::Retry(why) if attempt < attempts => {
-                        Counters::add(&counters.webhook_retries, 1);
+                        Counters::add(&counters.webhook_retries, "webhook_retries", 1);
                         tracing::debug!(delivery = %item.delivery, attempt, %why, "presence webhook: retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                     Attempt::Retry(why) | Attempt::GiveUp(why) => {
-                        Counters::add(&counters.webhook_failed, 1);
+                        Counters::add(&counters.webhook_failed, "webhook_failed", 1);
                         tracing::warn!(delivery = %item.delivery, attempt, %why, "presence webhook: event not delivered");
                         break;
                     }

@@ -11,6 +11,7 @@ use conclave_common::protocol::ErrorCode;
 
 use crate::media_link::{MediaLink, MediaTarget};
 use crate::messages::{GetRoom, MoveRoom, Refusal, RoomClosed, RoomKey};
+use crate::metrics;
 use crate::room::{Room, RoomDeps};
 
 /// Where rooms get their media node.
@@ -95,8 +96,13 @@ fn refusal(e: ClusterError) -> Refusal {
 
 /// The room's node (placing the room if it has no live one) and that node's link URL.
 async fn place(store: ClusterStore, room: String) -> Result<(String, String), Refusal> {
-    let node = store.place_room(&room, now_ms()).await.map_err(refusal)?;
-    match store.node_link_url(&node).await.map_err(refusal)? {
+    let timer = metrics::PLACEMENT_SECONDS.start_timer();
+    let node = metrics::timed("place", store.place_room(&room, now_ms()))
+        .await
+        .map_err(refusal)?;
+    let url = metrics::timed("place", store.node_link_url(&node)).await;
+    timer.observe_duration();
+    match url.map_err(refusal)? {
         Some(url) => Ok((node, url)),
         None => Err(Refusal {
             code: ErrorCode::Unavailable,
@@ -196,5 +202,19 @@ impl Handler<CommunityRooms> for Registry {
             .filter(|(key, addr)| key.community == msg.0 && addr.connected())
             .map(|(key, addr)| (key.room.clone(), addr.clone()))
             .collect()
+    }
+}
+
+/// Draining: every room asks its members to reconnect elsewhere.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainRooms;
+
+impl Handler<DrainRooms> for Registry {
+    type Result = ();
+    fn handle(&mut self, _: DrainRooms, _: &mut Context<Self>) {
+        for room in self.rooms.values() {
+            room.do_send(crate::room::Drain);
+        }
     }
 }

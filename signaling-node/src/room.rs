@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::media_link::MediaLink;
 use crate::messages::*;
+use crate::metrics;
 use crate::presence::{PresenceSink, Publish};
 use crate::registry::Registry;
 use crate::room_bus::{BusMessage, RegisterBusRoom, RoomBus, UnregisterBusRoom};
@@ -87,7 +88,7 @@ impl RedisQueue {
         op: impl Future<Output = Result<(), ClusterError>> + Send + 'static,
     ) {
         let _ = self.0.send(Box::pin(async move {
-            match tokio::time::timeout(REDIS_TIMEOUT, op).await {
+            match tokio::time::timeout(REDIS_TIMEOUT, metrics::timed(what, op)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed"),
                 Err(_) => tracing::warn!("{what} timed out"),
@@ -98,11 +99,12 @@ impl RedisQueue {
     /// Queue `op`; the receiver gets its result (or a timeout error).
     fn run<T: Send + 'static>(
         &self,
+        what: &'static str,
         op: impl Future<Output = Result<T, ClusterError>> + Send + 'static,
     ) -> oneshot::Receiver<Result<T, ClusterError>> {
         let (tx, rx) = oneshot::channel();
         let _ = self.0.send(Box::pin(async move {
-            let result = tokio::time::timeout(REDIS_TIMEOUT, op)
+            let result = tokio::time::timeout(REDIS_TIMEOUT, metrics::timed(what, op))
                 .await
                 .unwrap_or(Err(ClusterError::Timeout));
             let _ = tx.send(result);
@@ -218,7 +220,7 @@ impl Room {
             }
             .encode();
             let (store, room) = (cluster.store.clone(), self.media_id.clone());
-            redis.push("room event publish", async move {
+            redis.push("publish", async move {
                 store.publish_room_event(&room, &payload).await
             });
         }
@@ -303,7 +305,7 @@ impl Room {
             (&self.deps.cluster, &self.redis, self.record(pid))
         {
             let (store, room) = (cluster.store.clone(), self.media_id.clone());
-            redis.push("member update", async move {
+            redis.push("update", async move {
                 store.update_member(&room, &record).await.map(|_| ())
             });
         }
@@ -383,6 +385,7 @@ impl Room {
     ) {
         let pid = info.participant_id.clone();
         session.do_send(Outbound(self.joined(&pid, secret.clone(), false)));
+        metrics::PARTICIPANTS.inc();
         self.local.insert(
             pid.clone(),
             LocalMember {
@@ -424,7 +427,7 @@ impl Room {
             return;
         };
         if let (Some(_), Some(old)) = (local.session.replace(session), local.evict.replace(evict)) {
-            old.do_send(Evicted);
+            old.do_send(Evicted { reconnect: false });
         }
         local.drops += 1; // Cancels a pending grace timer.
         let secret = local.resume_secret.clone();
@@ -461,8 +464,9 @@ impl Room {
             self.deps.instance.clone(),
             pid.to_string(),
         );
-        let removed =
-            redis.run(async move { store.leave_member(&room, &community, &id, Some(&me)).await });
+        let removed = redis.run("leave", async move {
+            store.leave_member(&room, &community, &id, Some(&me)).await
+        });
         let pid = pid.to_string();
         ctx.spawn(settled(removed).into_actor(self).map(move |removed, room, ctx| {
             match removed {
@@ -481,7 +485,9 @@ impl Room {
     /// Remove a member here; `ours` when this instance owned it (then the peer goes and the
     /// leave is announced and published as presence).
     fn forget(&mut self, pid: &str, reason: LeaveReason, ours: bool, ctx: &mut Context<Self>) {
-        self.local.remove(pid);
+        if self.local.remove(pid).is_some() {
+            metrics::PARTICIPANTS.dec();
+        }
         self.adopting.remove(pid);
         let Some(member) = self.roster.leave(pid) else {
             return self.stop_if_unused(ctx);
@@ -497,6 +503,9 @@ impl Room {
                 LeaveReason::Left => PresenceKind::Left,
                 _ => PresenceKind::Disconnected,
             };
+            metrics::LEAVES
+                .with_label_values(&[&leave_reason_str(reason)])
+                .inc();
             self.presence(kind, &member.info, Some(reason));
             self.announce(
                 "",
@@ -527,7 +536,9 @@ impl Room {
 
     /// The member resumed on another instance: mirror it from now on.
     fn hand_over(&mut self, pid: &str, ctx: &mut Context<Self>) {
-        self.local.remove(pid);
+        if self.local.remove(pid).is_some() {
+            metrics::PARTICIPANTS.dec();
+        }
         self.adopting.remove(pid);
         self.roster.set_remote(pid, true);
         self.roster.set_media(pid, MediaPhase::NoPeer);
@@ -584,7 +595,7 @@ impl Room {
             self.key.community.clone(),
             self.deps.instance.clone(),
         );
-        let asserted = redis.run(async move {
+        let asserted = redis.run("assert", async move {
             store
                 .assert_room(&room, &community, &node, &me, &mine, ROOM_TTL_MS)
                 .await
@@ -626,6 +637,7 @@ impl Room {
                     tracing::info!(room = %room.media_id, %node, "room moved to a new media node");
                     room.media_node = Some(node);
                     room.moving = false;
+                    metrics::FAILOVERS.inc();
                     room.media_failed_for_all();
                 }
                 Ok(Err(r)) => {
@@ -658,6 +670,7 @@ impl Actor for Room {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::ROOMS.inc();
         self.register_link(ctx);
         if let Some(cluster) = &self.deps.cluster {
             self.redis = Some(RedisQueue::start());
@@ -671,6 +684,8 @@ impl Actor for Room {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        metrics::ROOMS.dec();
+        metrics::PARTICIPANTS.sub(self.local.len() as i64);
         self.link.do_send(UnregisterRoom {
             key: self.media_id.clone(),
         });
@@ -727,7 +742,7 @@ impl Handler<JoinRoom> for Room {
             self.key.community.clone(),
             self.deps.cap,
         );
-        let recorded = redis.run(async move {
+        let recorded = redis.run("join", async move {
             store
                 .join_member(&room, &community, &record, cap, ROOM_TTL_MS)
                 .await
@@ -792,7 +807,9 @@ impl Handler<ResumeRoom> for Room {
             self.deps.instance.clone(),
         );
         let (pid, secret) = (msg.participant_id.clone(), msg.secret.clone());
-        let claimed = redis.run(async move { store.claim_member(&room, &pid, &secret, &me).await });
+        let claimed = redis.run("claim", async move {
+            store.claim_member(&room, &pid, &secret, &me).await
+        });
         AtomicResponse::new(Box::pin(settled(claimed).into_actor(self).map(
             move |claimed, room, ctx| match claimed {
                 Ok(Some((mine, all))) => {
@@ -801,6 +818,7 @@ impl Handler<ResumeRoom> for Room {
                     room.roster.set_remote(&pid, false);
                     // Its peer lives on; the media node confirms when it hands it over.
                     room.roster.set_media(&pid, MediaPhase::Active);
+                    metrics::PARTICIPANTS.inc();
                     room.local.insert(
                         pid.clone(),
                         LocalMember {
@@ -957,6 +975,22 @@ impl Handler<MediaLinkLost> for Room {
         }
         self.roster.reset_media();
         self.media_failed_for_all();
+    }
+}
+
+/// This node drains: ask every member's browser to reconnect (it resumes elsewhere).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for Room {
+    type Result = ();
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        for local in self.local.values() {
+            if let Some(evict) = &local.evict {
+                evict.do_send(Evicted { reconnect: true });
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use conclave_common::protocol::{
 
 use crate::auth::TokenKeys;
 use crate::messages::*;
+use crate::metrics;
 use crate::registry::Registry;
 use crate::room::{Room, ROOM_CLOSING};
 
@@ -59,6 +60,10 @@ impl Session {
     }
 
     fn send(ctx: &mut ws::WebsocketContext<Self>, msg: &ServerMessage) {
+        metrics::WS_SENT.with_label_values(&[msg.id()]).inc();
+        if let ServerMessage::Error { code, .. } = msg {
+            metrics::ERRORS.with_label_values(&[code.as_str()]).inc();
+        }
         match serde_json::to_string(msg) {
             Ok(json) => ctx.text(json),
             Err(e) => tracing::error!(error = %e, "cannot encode server message"),
@@ -72,8 +77,12 @@ impl Session {
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let msg = match parse_client_message(text) {
             Ok(m) => m,
-            Err((code, message)) => return Self::error(ctx, code, message),
+            Err((code, message)) => {
+                metrics::WS_RECEIVED.with_label_values(&["invalid"]).inc();
+                return Self::error(ctx, code, message);
+            }
         };
+        metrics::WS_RECEIVED.with_label_values(&[msg.id()]).inc();
         let request = match msg {
             ClientMessage::Join {
                 token,
@@ -128,7 +137,10 @@ impl Session {
         }
         let claims = match self.deps.keys.verify(&token) {
             Ok(c) => c,
-            Err(e) => return Self::error(ctx, e.code(), e.to_string()),
+            Err(e) => {
+                metrics::JOINS.with_label_values(&[e.code().as_str()]).inc();
+                return Self::error(ctx, e.code(), e.to_string());
+            }
         };
         let name: String = name
             .or(claims.name.clone())
@@ -150,7 +162,7 @@ impl Session {
         };
         let pid = participant.participant_id.clone();
         let (session, evict) = (ctx.address().recipient(), ctx.address().recipient());
-        self.enter(key, pid, ctx, move || JoinRoom {
+        self.enter(&metrics::JOINS, key, pid, ctx, move || JoinRoom {
             participant: participant.clone(),
             session: session.clone(),
             evict: evict.clone(),
@@ -173,7 +185,12 @@ impl Session {
         }
         let claims = match self.deps.keys.verify(&token) {
             Ok(c) => c,
-            Err(e) => return Self::error(ctx, e.code(), e.to_string()),
+            Err(e) => {
+                metrics::RESUMES
+                    .with_label_values(&[e.code().as_str()])
+                    .inc();
+                return Self::error(ctx, e.code(), e.to_string());
+            }
         };
         let Some((pid, secret)) = resume_token.split_once('.') else {
             return Self::error(ctx, ErrorCode::ResumeFailed, "malformed resume token");
@@ -185,7 +202,7 @@ impl Session {
         let (pid, secret) = (pid.to_string(), secret.to_string());
         let (session, evict) = (ctx.address().recipient(), ctx.address().recipient());
         let participant_id = pid.clone();
-        self.enter(key, pid, ctx, move || ResumeRoom {
+        self.enter(&metrics::RESUMES, key, pid, ctx, move || ResumeRoom {
             participant_id: participant_id.clone(),
             secret: secret.clone(),
             session: session.clone(),
@@ -197,6 +214,7 @@ impl Session {
     /// the room was closing at that moment. On success this session is the member `pid`.
     fn enter<M>(
         &mut self,
+        outcomes: &'static prometheus::IntCounterVec,
         key: RoomKey,
         pid: String,
         ctx: &mut ws::WebsocketContext<Self>,
@@ -207,6 +225,7 @@ impl Session {
     {
         let registry = self.deps.registry.clone();
         self.joining = true;
+        let started = Instant::now();
         let attempt = async move {
             for _ in 0..JOIN_ATTEMPTS {
                 let room = registry
@@ -228,12 +247,17 @@ impl Session {
             session.joining = false;
             match result {
                 Ok(room) => {
+                    outcomes.with_label_values(&["ok"]).inc();
+                    metrics::JOIN_SECONDS.observe(started.elapsed().as_secs_f64());
                     session.joined = Some(Membership {
                         room,
                         participant_id: pid,
                     })
                 }
-                Err(r) => Self::error(ctx, r.code, r.message),
+                Err(r) => {
+                    outcomes.with_label_values(&[r.code.as_str()]).inc();
+                    Self::error(ctx, r.code, r.message)
+                }
             }
         }));
     }
@@ -280,6 +304,7 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::SESSIONS.inc();
         ctx.run_interval(self.deps.heartbeat_interval, |session, ctx| {
             if session.last_heard.elapsed() > session.deps.client_timeout {
                 tracing::info!("session timed out");
@@ -302,6 +327,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        metrics::SESSIONS.dec();
         // The socket closed without `leave`: the member may come back with `resume`.
         if let Some(m) = self.joined.take() {
             m.room.do_send(SessionLost {
@@ -350,13 +376,23 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 
 impl Handler<Evicted> for Session {
     type Result = ();
-    /// The participant resumed on another connection: close this one without leaving.
-    fn handle(&mut self, _: Evicted, ctx: &mut Self::Context) {
-        self.joined = None;
-        ctx.close(Some(CloseReason {
-            code: CloseCode::Other(4001),
-            description: Some("session resumed on another connection".into()),
-        }));
+    /// Close without leaving: the participant resumed on another connection, or this node
+    /// drains (1012: the browser reconnects and resumes elsewhere).
+    fn handle(&mut self, msg: Evicted, ctx: &mut Self::Context) {
+        let reason = if msg.reconnect {
+            CloseReason {
+                code: CloseCode::Restart,
+                description: Some("server draining: reconnect".into()),
+            }
+        } else {
+            // The room already has the other connection: no SessionLost from this one.
+            self.joined = None;
+            CloseReason {
+                code: CloseCode::Other(4001),
+                description: Some("session resumed on another connection".into()),
+            }
+        };
+        ctx.close(Some(reason));
         ctx.stop();
     }
 }

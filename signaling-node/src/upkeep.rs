@@ -13,6 +13,7 @@ use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ServerMessage};
 use conclave_common::room_state::SIGNALING_STALE_MS;
 
+use crate::metrics;
 use crate::presence::{PresenceSink, Publish};
 use crate::room_bus::BusMessage;
 
@@ -54,11 +55,15 @@ impl Upkeep {
 
     async fn tick(&self) -> Result<(), conclave_common::cluster::ClusterError> {
         let now = now_ms();
-        self.store
-            .signaling_heartbeat(&self.instance, &self.url, now)
-            .await?;
+        let beat = self
+            .store
+            .signaling_heartbeat(&self.instance, &self.url, now);
+        let beat = metrics::timed("heartbeat", beat).await;
+        metrics::REDIS_UP.set(beat.is_ok() as i64);
+        beat?;
         let dead_after = SIGNALING_STALE_MS + self.resume_grace.as_millis() as u64;
-        for (dead, members) in self.store.claim_dead_signaling(now, dead_after).await? {
+        let claimed = self.store.claim_dead_signaling(now, dead_after);
+        for (dead, members) in metrics::timed("sweep", claimed).await? {
             tracing::info!(instance = %dead, members = members.len(), "cleaning up a dead signaling instance");
             for (pid, room) in members {
                 self.remove(&dead, &pid, &room).await?;
@@ -109,6 +114,7 @@ impl Upkeep {
                 node: self.instance.clone(),
             }));
         }
+        metrics::LEAVES.with_label_values(&["disconnected"]).inc();
         tracing::info!(%room, participant = %pid, instance = %dead, "member of a dead instance removed");
         Ok(())
     }

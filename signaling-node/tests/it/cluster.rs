@@ -387,6 +387,7 @@ async fn a_signaling_node_waits_for_an_unreachable_redis_and_says_so() {
     let url = format!("redis://127.0.0.1:{port}/");
     let mut child = std::process::Command::new(sibling_bin("signaling-node"))
         .args(["--listen", "127.0.0.1:0", "--redis-url", &url, "--dev"])
+        .args(["--internal-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -577,4 +578,92 @@ async fn a_presence_consumer_sees_the_exact_sequence_and_catches_up_after_a_rest
             ev("disconnected", "ann", false, false, Some("disconnected")),
         ]
     );
+}
+
+/// GET `url`: status and JSON body.
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let mut res = awc::Client::new().get(url).send().await.expect("answers");
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+#[actix_rt::test]
+async fn readiness_stays_up_without_redis_and_flips_while_draining_then_the_node_exits_0() {
+    let port = free_port();
+    let (redis, redis_url) = start_redis_on(port);
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let (mut node, sig) =
+        spawn_signaling_node(&redis_url, "sig-drain", &["--resume-grace-secs", "2"]);
+    let internal = node.internal.clone().expect("internal address");
+    let ready = format!("{internal}/readyz");
+    eventually(Duration::from_secs(10), "ready with redis up", || async {
+        let (status, body) = get_json(&ready).await;
+        status == 200 && body["redis"] == "up"
+    })
+    .await;
+    let (mut ann, _) = sig.join("ann", "drain").await;
+
+    // Redis goes away: still ready (the call goes on), says so, and refuses new joins.
+    drop(redis);
+    eventually(Duration::from_secs(10), "ready with redis down", || async {
+        let (status, body) = get_json(&ready).await;
+        status == 200 && body["redis"] == "down"
+    })
+    .await;
+    let metrics = awc::Client::new()
+        .get(format!("{internal}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("conclave_signaling_redis_up 0"),
+        "{metrics}"
+    );
+    let mut bob = sig.connect().await;
+    bob.send(json!({"id": "join", "token": sig.token("bob", "drain")}))
+        .await;
+    bob.expect_error("unavailable").await;
+    let (_redis2, _) = start_redis_on(port);
+
+    // SIGTERM: not ready at once, Ann is asked to reconnect elsewhere (1012), and the node
+    // exits 0 once her grace period is over (she never came back).
+    let pid = node.proc.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "not ready while draining",
+        || async {
+            let (status, body) = get_json(&ready).await;
+            status == 503 && body["draining"] == true
+        },
+    )
+    .await;
+    match ann.recv(Duration::from_secs(5)).await {
+        Received::Closed(Some(reason)) => {
+            assert_eq!(reason.code, awc::ws::CloseCode::Restart, "{reason:?}")
+        }
+        other => panic!("expected a close asking to reconnect, got {other:?}"),
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = node.proc.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "drained node did not exit"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
 }

@@ -156,11 +156,29 @@ pub async fn join_and_offer(
     }
 }
 
+/// A signaling-node process and where its internal API is (`http://...`).
+pub struct SignalingProc {
+    pub proc: Proc,
+    pub internal: Option<String>,
+}
+
+impl SignalingProc {
+    /// `kill -9`, now.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+}
+
 /// A signaling-node process in cluster mode (token secret: `support::SECRET`); returns it and
 /// a test server handle at its URL.
-pub fn spawn_signaling_node(redis_url: &str, id: &str, extra: &[&str]) -> (Proc, TestServer) {
+pub fn spawn_signaling_node(
+    redis_url: &str,
+    id: &str,
+    extra: &[&str],
+) -> (SignalingProc, TestServer) {
     let mut child = Command::new(sibling_bin("signaling-node"))
         .args(["--listen", "127.0.0.1:0", "--redis-url", redis_url])
+        .args(["--internal-listen", "127.0.0.1:0"])
         .args(["--signaling-id", id, "--workers", "1"])
         .args(extra)
         .env(
@@ -181,7 +199,15 @@ pub fn spawn_signaling_node(redis_url: &str, id: &str, extra: &[&str]) -> (Proc,
         .find_map(|w| w.strip_prefix("url="))
         .unwrap_or_else(|| panic!("no url in {line:?}"))
         .to_string();
-    (Proc(child), TestServer::at(url))
+    let internal = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("internal="))
+        .map(str::to_string);
+    let proc = SignalingProc {
+        proc: Proc(child),
+        internal,
+    };
+    (proc, TestServer::at(url))
 }
 
 impl Proc {

@@ -1,0 +1,178 @@
+//! The media node's Prometheus metrics (documented in `docs/metrics.md`). Counters are plain
+//! atomics, cheap enough for the data path; gauges that mirror state elsewhere (participants,
+//! rooms) are set when `/metrics` is read.
+
+use std::sync::LazyLock;
+
+use conclave_common::metrics::{latency_buckets, register};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+
+macro_rules! counter {
+    ($name:ident, $metric:literal, $help:literal) => {
+        pub static $name: LazyLock<IntCounter> =
+            LazyLock::new(|| register(IntCounter::new($metric, $help)));
+    };
+}
+macro_rules! gauge {
+    ($name:ident, $metric:literal, $help:literal) => {
+        pub static $name: LazyLock<IntGauge> =
+            LazyLock::new(|| register(IntGauge::new($metric, $help)));
+    };
+}
+
+gauge!(
+    PARTICIPANTS,
+    "conclave_media_participants",
+    "Peers (participants) on this node"
+);
+gauge!(
+    ROOMS,
+    "conclave_media_rooms",
+    "Rooms with an SFU on this node"
+);
+gauge!(
+    TRACKS,
+    "conclave_media_tracks",
+    "Tracks published to this node"
+);
+gauge!(
+    CAPACITY,
+    "conclave_media_capacity",
+    "Most participants this node takes (placement skips it when full)"
+);
+gauge!(
+    QUEUE_DEPTH,
+    "conclave_media_room_queue_depth",
+    "Datagram batches waiting in room actors' mailboxes (all rooms)"
+);
+counter!(
+    UDP_RX_PACKETS,
+    "conclave_media_udp_received_packets_total",
+    "Datagrams received on the media socket"
+);
+counter!(
+    UDP_RX_BYTES,
+    "conclave_media_udp_received_bytes_total",
+    "Bytes received on the media socket"
+);
+counter!(
+    UDP_TX_PACKETS,
+    "conclave_media_udp_sent_packets_total",
+    "Datagrams sent on the media socket"
+);
+counter!(
+    UDP_TX_BYTES,
+    "conclave_media_udp_sent_bytes_total",
+    "Bytes sent on the media socket"
+);
+counter!(
+    FORWARDED,
+    "conclave_media_forwarded_packets_total",
+    "RTP media packets forwarded to a subscriber (one per subscriber; retransmissions and RTCP not included)"
+);
+counter!(
+    NACKS,
+    "conclave_media_nacks_total",
+    "NACKs received from subscribers"
+);
+counter!(
+    PLIS,
+    "conclave_media_plis_total",
+    "PLI keyframe requests received from subscribers"
+);
+counter!(
+    FIRS,
+    "conclave_media_firs_total",
+    "FIR keyframe requests received from subscribers"
+);
+counter!(
+    ICE_FAILURES,
+    "conclave_media_ice_failures_total",
+    "Peers dropped because ICE lost them for longer than the disconnect grace"
+);
+counter!(
+    DTLS_FAILURES,
+    "conclave_media_dtls_failures_total",
+    "Peers dropped because their connection failed (DTLS/SRTP error or a broken peer)"
+);
+counter!(
+    UDP_ERRORS,
+    "conclave_media_udp_errors_total",
+    "Errors receiving or sending on the media socket"
+);
+
+/// `conclave_media_dropped_packets_total{reason}`.
+pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "conclave_media_dropped_packets_total",
+            "Packets dropped, by reason: unknown_source (no peer of ours), rejected (the peer's connection refused it), no_route (no send stream for a subscriber's track), send_failed (socket error)",
+        ),
+        &["reason"],
+    ))
+});
+pub const DROP_REASONS: [&str; 4] = ["unknown_source", "rejected", "no_route", "send_failed"];
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(Histogram::with_opts(
+        HistogramOpts::new(name, help).buckets(buckets),
+    ))
+}
+
+pub static RTT: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "conclave_media_rtt_seconds",
+        "Round-trip time to participants, from RTCP (one sample per peer every 2 s)",
+        latency_buckets(),
+    )
+});
+pub static LOSS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "conclave_media_loss_ratio",
+        "Fraction of our packets lost on the way to participants, from their RTCP receiver reports",
+        vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+    )
+});
+pub static JITTER: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "conclave_media_jitter_seconds",
+        "Interarrival jitter of published tracks as we receive them",
+        latency_buckets(),
+    )
+});
+pub static FORWARD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "conclave_media_forward_seconds",
+        "Room actor time per forwarded packet (one sample per datagram batch: handling time / packets forwarded)",
+        vec![0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001],
+    )
+});
+
+/// Register every media metric (so each is exported from the start, at 0).
+pub fn init() {
+    conclave_common::metrics::init("media");
+    for m in [&PARTICIPANTS, &ROOMS, &TRACKS, &CAPACITY, &QUEUE_DEPTH] {
+        LazyLock::force(m);
+    }
+    for c in [
+        &UDP_RX_PACKETS,
+        &UDP_RX_BYTES,
+        &UDP_TX_PACKETS,
+        &UDP_TX_BYTES,
+        &FORWARDED,
+        &NACKS,
+        &PLIS,
+        &FIRS,
+        &ICE_FAILURES,
+        &DTLS_FAILURES,
+        &UDP_ERRORS,
+    ] {
+        LazyLock::force(c);
+    }
+    for reason in DROP_REASONS {
+        DROPPED.with_label_values(&[reason]);
+    }
+    for h in [&RTT, &LOSS, &JITTER, &FORWARD_SECONDS] {
+        LazyLock::force(h);
+    }
+}
