@@ -17,6 +17,15 @@ const NODE_TTL_MS: u64 = 15_000;
 /// Lifetime of a room -> node record; refreshed while the room lives.
 pub const ROOM_TTL_MS: u64 = 60_000;
 
+/// Wall-clock milliseconds since the Unix epoch (heartbeats and records compare these across
+/// machines).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("redis: {0}")]

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use conclave_common::cluster::{ClusterStore, NodeInfo};
+use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo};
 
 use crate::MediaNodeHandle;
 
@@ -12,13 +12,6 @@ use crate::MediaNodeHandle;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Wait between attempts while Redis is unreachable.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Heartbeat forever (run it as a task). Never gives up on Redis: logs and retries.
 pub async fn heartbeat_loop(

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
+use conclave_common::cluster::now_ms;
 use conclave_common::cluster::{ClusterError, ClusterStore};
 use conclave_common::protocol::ErrorCode;
 
@@ -72,13 +73,6 @@ impl Registry {
             .or_insert_with(|| MediaLink::on_demand(MediaTarget::Remote(url)).start())
             .clone()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn refusal(e: ClusterError) -> Refusal {

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use actix::prelude::*;
+use conclave_common::cluster::now_ms;
 use conclave_common::cluster::{ClusterError, ClusterStore, ROOM_TTL_MS};
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent};
 use conclave_common::presence::{PresenceEvent, PresenceKind};
@@ -1038,11 +1039,4 @@ fn leave_reason_str(reason: LeaveReason) -> String {
         LeaveReason::MediaFailed => "mediaFailed",
     }
     .to_string()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use conclave_common::cluster::now_ms;
 use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
 };
@@ -94,7 +95,7 @@ impl Session {
                 return Self::send(
                     ctx,
                     &ServerMessage::Heartbeat {
-                        server_time_ms: now_millis(),
+                        server_time_ms: now_ms(),
                     },
                 )
             }
@@ -293,13 +294,6 @@ fn internal(message: &str) -> Refusal {
     }
 }
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
@@ -320,7 +314,7 @@ impl Actor for Session {
             Self::send(
                 ctx,
                 &ServerMessage::Heartbeat {
-                    server_time_ms: now_millis(),
+                    server_time_ms: now_ms(),
                 },
             );
         });

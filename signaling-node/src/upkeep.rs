@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use actix::Addr;
-use conclave_common::cluster::ClusterStore;
+use conclave_common::cluster::{now_ms, ClusterStore};
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ServerMessage};
 use conclave_common::room_state::SIGNALING_STALE_MS;
@@ -27,13 +27,6 @@ pub struct Upkeep {
     pub url: String,
     pub resume_grace: Duration,
     pub presence: Option<Addr<PresenceSink>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Upkeep {
