@@ -17,6 +17,20 @@ const NODE_TTL_MS: u64 = 15_000;
 /// Lifetime of a room -> node record; refreshed while the room lives.
 pub const ROOM_TTL_MS: u64 = 60_000;
 
+/// `url` for logs: a password in it is replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch (heartbeats and records compare these across
 /// machines).
 pub fn now_ms() -> u64 {
@@ -208,5 +222,24 @@ impl ClusterStore {
         Ok(conn
             .hget(self.key(&format!("node:{node_id}")), "participants")
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            super::redacted("redis://:s3cret@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            super::redacted("rediss://app:s3cret@r.example:6380/"),
+            "rediss://app:***@r.example:6380/"
+        );
+        assert_eq!(
+            super::redacted("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
     }
 }

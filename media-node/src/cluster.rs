@@ -20,12 +20,12 @@ pub async fn heartbeat_loop(
     info: NodeInfo,
     media: MediaNodeHandle,
 ) {
-    tracing::info!(%redis_url, node = %info.id, "joining the cluster");
+    tracing::info!(redis_url = %conclave_common::cluster::redacted(&redis_url), node = %info.id, "joining the cluster");
     let store = loop {
         match ClusterStore::connect(&redis_url, &prefix).await {
             Ok(store) => break store,
             Err(e) => {
-                tracing::error!(%redis_url, error = %e, "redis unreachable; retrying");
+                tracing::error!(redis_url = %conclave_common::cluster::redacted(&redis_url), error = %e, "redis unreachable; retrying");
                 tokio::time::sleep(RETRY_DELAY).await;
             }
         }

@@ -112,7 +112,7 @@ async fn connect_cluster(redis_url: &str, prefix: &str) -> ClusterStore {
         match ClusterStore::connect(redis_url, prefix).await {
             Ok(store) => return store,
             Err(e) => {
-                tracing::error!(%redis_url, error = %e, "redis unreachable; retrying in 2 s");
+                tracing::error!(redis_url = %conclave_common::cluster::redacted(redis_url), error = %e, "redis unreachable; retrying in 2 s");
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
         }
