@@ -375,7 +375,19 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     if !signaling_up {
         return Err("signaling connection closed".into());
     }
+    // Leave politely and wait for `left`, so the node frees the peer at once instead of
+    // keeping it for a resume (which would weigh on the next run).
     let _ = send(&mut framed, &ClientMessage::Leave).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(frame)) = framed.next().await {
+            if let ws::Frame::Text(t) = frame {
+                if let Ok(ServerMessage::Left) = serde_json::from_slice(&t) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
     let _ = framed.close().await;
     Ok(())
 }

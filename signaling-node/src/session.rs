@@ -345,6 +345,16 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 "only unfragmented JSON text frames are accepted",
             ),
             Ok(ws::Message::Close(reason)) => {
+                // A deliberate close (normal, going away, or no code) ends the membership
+                // now; other codes (the web client's 4000 while it reconnects) and sockets
+                // that just die keep it for a `resume` within the grace period.
+                let deliberate = match &reason {
+                    None => true,
+                    Some(r) => matches!(r.code, CloseCode::Normal | CloseCode::Away),
+                };
+                if deliberate {
+                    self.drop_membership(LeaveReason::Disconnected);
+                }
                 ctx.close(reason);
                 ctx.stop();
             }
