@@ -73,37 +73,9 @@ fn parse_strict<T: DeserializeOwned + Serialize>(value: &Value) -> Result<T, Str
     Ok(parsed)
 }
 
-// The wire name of each variant. Exhaustive matches: adding a variant breaks the build here,
-// so the expected lists below cannot silently fall behind the types.
-
-fn client_id(m: &ClientMessage) -> &'static str {
-    match m {
-        ClientMessage::Join { .. } => "join",
-        ClientMessage::Offer { .. } => "offer",
-        ClientMessage::Answer { .. } => "answer",
-        ClientMessage::IceCandidate { .. } => "iceCandidate",
-        ClientMessage::SetAudio { .. } => "setAudio",
-        ClientMessage::SetVideo { .. } => "setVideo",
-        ClientMessage::Leave => "leave",
-        ClientMessage::Heartbeat => "heartbeat",
-        ClientMessage::Resume { .. } => "resume",
-    }
-}
-
-fn server_id(m: &ServerMessage) -> &'static str {
-    match m {
-        ServerMessage::Joined { .. } => "joined",
-        ServerMessage::Answer { .. } => "answer",
-        ServerMessage::ServerOffer { .. } => "serverOffer",
-        ServerMessage::ParticipantJoined { .. } => "participantJoined",
-        ServerMessage::ParticipantLeft { .. } => "participantLeft",
-        ServerMessage::ParticipantState { .. } => "participantState",
-        ServerMessage::MediaState { .. } => "mediaState",
-        ServerMessage::Left => "left",
-        ServerMessage::Error { .. } => "error",
-        ServerMessage::Heartbeat { .. } => "heartbeat",
-    }
-}
+// The wire name of each variant (browser messages: their own `id()`, an exhaustive match in
+// protocol.rs). Exhaustive matches: adding a variant breaks the build, so the expected lists
+// below cannot silently fall behind the types.
 
 fn command_type(c: &MediaCommand) -> &'static str {
     match c {
@@ -218,10 +190,10 @@ fn check_examples(text: &str) -> Covered {
             let client = parse_strict::<ClientMessage>(&value);
             let server = parse_strict::<ServerMessage>(&value);
             if let Ok(m) = &client {
-                covered.client.insert(client_id(m));
+                covered.client.insert(m.id());
             }
             if let Ok(m) = &server {
-                covered.server.insert(server_id(m));
+                covered.server.insert(m.id());
                 if let ServerMessage::Joined {
                     protocol_version, ..
                 } = m
