@@ -13,3 +13,5 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod room_state;
+#[cfg(feature = "test-support")]
+pub mod test_redis;

@@ -1,45 +1,12 @@
 //! Placement against a real Redis server (started here on a free 127.0.0.1 port, stopped by
 //! its PID at the end).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use conclave_common::cluster::{ClusterError, ClusterStore, NodeInfo, NODE_STALE_MS};
+use conclave_common::test_redis::TestRedis;
 use futures_util::future::join_all;
 
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (the test command installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis {
-        child,
-        url: format!("redis://127.0.0.1:{port}/"),
-    }
+fn start_redis() -> TestRedis {
+    TestRedis::start()
 }
 
 fn node(id: &str, capacity: u32) -> NodeInfo {

@@ -2,13 +2,13 @@
 //! its PID) and a local webhook server (actix-web on 127.0.0.1:0).
 
 use std::collections::VecDeque;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use conclave_common::presence::{PresenceEvent, PresenceKind};
+use conclave_common::test_redis::TestRedis;
 use conclave_signaling_node::presence::{
     read_stream, PresenceSettings, PresenceSink, PresenceStats, Publish, Stats, WebhookSettings,
 };
@@ -17,46 +17,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 const PREFIX: &str = "t:";
 
-/// A redis-server we started, killed by PID when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    url: String,
+fn start_redis() -> TestRedis {
+    TestRedis::start()
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis_on(port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (the test command installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Redis {
-        child,
-        port,
-        url: format!("redis://127.0.0.1:{port}/"),
-    }
-}
-
-fn start_redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    start_redis_on(port)
+fn start_redis_on(port: u16) -> TestRedis {
+    TestRedis::start_on(port)
 }
 
 /// A connection that fails fast while Redis is away (as `ClusterStore::connect` makes).

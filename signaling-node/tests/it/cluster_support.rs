@@ -19,32 +19,19 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use conclave_common::test_redis::{free_port, TestRedis};
 
-pub fn start_redis() -> (Proc, String) {
-    start_redis_on(free_port())
+pub fn start_redis() -> (TestRedis, String) {
+    let redis = TestRedis::start();
+    let url = redis.url.clone();
+    (redis, url)
 }
 
 /// A Redis server on `port` (to restart one where it was).
-pub fn start_redis_on(port: u16) -> (Proc, String) {
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (the test command installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), format!("redis://127.0.0.1:{port}/"))
+pub fn start_redis_on(port: u16) -> (TestRedis, String) {
+    let redis = TestRedis::start_on(port);
+    let url = redis.url.clone();
+    (redis, url)
 }
 
 pub fn media_node_bin() -> std::path::PathBuf {
