@@ -28,6 +28,17 @@ pub struct MemberRecord {
     pub resume_secret: String,
 }
 
+/// What removing a member found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// It was there and is removed.
+    Removed(MemberRecord),
+    /// It was not there (gone already, or lost with a Redis restart).
+    Absent,
+    /// Another signaling instance owns it (it resumed there): left alone.
+    OwnedBy(String),
+}
+
 /// A media node as the operators' node list shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,9 +75,9 @@ const LEAVE_MEMBER: &str = r#"
 local members, community_rooms, room_key = KEYS[1], KEYS[2], KEYS[3]
 local pid, room, instance, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local record = redis.call('HGET', members, pid)
-if not record then return false end
+if not record then return {'absent'} end
 local owner = cjson.decode(record)['signaling']
-if instance ~= '' and owner ~= instance then return false end
+if instance ~= '' and owner ~= instance then return {'owned', owner} end
 redis.call('HDEL', members, pid)
 redis.call('SREM', prefix .. 'signaling:' .. owner .. ':members', pid .. '@' .. room)
 if redis.call('HLEN', members) == 0 then
@@ -75,7 +86,7 @@ if redis.call('HLEN', members) == 0 then
   if node then redis.call('SREM', prefix .. 'node:' .. node .. ':rooms', room) end
   redis.call('DEL', room_key)
 end
-return record
+return {'removed', record}
 "#;
 
 /// Update a member's record, only if `instance` owns it.
@@ -143,17 +154,27 @@ return {current, redis.call('HVALS', members)}
 "#;
 
 /// Take over the instances dead for `ARGV[1]` ms or more: each is claimed by exactly one
-/// caller, which gets its member entries (`pid@room`) to clean up.
+/// caller (recorded in the cleanup hash until it is done), which gets its member entries
+/// (`pid@room`) to clean up. A claim is returned again to its claimer until it is finished
+/// (a failed cleanup is retried), and to anyone once its claimer is silent for `ARGV[5]` ms.
 const CLAIM_DEAD_SIGNALING: &str = r#"
-local instances, cutoff, prefix = KEYS[1], ARGV[1], ARGV[2]
-local out = {}
+local instances, cleanup = KEYS[1], KEYS[2]
+local cutoff, prefix, me, now, retake_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', instances, '-inf', cutoff)) do
   if redis.call('ZREM', instances, id) == 1 then
-    local set = prefix .. 'signaling:' .. id .. ':members'
-    local entries = redis.call('SMEMBERS', set)
-    redis.call('DEL', set)
+    redis.call('HSET', cleanup, id, me .. '|' .. now)
+  end
+end
+local out = {}
+local claims = redis.call('HGETALL', cleanup)
+for i = 1, #claims, 2 do
+  local id, claim = claims[i], claims[i + 1]
+  local sep = string.find(claim, '|', 1, true)
+  local claimer, since = string.sub(claim, 1, sep - 1), tonumber(string.sub(claim, sep + 1))
+  if claimer == me or now - since > retake_after then
+    redis.call('HSET', cleanup, id, me .. '|' .. now)
     table.insert(out, id)
-    table.insert(out, entries)
+    table.insert(out, redis.call('SMEMBERS', prefix .. 'signaling:' .. id .. ':members'))
   end
 end
 return out
@@ -217,17 +238,16 @@ impl ClusterStore {
         all.map(records).ok_or(ClusterError::RoomFull)
     }
 
-    /// Remove a member; with `only_instance`, only while that instance owns it. Returns the
-    /// removed record (`None`: it was gone or someone else's).
+    /// Remove a member; with `only_instance`, only while that instance owns it.
     pub async fn leave_member(
         &self,
         room: &str,
         community: &str,
         participant_id: &str,
         only_instance: Option<&str>,
-    ) -> Result<Option<MemberRecord>, ClusterError> {
+    ) -> Result<Left, ClusterError> {
         let mut conn = self.conn();
-        let removed: Option<String> = Script::new(LEAVE_MEMBER)
+        let outcome: Vec<String> = Script::new(LEAVE_MEMBER)
             .key(self.members_key(room))
             .key(self.community_rooms_key(community))
             .key(self.key(&format!("room:{room}")))
@@ -237,7 +257,14 @@ impl ClusterStore {
             .arg(self.prefix())
             .invoke_async(&mut conn)
             .await?;
-        Ok(removed.and_then(|r| serde_json::from_str(&r).ok()))
+        Ok(match outcome.as_slice() {
+            [status, record] if status == "removed" => match serde_json::from_str(record) {
+                Ok(record) => Left::Removed(record),
+                Err(_) => Left::Absent, // Not a record we wrote; it is gone now anyway.
+            },
+            [status, owner] if status == "owned" => Left::OwnedBy(owner.clone()),
+            _ => Left::Absent,
+        })
     }
 
     /// Store a member's new state; false if `record.signaling` does not own it any more.
@@ -349,18 +376,25 @@ impl ClusterStore {
         Ok(())
     }
 
-    /// Claim the instances silent for `dead_after_ms`: each is returned to one caller only,
-    /// with its members as `(participant_id, room)`.
+    /// Claim the instances silent for `dead_after_ms` for `me`: each is returned to one
+    /// caller only, with its members as `(participant_id, room)`, again at each call until
+    /// [`finish_dead_signaling`](Self::finish_dead_signaling) (so a cleanup cut short by a
+    /// Redis error is completed later, by `me` or, if `me` dies, by another survivor).
     pub async fn claim_dead_signaling(
         &self,
+        me: &str,
         now_ms: u64,
         dead_after_ms: u64,
     ) -> Result<Vec<(String, Vec<(String, String)>)>, ClusterError> {
         let mut conn = self.conn();
         let flat: Vec<redis::Value> = Script::new(CLAIM_DEAD_SIGNALING)
             .key(self.key("signaling"))
+            .key(self.key("signaling-cleanup"))
             .arg(now_ms.saturating_sub(dead_after_ms))
             .arg(self.prefix())
+            .arg(me)
+            .arg(now_ms)
+            .arg(dead_after_ms)
             .invoke_async(&mut conn)
             .await?;
         let mut out = Vec::new();
@@ -376,6 +410,18 @@ impl ClusterStore {
             out.push((id, members));
         }
         Ok(out)
+    }
+
+    /// A dead instance is cleaned up: forget it.
+    pub async fn finish_dead_signaling(&self, dead: &str) -> Result<(), ClusterError> {
+        let mut conn = self.conn();
+        redis::pipe()
+            .atomic()
+            .del(self.key(&format!("signaling:{dead}:members")))
+            .hdel(self.key("signaling-cleanup"), dead)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Publish a room event to every signaling instance.

@@ -2,6 +2,7 @@
 //! its PID at the end).
 
 use conclave_common::cluster::{ClusterError, ClusterStore, NodeInfo, NODE_STALE_MS};
+use conclave_common::room_state::Left;
 use conclave_common::test_redis::TestRedis;
 use futures_util::future::join_all;
 
@@ -209,16 +210,28 @@ mod members {
         ));
         assert_eq!(store.community_rooms("acme").await.unwrap(), [room]);
         // Only the owning instance removes its member (unless forced).
-        assert!(store
-            .leave_member(room, "acme", "b", Some("s1"))
-            .await
-            .unwrap()
-            .is_none());
+        assert_eq!(
+            store
+                .leave_member(room, "acme", "b", Some("s1"))
+                .await
+                .unwrap(),
+            Left::OwnedBy("s2".into())
+        );
         let removed = store
             .leave_member(room, "acme", "b", Some("s2"))
             .await
             .unwrap();
-        assert_eq!(removed.unwrap().participant.name, "B");
+        let Left::Removed(removed) = removed else {
+            panic!("not removed: {removed:?}");
+        };
+        assert_eq!(removed.participant.name, "B");
+        assert_eq!(
+            store
+                .leave_member(room, "acme", "b", Some("s2"))
+                .await
+                .unwrap(),
+            Left::Absent
+        );
         store
             .join_member(room, "acme", &member("c", "s1"), 2, TTL)
             .await
@@ -262,11 +275,13 @@ mod members {
         assert_eq!(mine.participant, member("a", "s1").participant);
         assert_eq!(ids(all), ["a", "b"]);
         // The old instance can no longer remove or update it; the new one can.
-        assert!(store
-            .leave_member(room, "acme", "a", Some("s1"))
-            .await
-            .unwrap()
-            .is_none());
+        assert_eq!(
+            store
+                .leave_member(room, "acme", "a", Some("s1"))
+                .await
+                .unwrap(),
+            Left::OwnedBy("s2".into())
+        );
         assert!(!store.update_member(room, &member("a", "s1")).await.unwrap());
         assert!(store.update_member(room, &member("a", "s2")).await.unwrap());
         // s1 died: sweeping it finds only b (a moved to s2).
@@ -279,16 +294,40 @@ mod members {
             .await
             .unwrap();
         let dead = store
-            .claim_dead_signaling(NOW + 20_000, 10_000)
+            .claim_dead_signaling("s2", NOW + 20_000, 10_000)
+            .await
+            .unwrap();
+        let s1_members = vec![("s1".to_string(), vec![("b".to_string(), room.to_string())])];
+        assert_eq!(dead, s1_members);
+        // Claimed once: another sweeper gets nothing...
+        assert!(store
+            .claim_dead_signaling("s3", NOW + 21_000, 10_000)
+            .await
+            .unwrap()
+            .is_empty());
+        // ...but the claimer gets it again until it is finished (its cleanup may have been
+        // cut short), and anyone does once the claimer is silent too.
+        assert_eq!(
+            store
+                .claim_dead_signaling("s2", NOW + 22_000, 10_000)
+                .await
+                .unwrap(),
+            s1_members
+        );
+        store
+            .signaling_heartbeat("s2", "http://s2", NOW + 35_000)
             .await
             .unwrap();
         assert_eq!(
-            dead,
-            vec![("s1".to_string(), vec![("b".to_string(), room.to_string())])]
+            store
+                .claim_dead_signaling("s3", NOW + 40_000, 10_000)
+                .await
+                .unwrap(),
+            s1_members
         );
-        // Claimed once: a second sweeper gets nothing.
+        store.finish_dead_signaling("s1").await.unwrap();
         assert!(store
-            .claim_dead_signaling(NOW + 20_000, 10_000)
+            .claim_dead_signaling("s3", NOW + 41_000, 10_000)
             .await
             .unwrap()
             .is_empty());

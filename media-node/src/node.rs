@@ -128,9 +128,11 @@ impl Handler<ToMediaNode> for MediaNode {
                 participant_id,
             } => {
                 if let Some(entry) = self.rooms.get(&room) {
+                    // Only the signaling node holding the peer may remove it: another one
+                    // (whose member resumed elsewhere meanwhile) must not cut it off.
                     entry.addr.do_send(RemovePeer {
                         participant_id,
-                        only_if_link: None,
+                        only_if_link: Some(reply_to),
                     });
                 }
             }

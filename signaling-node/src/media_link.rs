@@ -246,8 +246,12 @@ impl Handler<LinkDown> for MediaLink {
     /// The media node is gone (or never came): its peers are lost; retry shortly while
     /// rooms still use the link.
     fn handle(&mut self, _: LinkDown, ctx: &mut Context<Self>) {
-        if self.outbox.take().is_some() {
-            tracing::warn!("media link lost");
+        let was_up = self.outbox.take().is_some();
+        // A cluster node we cannot reach is as dead to its rooms as one whose link dropped
+        // (it may have died between placement and our first connect): they move now.
+        // A fixed node has no replacement, so rooms wait for it to come back.
+        if was_up || (self.on_demand && !self.rooms.is_empty()) {
+            tracing::warn!(up = was_up, "media link lost");
             for route in self.rooms.values() {
                 route.lost.do_send(MediaLinkLost);
             }

@@ -97,6 +97,8 @@ pub struct MoveRoom {
 pub struct LeaveRoom {
     pub participant_id: String,
     pub reason: LeaveReason,
+    /// The session leaving (ignored unless it is the member's current one).
+    pub session: Recipient<Outbound>,
 }
 
 /// Session -> registry: the room actor for `key`, created (and placed) if needed.

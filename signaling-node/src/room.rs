@@ -23,7 +23,7 @@ use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{
     ErrorCode, LeaveReason, MediaConnectionState, ParticipantInfo, ServerMessage, PROTOCOL_VERSION,
 };
-use conclave_common::room_state::MemberRecord;
+use conclave_common::room_state::{Left, MemberRecord};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::media_link::MediaLink;
@@ -142,6 +142,8 @@ struct LocalMember {
     evict: Option<Recipient<Evicted>>,
     /// Bumped at each drop, so an old grace timer knows it is stale.
     drops: u64,
+    /// Leaving (its record is being removed from Redis): not resumable, not re-asserted.
+    departing: bool,
 }
 
 pub struct Room {
@@ -252,7 +254,7 @@ impl Room {
 
     fn record(&self, participant_id: &str) -> Option<MemberRecord> {
         let member = self.roster.get(participant_id)?;
-        let local = self.local.get(participant_id)?;
+        let local = self.local.get(participant_id).filter(|l| !l.departing)?;
         Some(MemberRecord {
             participant: member.info.clone(),
             signaling: self.deps.instance.clone(),
@@ -394,6 +396,7 @@ impl Room {
                 session: Some(session),
                 evict: Some(evict),
                 drops: 0,
+                departing: false,
             },
         );
         self.presence(PresenceKind::Joined, &info, None);
@@ -405,6 +408,27 @@ impl Room {
             },
         );
         tracing::info!(room = %self.media_id, participant = %pid, user = %info.user_id, members = self.roster.len(), "joined");
+    }
+
+    /// The member's WebSocket is gone: keep it (and its media) for the resume grace period.
+    fn connection_lost(&mut self, pid: &str, ctx: &mut Context<Self>) {
+        let Some(local) = self.local.get_mut(pid) else {
+            return;
+        };
+        local.session = None;
+        local.drops += 1;
+        let drops = local.drops;
+        let pid = pid.to_string();
+        tracing::info!(room = %self.media_id, participant = %pid, "connection lost; waiting for resume");
+        ctx.run_later(self.deps.resume_grace, move |room, ctx| {
+            let expired = room
+                .local
+                .get(&pid)
+                .is_some_and(|m| m.session.is_none() && m.drops == drops);
+            if expired {
+                room.depart(&pid, LeaveReason::Disconnected, ctx);
+            }
+        });
     }
 
     fn joined(&self, pid: &str, resume_token_secret: String, resumed: bool) -> ServerMessage {
@@ -458,6 +482,10 @@ impl Room {
         let (Some(cluster), Some(redis)) = (&self.deps.cluster, &self.redis) else {
             return self.forget(pid, reason, true, ctx);
         };
+        match self.local.get_mut(pid) {
+            Some(local) if !local.departing => local.departing = true,
+            _ => return, // Not ours, or leaving already.
+        }
         let (store, room, community, me, id) = (
             cluster.store.clone(),
             self.media_id.clone(),
@@ -472,8 +500,9 @@ impl Room {
         ctx.spawn(settled(removed).into_actor(self).map(move |removed, room, ctx| {
             match removed {
                 // Resumed on another instance meanwhile: it is theirs now, not gone.
-                Ok(None) => room.hand_over(&pid, ctx),
-                Ok(Some(_)) => room.forget(&pid, reason, true, ctx),
+                Ok(Left::OwnedBy(_)) => room.hand_over(&pid, ctx),
+                // Absent: Redis lost it (restart); still ours to remove everywhere.
+                Ok(Left::Removed(_) | Left::Absent) => room.forget(&pid, reason, true, ctx),
                 Err(e) => {
                     // Our own record; the next successful assert drops it from Redis.
                     tracing::warn!(room = %room.media_id, participant = %pid, error = %e, "member record not removed");
@@ -590,6 +619,10 @@ impl Room {
             return;
         };
         let mine: Vec<MemberRecord> = self.local.keys().filter_map(|p| self.record(p)).collect();
+        if mine.is_empty() {
+            // Nothing of ours to keep alive (asserting would recreate the room's keys).
+            return;
+        }
         let (store, room, community, me) = (
             cluster.store.clone(),
             self.media_id.clone(),
@@ -730,6 +763,9 @@ impl Handler<JoinRoom> for Room {
                 .roster
                 .join(&self.key.room, msg.participant.clone())
                 .map(|_| self.admit(msg.participant, secret, msg.session, msg.evict));
+            if result.is_err() {
+                self.stop_if_unused(ctx);
+            }
             return AtomicResponse::new(Box::pin(fut::ready(result)));
         };
         let record = MemberRecord {
@@ -754,8 +790,15 @@ impl Handler<JoinRoom> for Room {
             evict,
         } = msg;
         AtomicResponse::new(Box::pin(settled(recorded).into_actor(self).map(
-            move |recorded, room, _| {
-                let all = recorded.map_err(unavailable)?;
+            move |recorded, room, ctx| {
+                let all = match recorded {
+                    Ok(all) => all,
+                    Err(e) => {
+                        // Refused: a room opened for this join closes again.
+                        room.stop_if_unused(ctx);
+                        return Err(unavailable(e));
+                    }
+                };
                 let others = all
                     .into_iter()
                     .filter(|r| r.participant.participant_id != participant.participant_id)
@@ -790,13 +833,15 @@ impl Handler<ResumeRoom> for Room {
             return AtomicResponse::new(Box::pin(fut::ready(Err(closing()))));
         }
         if let Some(local) = self.local.get(&msg.participant_id) {
-            let result = if local.resume_secret == msg.secret {
+            if local.departing || local.resume_secret != msg.secret {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(failed()))));
+            }
+            if self.deps.cluster.is_none() {
                 self.reattach(&msg.participant_id, msg.session, msg.evict);
-                Ok(())
-            } else {
-                Err(failed())
-            };
-            return AtomicResponse::new(Box::pin(fut::ready(result)));
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+            }
+            // Cluster mode: claimed in Redis as well, since it may have resumed on another
+            // instance in between (and come back here).
         }
         let (Some(cluster), Some(redis)) = (&self.deps.cluster, &self.redis) else {
             self.stop_if_unused(ctx);
@@ -815,20 +860,24 @@ impl Handler<ResumeRoom> for Room {
             move |claimed, room, ctx| match claimed {
                 Ok(Some((mine, all))) => {
                     let pid = msg.participant_id;
-                    room.roster.upsert_remote(mine.participant.clone());
-                    room.roster.set_remote(&pid, false);
-                    // Its peer lives on; the media node confirms when it hands it over.
-                    room.roster.set_media(&pid, MediaPhase::Active);
-                    metrics::PARTICIPANTS.inc();
-                    room.local.insert(
-                        pid.clone(),
-                        LocalMember {
-                            resume_secret: mine.resume_secret,
-                            session: None,
-                            evict: None,
-                            drops: 0,
-                        },
-                    );
+                    if !room.local.contains_key(&pid) {
+                        // Taken over from another instance.
+                        room.roster.upsert_remote(mine.participant.clone());
+                        room.roster.set_remote(&pid, false);
+                        // Its peer lives on; the media node confirms when it hands it over.
+                        room.roster.set_media(&pid, MediaPhase::Active);
+                        metrics::PARTICIPANTS.inc();
+                        room.local.insert(
+                            pid.clone(),
+                            LocalMember {
+                                resume_secret: mine.resume_secret,
+                                session: None,
+                                evict: None,
+                                drops: 0,
+                                departing: false,
+                            },
+                        );
+                    }
                     room.reconcile(all);
                     room.reattach(&pid, msg.session, msg.evict);
                     Ok(())
@@ -865,13 +914,14 @@ impl Handler<LeaveRoom> for Room {
     type Result = ();
     /// A member left (`leave`, or silent past the heartbeat timeout).
     fn handle(&mut self, msg: LeaveRoom, ctx: &mut Context<Self>) {
-        if !self.local.contains_key(&msg.participant_id) {
+        let Some(local) = self.local.get_mut(&msg.participant_id) else {
             return;
+        };
+        if local.session.as_ref() != Some(&msg.session) {
+            return; // An old session, already replaced by a resume.
         }
         // No more messages to a session that is leaving.
-        if let Some(local) = self.local.get_mut(&msg.participant_id) {
-            local.session = None;
-        }
+        local.session = None;
         self.depart(&msg.participant_id, msg.reason, ctx);
     }
 }
@@ -886,20 +936,7 @@ impl Handler<SessionLost> for Room {
         if local.session.as_ref() != Some(&msg.session) {
             return; // An old session, already replaced by a resume.
         }
-        local.session = None;
-        local.drops += 1;
-        let drops = local.drops;
-        let pid = msg.participant_id;
-        tracing::info!(room = %self.media_id, participant = %pid, "connection lost; waiting for resume");
-        ctx.run_later(self.deps.resume_grace, move |room, ctx| {
-            let expired = room
-                .local
-                .get(&pid)
-                .is_some_and(|m| m.session.is_none() && m.drops == drops);
-            if expired {
-                room.depart(&pid, LeaveReason::Disconnected, ctx);
-            }
-        });
+        self.connection_lost(&msg.participant_id, ctx);
     }
 }
 

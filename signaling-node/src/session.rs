@@ -269,6 +269,7 @@ impl Session {
                 m.room.do_send(LeaveRoom {
                     participant_id: m.participant_id,
                     reason: LeaveReason::Left,
+                    session: ctx.address().recipient(),
                 });
                 Self::send(ctx, &ServerMessage::Left);
             }
@@ -277,11 +278,12 @@ impl Session {
     }
 
     /// Leave the room (if any) for a reason other than `leave`.
-    fn drop_membership(&mut self, reason: LeaveReason) {
+    fn drop_membership(&mut self, reason: LeaveReason, ctx: &mut ws::WebsocketContext<Self>) {
         if let Some(m) = self.joined.take() {
             m.room.do_send(LeaveRoom {
                 participant_id: m.participant_id,
                 reason,
+                session: ctx.address().recipient(),
             });
         }
     }
@@ -302,7 +304,7 @@ impl Actor for Session {
         ctx.run_interval(self.deps.heartbeat_interval, |session, ctx| {
             if session.last_heard.elapsed() > session.deps.client_timeout {
                 tracing::info!("session timed out");
-                session.drop_membership(LeaveReason::Timeout);
+                session.drop_membership(LeaveReason::Timeout, ctx);
                 ctx.close(Some(CloseReason {
                     code: CloseCode::Away,
                     description: Some("heartbeat timeout".into()),
@@ -353,7 +355,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     Some(r) => matches!(r.code, CloseCode::Normal | CloseCode::Away),
                 };
                 if deliberate {
-                    self.drop_membership(LeaveReason::Disconnected);
+                    self.drop_membership(LeaveReason::Disconnected, ctx);
                 }
                 ctx.close(reason);
                 ctx.stop();

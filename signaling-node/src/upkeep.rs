@@ -11,7 +11,7 @@ use actix::Addr;
 use conclave_common::cluster::{now_ms, ClusterStore};
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ServerMessage};
-use conclave_common::room_state::SIGNALING_STALE_MS;
+use conclave_common::room_state::{Left, SIGNALING_STALE_MS};
 
 use crate::metrics;
 use crate::presence::{PresenceSink, Publish};
@@ -55,12 +55,16 @@ impl Upkeep {
         metrics::REDIS_UP.set(beat.is_ok() as i64);
         beat?;
         let dead_after = SIGNALING_STALE_MS + self.resume_grace.as_millis() as u64;
-        let claimed = self.store.claim_dead_signaling(now, dead_after);
+        let claimed = self
+            .store
+            .claim_dead_signaling(&self.instance, now, dead_after);
         for (dead, members) in metrics::timed("sweep", claimed).await? {
             tracing::info!(instance = %dead, members = members.len(), "cleaning up a dead signaling instance");
             for (pid, room) in members {
+                // On an error the claim stays ours and the next tick takes up what is left.
                 self.remove(&dead, &pid, &room).await?;
             }
+            self.store.finish_dead_signaling(&dead).await?;
         }
         Ok(())
     }
@@ -74,7 +78,7 @@ impl Upkeep {
         let Some((community, name)) = room.split_once('/') else {
             return Ok(());
         };
-        let Some(record) = self
+        let Left::Removed(record) = self
             .store
             .leave_member(room, community, pid, Some(dead))
             .await?

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use conclave_common::cluster::ClusterStore;
+use conclave_common::cluster::{ClusterStore, NodeInfo};
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -212,6 +212,86 @@ async fn the_room_cap_holds_across_signaling_nodes() {
 }
 
 #[actix_rt::test]
+async fn a_room_placed_on_a_node_that_cannot_be_reached_moves_to_a_live_one() {
+    let (_redis, redis_url) = start_redis();
+    let _b = spawn_media_node(&redis_url, "b", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["b"]).await;
+    // "a" heartbeats as a fresh, empty node (it wins placement), but nothing listens at its
+    // link: it died right after its last heartbeat.
+    let closed = free_port();
+    let ghost = NodeInfo {
+        id: "a".into(),
+        link_url: format!("ws://127.0.0.1:{closed}/internal/link"),
+        udp_addr: "127.0.0.1:9".into(),
+        capacity: 100,
+    };
+    store.heartbeat(&ghost, 0, false, now_ms()).await.unwrap();
+    let sig = signaling(&store, "sig-1", Duration::from_secs(1), 25);
+
+    let started = Instant::now();
+    let (mut c, reply) = join_and_offer(&sig, "u1", "stranded").await;
+    assert_eq!(reply["id"], "answer", "{reply}");
+    assert_eq!(
+        store.room_node("test/stranded").await.unwrap().as_deref(),
+        Some("b")
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The unreachable node is out of placement now, not after its heartbeat goes stale.
+    let (_c2, reply) = join_and_offer(&sig, "u2", "next").await;
+    assert_eq!(reply["id"], "answer", "{reply}");
+    assert_eq!(
+        store.room_node("test/next").await.unwrap().as_deref(),
+        Some("b")
+    );
+    c.send(json!({"id": "leave"})).await;
+    c.expect("left").await;
+}
+
+#[actix_rt::test]
+async fn sockets_closed_while_their_join_is_in_flight_leave_no_member_behind() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(1), 25);
+    let mut stays = sig.connect().await;
+    stays
+        .send(json!({"id": "join", "token": sig.token("stays", "hasty")}))
+        .await;
+    stays.expect("joined").await;
+
+    // Each sends `join` and is gone before the join's Redis round trip is done.
+    for i in 0..5 {
+        let mut hasty = sig.connect().await;
+        hasty
+            .send(json!({"id": "join", "token": sig.token(&format!("h{i}"), "hasty")}))
+            .await;
+        drop(hasty);
+    }
+    eventually(
+        Duration::from_secs(15),
+        "only the member who stays",
+        || async { store.room_members("test/hasty").await.unwrap().len() == 1 },
+    )
+    .await;
+    // The one who stayed saw each of them leave again (or never saw them).
+    let (mut joined, mut left) = (0, 0);
+    let until = Instant::now() + Duration::from_secs(5);
+    while let (Received::Message(m), true) = (
+        stays.recv(Duration::from_millis(500)).await,
+        Instant::now() < until,
+    ) {
+        match m["id"].as_str() {
+            Some("participantJoined") => joined += 1,
+            Some("participantLeft") => left += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(joined, left);
+}
+
+#[actix_rt::test]
 async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes() {
     let (_redis, redis_url) = start_redis();
     let _m = spawn_media_node(&redis_url, "m1", 100);
@@ -275,6 +355,55 @@ async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes()
     let l = bob.expect("participantLeft").await;
     assert_eq!(l["reason"], "left");
     assert_eq!(store.room_members("test/shared").await.unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_member_who_resumes_back_on_its_first_signaling_node_is_its_member_again() {
+    let (_redis, redis_url) = start_redis();
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let grace = Duration::from_secs(3);
+    let (s1, s2) = (
+        signaling(&store, "sig-1", grace, 25),
+        signaling(&store, "sig-2", grace, 25),
+    );
+    let (mut ann, ann_joined) = s1.join("ann", "back").await;
+    ann.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    ann.expect("answer").await;
+    let (mut bob, _) = s1.join("bob", "back").await;
+    let token = s1.token("ann", "back");
+    let resume_token = ann_joined["resumeToken"].as_str().unwrap().to_string();
+    let resume = json!({"id": "resume", "token": token, "resumeToken": resume_token});
+
+    // sig-1 -> sig-2 -> sig-1, each socket dropped; sig-1 still holds her (within its grace).
+    drop(ann);
+    let mut on_s2 = s2.connect().await;
+    on_s2.send(resume.clone()).await;
+    assert_eq!(on_s2.expect("joined").await["resumed"], true);
+    drop(on_s2);
+    let mut back = s1.connect().await;
+    back.send(resume).await;
+    assert_eq!(back.expect("joined").await["resumed"], true);
+    let owner = |members: Vec<conclave_common::room_state::MemberRecord>| {
+        members
+            .into_iter()
+            .find(|m| m.participant.user_id == "ann")
+            .map(|m| m.signaling)
+    };
+    let members = store.room_members("test/back").await.unwrap();
+    assert!(
+        owner(members).is_some_and(|o| o.starts_with("sig-1.")),
+        "sig-1 claimed her back in Redis"
+    );
+    // sig-2's grace runs out: it finds she is not its member any more and leaves her be.
+    actix_rt::time::sleep(grace + Duration::from_secs(1)).await;
+    let members = store.room_members("test/back").await.unwrap();
+    assert!(owner(members).is_some_and(|o| o.starts_with("sig-1.")));
+    bob.expect_silence(Duration::from_millis(500)).await;
+    back.send(json!({"id": "leave"})).await;
+    back.expect("left").await;
+    assert_eq!(bob.expect("participantLeft").await["reason"], "left");
 }
 
 #[actix_rt::test]
