@@ -38,13 +38,19 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
 /// At most one keyframe request per publisher track per this interval, however many
 /// subscribers ask: a keyframe is large and one serves everybody.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
-/// Packets kept per outgoing video stream for retransmission. str0m's default (1000) costs
-/// ≈ 1.2 MB per subscribed stream, times every subscription; 64 packets is ≈ 1 s of 500 kbps
-/// video. 32 measured worse in the seed benchmark: NACKs came too late for evicted packets
-/// (loss 0.02–0.05 %, p99 latency 30 ms instead of 0 % and 5 ms).
+/// At most this many packets kept per outgoing video stream for retransmission. str0m's
+/// default (1000) costs ≈ 1.2 MB per subscribed stream, times every subscription; 64 packets
+/// is ≈ 1 s of 500 kbps video, ≈ 230 ms of 2.5 Mbps. See also `RTX_MAX_AGE`.
 const SEND_BUFFER_VIDEO: usize = 64;
 /// Audio is not retransmitted (browsers do not NACK Opus); the buffer only stages packets.
 const SEND_BUFFER_AUDIO: usize = 8;
+/// Packets older than this are not kept for retransmission (str0m's default: 3 s), so a
+/// low-bitrate stream's cache stays small (see `configure_send_stream`). A NACK comes about
+/// one round trip after the loss and is repeated every round trip: 500 ms answers NACKs over
+/// round trips up to ≈ 400 ms (Janus keeps round trip + 100 ms, within 200 ms..1 s).
+const RTX_MAX_AGE: Duration = Duration::from_millis(500);
+/// str0m's default: stop resending when resends exceed this share of the bytes sent.
+const RTX_RATIO_CAP: f32 = 0.15;
 
 /// What every room's `Rtc`s share: the socket, the router and the address we advertise.
 #[derive(Clone)]
@@ -444,6 +450,7 @@ impl RoomSfu {
                 for t in &mut peer.tracks_out {
                     if let TrackOutState::Negotiating(m) = t.state {
                         t.state = TrackOutState::Open(m);
+                        configure_send_stream(&mut peer.rtc, m, t.kind);
                     }
                 }
                 peer.tracks_out
@@ -1029,6 +1036,34 @@ fn rx_mid(peer: &mut Peer, ssrc: Ssrc) -> Option<Mid> {
     let mid = peer.rtc.direct_api().stream_rx(&ssrc)?.mid();
     peer.rx_mids.push((ssrc, mid));
     Some(mid)
+}
+
+/// Size an outgoing stream's retransmission cache (called once, when its m-line opens).
+///
+/// str0m's cache (`EvictingBuffer`) starts at 10 slots and grows only while its entries are
+/// younger than `max_age`, up to `max_packets`; a slot is ≈ 430 bytes whatever the payload. So
+/// the age bounds it by time, which at a low bitrate is fewer slots: 500 kbps video keeps
+/// ≈ 35 instead of all 64 (seed: RSS per participant 1.83 -> 1.52 MiB), a 2.5 Mbps one still
+/// would fill the 64 (≈ 230 ms of it).
+///
+/// Audio is written non-NACKable, so it is never cached nor resent: without the resend ratio
+/// cap str0m also keeps no per-packet byte history for it.
+fn configure_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind) {
+    let configured = guarded(|| match rtc.direct_api().stream_tx_by_mid(mid, None) {
+        Some(tx) => {
+            match kind {
+                MediaKind::Audio => tx.set_rtx_cache(SEND_BUFFER_AUDIO, RTX_MAX_AGE, None),
+                MediaKind::Video => {
+                    tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_MAX_AGE, Some(RTX_RATIO_CAP))
+                }
+            }
+            true
+        }
+        None => false,
+    });
+    if configured != Some(true) {
+        tracing::debug!(%mid, "no send stream to size its retransmission cache");
+    }
 }
 
 /// How every participant's `Rtc` is configured (also used by the benchmarks, so they
