@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
+use conclave_common::protocol::MediaConnectionState;
 
 use crate::node::{LinkClosed, MediaNode};
 
@@ -121,6 +122,15 @@ impl Handler<FromMediaNode> for LinkSession {
     type Result = ();
     /// An event for the signaling node at the other end.
     fn handle(&mut self, msg: FromMediaNode, ctx: &mut Self::Context) {
+        if let MediaEvent::PeerState {
+            participant_id,
+            state: MediaConnectionState::Failed,
+            ..
+        } = &msg.0
+        {
+            // The room dropped the peer itself: no `removePeer` will come for it.
+            self.peers.remove(participant_id);
+        }
         Self::send_event(ctx, &msg.0);
     }
 }
