@@ -12,7 +12,7 @@ use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
 };
 
-use crate::auth::TokenKeys;
+use crate::auth::{Claims, TokenKeys};
 use crate::messages::*;
 use crate::metrics;
 use crate::registry::Registry;
@@ -129,19 +129,8 @@ impl Session {
         video: bool,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        if self.joined.is_some() || self.joining {
-            return Self::error(
-                ctx,
-                ErrorCode::AlreadyJoined,
-                "this session has joined already",
-            );
-        }
-        let claims = match self.deps.keys.verify(&token) {
-            Ok(c) => c,
-            Err(e) => {
-                metrics::JOINS.with_label_values(&[e.code().as_str()]).inc();
-                return Self::error(ctx, e.code(), e.to_string());
-            }
+        let Some(claims) = self.check_entry(&metrics::JOINS, &token, ctx) else {
+            return;
         };
         let name: String = name
             .or(claims.name.clone())
@@ -177,21 +166,8 @@ impl Session {
         resume_token: String,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        if self.joined.is_some() || self.joining {
-            return Self::error(
-                ctx,
-                ErrorCode::AlreadyJoined,
-                "this session has joined already",
-            );
-        }
-        let claims = match self.deps.keys.verify(&token) {
-            Ok(c) => c,
-            Err(e) => {
-                metrics::RESUMES
-                    .with_label_values(&[e.code().as_str()])
-                    .inc();
-                return Self::error(ctx, e.code(), e.to_string());
-            }
+        let Some(claims) = self.check_entry(&metrics::RESUMES, &token, ctx) else {
+            return;
         };
         let Some((pid, secret)) = resume_token.split_once('.') else {
             return Self::error(ctx, ErrorCode::ResumeFailed, "malformed resume token");
@@ -209,6 +185,32 @@ impl Session {
             session: session.clone(),
             evict: evict.clone(),
         });
+    }
+
+    /// The token's claims if this session may join (or resume) with it; otherwise the
+    /// client gets the error and `outcomes` counts it.
+    fn check_entry(
+        &self,
+        outcomes: &prometheus::IntCounterVec,
+        token: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Option<Claims> {
+        if self.joined.is_some() || self.joining {
+            Self::error(
+                ctx,
+                ErrorCode::AlreadyJoined,
+                "this session has joined already",
+            );
+            return None;
+        }
+        match self.deps.keys.verify(token) {
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                outcomes.with_label_values(&[e.code().as_str()]).inc();
+                Self::error(ctx, e.code(), e.to_string());
+                None
+            }
+        }
     }
 
     /// Find (or open) the room and send it `request` (a join or a resume), retrying when
