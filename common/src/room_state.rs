@@ -157,6 +157,7 @@ return {current, redis.call('HVALS', members)}
 /// caller (recorded in the cleanup hash until it is done), which gets its member entries
 /// (`pid@room`) to clean up. A claim is returned again to its claimer until it is finished
 /// (a failed cleanup is retried), and to anyone once its claimer is silent for `ARGV[5]` ms.
+/// An instance heartbeating again meanwhile is dropped from the cleanup.
 const CLAIM_DEAD_SIGNALING: &str = r#"
 local instances, cleanup = KEYS[1], KEYS[2]
 local cutoff, prefix, me, now, retake_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -169,9 +170,13 @@ local out = {}
 local claims = redis.call('HGETALL', cleanup)
 for i = 1, #claims, 2 do
   local id, claim = claims[i], claims[i + 1]
-  local sep = string.find(claim, '|', 1, true)
-  local claimer, since = string.sub(claim, 1, sep - 1), tonumber(string.sub(claim, sep + 1))
-  if claimer == me or now - since > retake_after then
+  local claimer, since = string.match(claim, '^(.*)|(%d+)$')
+  since = tonumber(since) or 0
+  local beat = redis.call('ZSCORE', instances, id)
+  if beat and tonumber(beat) > tonumber(cutoff) then
+    -- It came back: its members are live again, not ours to remove.
+    redis.call('HDEL', cleanup, id)
+  elseif claimer == me or now - since > retake_after then
     redis.call('HSET', cleanup, id, me .. '|' .. now)
     table.insert(out, id)
     table.insert(out, redis.call('SMEMBERS', prefix .. 'signaling:' .. id .. ':members'))

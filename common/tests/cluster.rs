@@ -331,6 +331,35 @@ mod members {
             .await
             .unwrap()
             .is_empty());
+        // An instance that heartbeats again while its cleanup is under way is left alone.
+        store
+            .signaling_heartbeat("s2", "http://s2", NOW + 42_000)
+            .await
+            .unwrap();
+        store
+            .signaling_heartbeat("s1", "http://s1", NOW + 30_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_dead_signaling("s2", NOW + 45_000, 10_000)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "s1 is dead again and claimed"
+        );
+        store
+            .signaling_heartbeat("s1", "http://s1", NOW + 46_000)
+            .await
+            .unwrap();
+        for claimer in ["s2", "s3"] {
+            assert!(store
+                .claim_dead_signaling(claimer, NOW + 50_000, 10_000)
+                .await
+                .unwrap()
+                .is_empty());
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -44,6 +44,9 @@ pub struct MediaLink {
     waiting: Vec<MediaCommand>,
     /// Stop once down with no rooms (cluster links, opened per node on demand).
     on_demand: bool,
+    /// The rooms were told the node is unreachable since the link was last up (told once:
+    /// a node alive in Redis but unreachable from here must not be marked down every second).
+    unreachable_told: bool,
 }
 
 /// Most commands kept while connecting.
@@ -67,6 +70,7 @@ impl MediaLink {
             outbox: None,
             waiting: Vec::new(),
             on_demand: false,
+            unreachable_told: false,
         }
     }
 
@@ -225,6 +229,15 @@ impl Handler<RegisterRoom> for MediaLink {
 impl Handler<UnregisterRoom> for MediaLink {
     type Result = ();
     fn handle(&mut self, msg: UnregisterRoom, _: &mut Context<Self>) {
+        // The room's commands still waiting for the link will not be sent: refuse them now,
+        // while the room can still be told.
+        let (theirs, others) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|cmd| cmd.room() == msg.key);
+        self.waiting = others;
+        for cmd in &theirs {
+            self.refuse(cmd);
+        }
         self.rooms.remove(&msg.key);
     }
 }
@@ -238,6 +251,7 @@ impl Handler<LinkUp> for MediaLink {
             }
         }
         self.outbox = Some(msg.0);
+        self.unreachable_told = false;
     }
 }
 
@@ -250,10 +264,12 @@ impl Handler<LinkDown> for MediaLink {
         // A cluster node we cannot reach is as dead to its rooms as one whose link dropped
         // (it may have died between placement and our first connect): they move now.
         // A fixed node has no replacement, so rooms wait for it to come back.
-        if was_up || (self.on_demand && !self.rooms.is_empty()) {
+        let unreachable = self.on_demand && !self.rooms.is_empty() && !self.unreachable_told;
+        if was_up || unreachable {
             tracing::warn!(up = was_up, "media link lost");
+            self.unreachable_told = self.on_demand;
             for route in self.rooms.values() {
-                route.lost.do_send(MediaLinkLost);
+                route.lost.do_send(MediaLinkLost(ctx.address()));
             }
         }
         for cmd in std::mem::take(&mut self.waiting) {

@@ -137,10 +137,11 @@ pub struct UnregisterRoom {
     pub key: String,
 }
 
-/// Media link -> rooms: the link to the media node dropped; its peers are gone.
-#[derive(Debug, Message, Clone)]
+/// Media link -> rooms: the link to the media node dropped (or could not connect); its peers
+/// are gone. Names the link, so a room that moved meanwhile ignores a stale report.
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct MediaLinkLost;
+pub struct MediaLinkLost(pub Addr<crate::media_link::MediaLink>);
 
 /// A room's identity: the community it belongs to and its name there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -493,9 +493,17 @@ impl Room {
             self.deps.instance.clone(),
             pid.to_string(),
         );
-        let removed = redis.run("leave", async move {
-            store.leave_member(&room, &community, &id, Some(&me)).await
-        });
+        let leave = move || {
+            let (store, room, community, me, id) = (
+                store.clone(),
+                room.clone(),
+                community.clone(),
+                me.clone(),
+                id.clone(),
+            );
+            async move { store.leave_member(&room, &community, &id, Some(&me)).await }
+        };
+        let removed = redis.run("leave", leave());
         let pid = pid.to_string();
         ctx.spawn(settled(removed).into_actor(self).map(move |removed, room, ctx| {
             match removed {
@@ -504,8 +512,19 @@ impl Room {
                 // Absent: Redis lost it (restart); still ours to remove everywhere.
                 Ok(Left::Removed(_) | Left::Absent) => room.forget(&pid, reason, true, ctx),
                 Err(e) => {
-                    // Our own record; the next successful assert drops it from Redis.
-                    tracing::warn!(room = %room.media_id, participant = %pid, error = %e, "member record not removed");
+                    tracing::warn!(room = %room.media_id, participant = %pid, error = %e, "member record not removed; retrying in the background");
+                    // The room may close now (no assertion would then drop the record), so
+                    // the removal is retried on its own, a bounded number of times.
+                    let participant = pid.clone();
+                    actix::spawn(async move {
+                        for wait_secs in [1, 2, 4, 8, 16, 32] {
+                            tokio::time::sleep(Duration::from_secs(wait_secs)).await;
+                            if leave().await.is_ok() {
+                                return;
+                            }
+                        }
+                        tracing::warn!(%participant, "member record left in Redis");
+                    });
                     room.forget(&pid, reason, true, ctx)
                 }
             }
@@ -882,6 +901,12 @@ impl Handler<ResumeRoom> for Room {
                     room.reattach(&pid, msg.session, msg.evict);
                     Ok(())
                 }
+                // Held here (secret checked above) but Redis cannot confirm it: Redis is down
+                // or lost its data. The member is still ours; the next assertion rewrites it.
+                Ok(None) | Err(_) if room.local.contains_key(&msg.participant_id) => {
+                    room.reattach(&msg.participant_id, msg.session, msg.evict);
+                    Ok(())
+                }
                 Ok(None) => {
                     room.stop_if_unused(ctx);
                     Err(failed())
@@ -1004,7 +1029,10 @@ impl Handler<MediaLinkLost> for Room {
     type Result = ();
     /// The media node went away: every peer is gone. In cluster mode the room moves to a
     /// live node at once; otherwise it waits for the link to come back.
-    fn handle(&mut self, _: MediaLinkLost, ctx: &mut Context<Self>) {
+    fn handle(&mut self, lost: MediaLinkLost, ctx: &mut Context<Self>) {
+        if lost.0 != self.link {
+            return; // From the link of a node the room has left.
+        }
         if self.deps.cluster.is_some() {
             if !self.moving {
                 self.move_media(self.media_node.clone(), ctx);
