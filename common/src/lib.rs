@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod room_state;
+pub mod shutdown;
 #[cfg(feature = "test-support")]
 pub mod test_redis;

@@ -149,15 +149,7 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
 /// over when their links drop.
 pub async fn drain_on_signal(media: MediaNodeHandle, timeout: std::time::Duration) {
     use std::sync::atomic::Ordering::Relaxed;
-    let signal = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-        }
-    };
-    let name = signal.await;
+    let name = conclave_common::shutdown::stop_signal().await;
     media.draining.store(true, Relaxed);
     conclave_common::metrics::DRAINING.set(1);
     media.heartbeat_now.notify_one();

@@ -205,15 +205,7 @@ pub fn serve_internal(
 /// — or after `timeout`.
 pub async fn drain_on_signal(services: Services, timeout: Duration) {
     use std::sync::atomic::Ordering::Relaxed;
-    let signal = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-        }
-    };
-    let name = signal.await;
+    let name = conclave_common::shutdown::stop_signal().await;
     let state = &services.state;
     state.draining.store(true, Relaxed);
     conclave_common::metrics::DRAINING.set(1);
