@@ -66,12 +66,18 @@ test('SIGTERM on a media node with a live call: drain, no new rooms, exit 0 when
   await h.join(ann, live, 'Ann');
   await h.join(ben, live, 'Ben');
   assert.equal(await roomNode(url, live), 'media-1');
+  await waitMediaFrom(ann, [ben.participantId]);
+  await waitMediaFrom(ben, [ann.participantId]);
+  // Placement reads the heartbeats' true counts: wait until media-1's says 2 (a heartbeat
+  // sent before the peers existed would say 0 and win the next room on the id tie).
+  await waitFor('media-1 reports its 2 participants', async () => {
+    const nodes = JSON.parse((await httpGet(`${url}/api/nodes`)).body).mediaNodes;
+    return nodes.some((n) => n.id === 'media-1' && n.participants === 2);
+  });
   const other = roomName('other');
   const cat = await h.openPage(url, { room: other, name: 'Cat' });
   await h.join(cat, other, 'Cat');
   assert.equal(await roomNode(url, other), 'media-2');
-  await waitMediaFrom(ann, [ben.participantId]);
-  await waitMediaFrom(ben, [ann.participantId]);
 
   const drained = media['media-1'];
   assert.equal((await httpGet(`${drained.internal}/readyz`)).status, 200);
