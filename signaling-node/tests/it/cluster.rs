@@ -36,6 +36,25 @@ fn signaling(store: &ClusterStore, id: &str, grace: Duration, room_cap: usize) -
     )
 }
 
+/// Redis and one registered media node `m1` (capacity 100), killed when dropped.
+struct OneMediaNode {
+    _redis: TestRedis,
+    _media: Proc,
+    store: ClusterStore,
+}
+
+async fn one_media_node() -> OneMediaNode {
+    let (redis, redis_url) = start_redis();
+    let (media, _, _) = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    OneMediaNode {
+        _redis: redis,
+        _media: media,
+        store,
+    }
+}
+
 /// Every node's participant count in Redis equals `expected` (within a few heartbeats).
 async fn counts_settle(store: &ClusterStore, expected: &[(&str, u32)]) {
     for (id, n) in expected {
@@ -181,10 +200,8 @@ async fn twenty_racing_joins_through_two_signaling_nodes_share_one_room_on_one_m
 
 #[actix_rt::test]
 async fn the_room_cap_holds_across_signaling_nodes() {
-    let (_redis, redis_url) = start_redis();
-    let _m = spawn_media_node(&redis_url, "m1", 100);
-    let store = store(&redis_url).await;
-    registered(&store, &["m1"]).await;
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
     let sig = [
         signaling(&store, "sig-1", Duration::from_secs(1), 5),
         signaling(&store, "sig-2", Duration::from_secs(1), 5),
@@ -250,10 +267,8 @@ async fn a_room_placed_on_a_node_that_cannot_be_reached_moves_to_a_live_one() {
 
 #[actix_rt::test]
 async fn sockets_dropped_right_after_join_leave_no_member_behind() {
-    let (_redis, redis_url) = start_redis();
-    let _m = spawn_media_node(&redis_url, "m1", 100);
-    let store = store(&redis_url).await;
-    registered(&store, &["m1"]).await;
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
     let sig = signaling(&store, "sig-1", Duration::from_secs(1), 25);
     let mut stays = sig.connect().await;
     stays
@@ -297,10 +312,8 @@ async fn sockets_dropped_right_after_join_leave_no_member_behind() {
 
 #[actix_rt::test]
 async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes() {
-    let (_redis, redis_url) = start_redis();
-    let _m = spawn_media_node(&redis_url, "m1", 100);
-    let store = store(&redis_url).await;
-    registered(&store, &["m1"]).await;
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
     let grace = Duration::from_secs(5);
     let (s1, s2) = (
         signaling(&store, "sig-1", grace, 25),
@@ -363,10 +376,8 @@ async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes()
 
 #[actix_rt::test]
 async fn a_member_who_resumes_back_on_its_first_signaling_node_is_its_member_again() {
-    let (_redis, redis_url) = start_redis();
-    let _m = spawn_media_node(&redis_url, "m1", 100);
-    let store = store(&redis_url).await;
-    registered(&store, &["m1"]).await;
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
     let grace = Duration::from_secs(3);
     let (s1, s2) = (
         signaling(&store, "sig-1", grace, 25),
@@ -679,10 +690,8 @@ fn ev(
 
 #[actix_rt::test]
 async fn a_presence_consumer_sees_the_exact_sequence_and_catches_up_after_a_restart() {
-    let (_redis, redis_url) = start_redis();
-    let _m = spawn_media_node(&redis_url, "m1", 100);
-    let store = store(&redis_url).await;
-    registered(&store, &["m1"]).await;
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
     let sig = signaling(&store, "sig-1", Duration::from_secs(1), 25);
 
     let (mut ann, _) = sig.join("ann", "voice").await;
