@@ -15,6 +15,8 @@ use crate::util::already_happened;
 #[derive(Debug)]
 pub struct EvictingBuffer<T> {
     buf: Vec<Option<Entry<T>>>,
+    /// Size to allocate on the first push (allocation is lazy).
+    initial_size: usize,
     /// How long to keep entries for.
     max_age: Duration,
     /// The maximum size allowed to grow to. Once this sized is reached, new pushed
@@ -53,7 +55,9 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            // Allocated on first push, a never used buffer costs nothing.
+            buf: Vec::new(),
+            initial_size,
             max_age,
             max_size,
             last_position: None,
@@ -75,6 +79,10 @@ impl<T> EvictingBuffer<T> {
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
     pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
+        if self.buf.is_empty() && !self.max_age.is_zero() {
+            self.buf = prepare_buf(self.initial_size);
+        }
+
         if self.is_inert() {
             return;
         }
@@ -119,7 +127,6 @@ impl<T> EvictingBuffer<T> {
     }
 
     /// Get the entry for the previously inserted position.
-    #[allow(unused)]
     pub fn get(&self, position: u64) -> Option<&T> {
         if self.is_inert() {
             return None;
@@ -129,20 +136,6 @@ impl<T> EvictingBuffer<T> {
         if let Some(entry) = &self.buf[index] {
             if entry.position == position {
                 return Some(&entry.value);
-            }
-        }
-        None
-    }
-
-    pub fn get_mut(&mut self, position: u64) -> Option<&mut T> {
-        if self.is_inert() {
-            return None;
-        }
-
-        let index = (position % self.buf.len() as u64) as usize;
-        if let Some(entry) = &mut self.buf[index] {
-            if entry.position == position {
-                return Some(&mut entry.value);
             }
         }
         None

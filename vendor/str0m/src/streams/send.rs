@@ -141,6 +141,9 @@ pub struct StreamTx {
     /// Dummy packet for resends. Used between poll_packet and poll_packet_padding
     blank_packet: RtpPacket,
 
+    /// A cached packet rebuilt for a resend (allocated on first resend).
+    resend_packet: Option<Box<RtpPacket>>,
+
     /// Cache of sent packets to be able to answer to NACKs as well as
     /// sending spurious resends as padding.
     rtx_cache: RtxCache,
@@ -379,6 +382,7 @@ impl StreamTx {
             resends: VecDeque::new(),
             padding: 0,
             blank_packet: RtpPacket::blank(),
+            resend_packet: None,
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
@@ -577,12 +581,12 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if let Some(next) = self.poll_packet_resend(now) {
+        let (next, is_padding) = if let Some(next) = self.poll_packet_resend(now, exts) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
             (next, false)
         } else {
-            let next = self.poll_packet_padding(now)?;
+            let next = self.poll_packet_padding(now, exts)?;
             (next, true)
         };
 
@@ -812,7 +816,8 @@ impl StreamTx {
                 .pop(now)
                 .expect("head of send_queue to be there");
             if pkt.nackable {
-                self.rtx_cache.cache_sent_packet(pkt, now);
+                self.rtx_cache
+                    .cache_sent_packet(pkt, &buf[..header_len], now);
             }
         }
 
@@ -860,7 +865,7 @@ impl StreamTx {
         ratio
     }
 
-    fn poll_packet_resend(&mut self, now: Instant) -> Option<NextPacket<'_>> {
+    fn poll_packet_resend(&mut self, now: Instant, exts: &ExtensionMap) -> Option<NextPacket<'_>> {
         if let Some(ratio_cap) = self.rtx_ratio_cap {
             let ratio = self.rtx_ratio_downsampled(now);
 
@@ -882,15 +887,16 @@ impl StreamTx {
                 continue;
             };
 
-            // Cached packets must be nackable. This is ensured before adding the
+            // Cached packets are nackable. This is ensured before adding the
             // entry to the self.rtx_cache.
-            assert!(pkt.nackable);
-
-            break pkt.seq_no;
+            break pkt.seq_no();
         };
 
-        // Borrow checker gymnastics.
-        let pkt = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+        let cached = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+        let pkt = &mut **self
+            .resend_packet
+            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        cached.materialize(exts, pkt)?;
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, true);
@@ -930,7 +936,11 @@ impl StreamTx {
         })
     }
 
-    fn poll_packet_padding(&mut self, _now: Instant) -> Option<NextPacket> {
+    fn poll_packet_padding(
+        &mut self,
+        _now: Instant,
+        exts: &ExtensionMap,
+    ) -> Option<NextPacket<'_>> {
         if !self.padding_enabled() {
             self.padding = 0;
             return None;
@@ -947,10 +957,16 @@ impl StreamTx {
                 // is a headroom since we can accept slightly larger padding than asked for.
                 let max_size = (self.padding * 2).min(self.mtu_warn - MAX_RTP_OVERHEAD);
 
-                let Some(pkt) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
+                let Some(cached) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
                     // Couldn't find spurious packet, try a blank packet instead.
                     break 'outer;
                 };
+                let pkt = &mut **self
+                    .resend_packet
+                    .get_or_insert_with(|| Box::new(RtpPacket::blank()));
+                if cached.materialize(exts, pkt).is_none() {
+                    break 'outer;
+                }
 
                 let orig_seq_no = pkt.seq_no;
                 let seq_no = self.seq_no_rtx.inc();
@@ -1072,7 +1088,7 @@ impl StreamTx {
             let resend = Resend {
                 seq_no,
                 queued_at: now,
-                payload_size: packet.payload.len(),
+                payload_size: packet.payload_len(),
             };
             self.resends.push_back(resend);
         }

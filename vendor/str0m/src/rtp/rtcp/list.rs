@@ -2,8 +2,13 @@ use std::fmt;
 use std::ops::Index;
 
 /// List containing max 31 items.
+///
+/// Heap backed (allocated on first push) so that an empty or short list costs 24 bytes
+/// instead of 31 inline slots.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ReportList<T>([Option<T>; 31]);
+pub struct ReportList<T>(Vec<T>);
+
+const MAX_ITEMS: usize = 31;
 
 impl<T> ReportList<T> {
     pub(crate) fn new() -> Self {
@@ -12,17 +17,17 @@ impl<T> ReportList<T> {
 
     /// Number of elements in the list.
     pub fn len(&self) -> usize {
-        self.0.iter().position(|i| i.is_none()).unwrap_or(31)
+        self.0.len()
     }
 
     pub(crate) fn push(&mut self, v: T) {
-        let pos = self.len();
-        self.0[pos] = Some(v);
+        assert!(self.0.len() < MAX_ITEMS, "ReportList is full");
+        self.0.push(v);
     }
 
     /// Get element at position.
     pub fn get(&self, i: usize) -> Option<&T> {
-        self.0[i].as_ref()
+        self.0.get(i)
     }
 
     /// Iterator over the elements in the list.
@@ -40,7 +45,7 @@ impl<T> ReportList<T> {
         let mut current = Self::default();
 
         for (i, item) in iterator.into_iter().enumerate() {
-            if i % 31 == 0 && i != 0 {
+            if i % MAX_ITEMS == 0 && i != 0 {
                 result.push(current);
                 current = Self::default();
             }
@@ -56,47 +61,28 @@ impl<T> ReportList<T> {
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.len() == 31
+        self.len() == MAX_ITEMS
     }
 }
 
 impl<T: private::WordSized> ReportList<T> {
     pub(crate) fn append_all_possible(&mut self, other: &mut Self, mut words_left: usize) -> usize {
-        // Position where we start inserting in self.
-        let pos = self.len();
-
         // Max number we can move.
-        let max = (31 - pos).min(other.len());
+        let max = (MAX_ITEMS - self.len()).min(other.len());
 
-        // after this loop ends, i will hold the number of items moved.
+        // Count how many of the leading items of other fit.
         let mut i = 0;
-        loop {
-            if i == max {
-                break;
-            }
-
-            // first borrow item from other, to check the item size will fit.
-            let item = other.0[i].as_ref().unwrap();
-            let item_size = item.word_size();
-
-            // can we fit one more item?
+        while i < max {
+            let item_size = other.0[i].word_size();
             if words_left < item_size {
                 break;
             }
-
-            // it fits, move it.
-            self.0[pos + i] = other.0[i].take();
-
-            // reduce space left.
             words_left -= item_size;
-
             i += 1;
         }
 
-        // shift down remaining in other
-        for j in i..31 {
-            other.0[j - i] = other.0[j].take();
-        }
+        // Move them over, remaining items in other shift down.
+        self.0.extend(other.0.drain(..i));
 
         // return number of appended items.
         i
@@ -113,18 +99,13 @@ impl<T> Index<usize> for ReportList<T> {
     type Output = T;
 
     fn index(&self, index: usize) -> &Self::Output {
-        self.0[index].as_ref().unwrap()
+        &self.0[index]
     }
 }
 
 impl<T> Default for ReportList<T> {
     fn default() -> Self {
-        // We don't want to require T: Copy.
-        ReportList([
-            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-            None, None, None,
-        ])
+        ReportList(Vec::new())
     }
 }
 
@@ -133,7 +114,7 @@ impl<'a, T> IntoIterator for &'a ReportList<T> {
     type IntoIter = Iter<'a, T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        Iter(self, 0)
+        Iter(self.0.iter())
     }
 }
 
@@ -142,28 +123,19 @@ impl<T> IntoIterator for ReportList<T> {
     type IntoIter = IterOwned<T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        IterOwned(self, 0)
+        IterOwned(self.0.into_iter())
     }
 }
 
-pub struct Iter<'a, T>(&'a ReportList<T>, usize);
+pub struct Iter<'a, T>(std::slice::Iter<'a, T>);
 
-pub struct IterOwned<T>(ReportList<T>, usize);
+pub struct IterOwned<T>(std::vec::IntoIter<T>);
 
 impl<'a, T> Iterator for Iter<'a, T> {
     type Item = &'a T;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.1 > 30 {
-            return None;
-        }
-
-        let n = self.0.0[self.1].as_ref();
-        if n.is_some() {
-            self.1 += 1;
-        }
-
-        n
+        self.0.next()
     }
 }
 
@@ -171,15 +143,7 @@ impl<T> Iterator for IterOwned<T> {
     type Item = T;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.1 > 30 {
-            return None;
-        }
-
-        let n = self.0.0[self.1].take();
-        if n.is_some() {
-            self.1 += 1;
-        }
-        n
+        self.0.next()
     }
 }
 
@@ -195,7 +159,7 @@ impl<T: fmt::Debug> fmt::Debug for ReportList<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "[")?;
         let len = self.len();
-        for (i, s) in self.0.iter().filter_map(|f| f.as_ref()).enumerate() {
+        for (i, s) in self.0.iter().enumerate() {
             if i == len - 1 {
                 write!(f, "{s:?}")?;
             } else {
