@@ -32,6 +32,10 @@ pub struct LoadConfig {
     pub bind_ip: std::net::IpAddr,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Drop this share (percent) of the video packets each participant receives, before its
+    /// client sees them: a lossy last mile. The node repairs them by NACK and retransmission,
+    /// so `loss_percent` is what stays lost. 0: drop nothing.
+    pub video_loss_percent: f64,
 }
 
 /// Live counters for the progress line.
@@ -72,6 +76,10 @@ pub struct Summary {
     pub forwarded_per_cpu_second: Option<f64>,
     pub media_peak_rss_mib: Option<f64>,
     pub media_rss_per_participant_kib: Option<f64>,
+    /// Video packets the participants dropped on purpose (`video_loss_percent`).
+    pub video_packets_dropped: u64,
+    /// Retransmitted (RTX) packets the participants received.
+    pub retransmissions_received: u64,
 }
 
 /// Run the load and summarise it. Blocks the calling thread until the run ends.
@@ -121,6 +129,7 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
                 bind_ip: cfg.bind_ip,
                 window: (window_start, stop_at),
                 joined_counter: progress.joined.clone(),
+                drop_video_every: drop_every(cfg.video_loss_percent),
             });
         }
     }
@@ -356,7 +365,15 @@ fn summarise(
             }
             _ => None,
         },
+        video_packets_dropped: reports.iter().map(|r| r.video_dropped).sum(),
+        retransmissions_received: reports.iter().map(|r| r.rtx_received).sum(),
     }
+}
+
+/// Dropping `percent` of the packets is dropping every n-th one (evenly spread, so runs
+/// compare). `None` for 0.
+fn drop_every(percent: f64) -> Option<u64> {
+    (percent > 0.0).then(|| (100.0 / percent).round().max(1.0) as u64)
 }
 
 /// The human summary table.
@@ -400,6 +417,14 @@ pub fn table(s: &Summary) -> String {
     row(
         "media node RSS per participant",
         opt(s.media_rss_per_participant_kib, "KiB"),
+    );
+    row(
+        "video packets dropped (--video-loss)",
+        s.video_packets_dropped.to_string(),
+    );
+    row(
+        "retransmissions received",
+        s.retransmissions_received.to_string(),
     );
     for e in &s.errors {
         out.push_str(&format!("error: {e}\n"));

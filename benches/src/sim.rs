@@ -19,6 +19,10 @@ use tokio::net::UdpSocket;
 
 use crate::payload::{self, Stamp};
 
+/// `drop_video_every` drops nothing this close to the end of publishing: a receiver learns
+/// of a lost packet (and NACKs it) only from a later one.
+const NO_DROP_BEFORE_STOP: Duration = Duration::from_millis(500);
+
 /// What a participant sends.
 #[derive(Debug, Clone)]
 pub struct MediaPlan {
@@ -51,6 +55,9 @@ pub struct ParticipantPlan {
     pub window: (Instant, Instant),
     /// Counted up when `joined` arrives (the progress line).
     pub joined_counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Drop every n-th video packet received (first transmissions only, never their
+    /// retransmissions, and not in the last 0.5 s of publishing) before the client sees it.
+    pub drop_video_every: Option<u64>,
 }
 
 /// Reception from one publisher of one kind.
@@ -158,6 +165,10 @@ pub struct ParticipantReport {
     pub last_seq: [Option<u64>; 2],
     /// RTP packets received inside the plan's window.
     pub window_packets: u64,
+    /// Video packets dropped on purpose (`drop_video_every`).
+    pub video_dropped: u64,
+    /// Retransmissions (RTX packets) received.
+    pub rtx_received: u64,
     window: (Instant, Instant),
     pub error: Option<String>,
 }
@@ -175,6 +186,8 @@ impl ParticipantReport {
             sent_frames: [0, 0],
             last_seq: [None, None],
             window_packets: 0,
+            video_dropped: 0,
+            rtx_received: 0,
             window,
             error: None,
         }
@@ -277,6 +290,7 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     let mut next_timeout;
     let mut media_enabled = false;
     let mut signaling_up = true;
+    let mut video_seen: u64 = 0;
 
     loop {
         // Drain str0m until it wants time.
@@ -351,6 +365,21 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
             }
             received = socket.recv_from(&mut buf) => {
                 if let Ok((n, source)) = received {
+                    // The video payload types as negotiated: the codec's and its RTX's.
+                    let video = rtc.codec_config().find(|p| p.spec().codec == Codec::Vp8).map(|p| (p.pt(), p.resend()));
+                    match (rtp_payload_type(&buf[..n]), video) {
+                        (Some(pt), Some((_, Some(rtx)))) if pt == *rtx => report.rtx_received += 1,
+                        (Some(pt), Some((vp8, _))) if pt == *vp8 => {
+                            video_seen += 1;
+                            // Not at the very end: only a later packet reveals the gap.
+                            let may_drop = Instant::now() + NO_DROP_BEFORE_STOP < plan.stop_at;
+                            if may_drop && plan.drop_video_every.is_some_and(|every| video_seen.is_multiple_of(every)) {
+                                report.video_dropped += 1;
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
                     if let Ok(r) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
                         rtc.handle_input(Input::Receive(Instant::now(), r)).map_err(|e| e.to_string())?;
                     }
@@ -390,6 +419,17 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     .await;
     let _ = framed.close().await;
     Ok(())
+}
+
+/// The payload type of an RTP datagram (SRTP leaves the header in the clear); `None` for
+/// STUN, DTLS and RTCP.
+fn rtp_payload_type(datagram: &[u8]) -> Option<u8> {
+    if datagram.len() < 12 || datagram[0] >> 6 != 2 {
+        return None;
+    }
+    let pt = datagram[1] & 0x7f;
+    // RTCP packet types 192..=223 read as 64..=95 here; RFC 5761 keeps RTP out of that range.
+    (!(64..=95).contains(&pt)).then_some(pt)
 }
 
 fn on_event(

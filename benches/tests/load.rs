@@ -88,6 +88,7 @@ fn config(node: &Node, participants: u32, secs: f64) -> LoadConfig {
         room_prefix: "t".into(),
         bind_ip: "127.0.0.1".parse().unwrap(),
         progress: false,
+        video_loss_percent: 0.0,
     }
 }
 
@@ -106,6 +107,26 @@ fn a_short_run_reports_no_loss_and_sane_latency() {
     assert!(s.forwarded_per_cpu_second.unwrap() > 0.0);
     let j = s.join_to_first_media_ms.clone().unwrap();
     assert!(j.max < 5000.0, "{j:?}");
+}
+
+/// A lossy last mile: every 20th video packet a participant receives is dropped before its
+/// client sees it. The client NACKs, the node resends from its retransmission cache (RTX),
+/// and every frame still arrives.
+#[test]
+fn dropped_video_packets_are_repaired_by_retransmission() {
+    let node = start_node();
+    let mut cfg = config(&node, 3, 3.0);
+    cfg.video_loss_percent = 5.0;
+    let s = load::run(&cfg).unwrap();
+    assert_eq!(s.failed, 0, "{:?}", s.errors);
+    assert!(s.video_packets_dropped > 20, "{s:?}");
+    assert!(
+        s.retransmissions_received >= s.video_packets_dropped,
+        "each dropped packet was resent: {s:?}"
+    );
+    assert!(s.frames_expected > 100, "{s:?}");
+    assert_eq!(s.frames_received, s.frames_expected, "{s:?}");
+    assert_eq!(s.loss_percent, 0.0);
 }
 
 #[test]
@@ -146,6 +167,8 @@ fn bad_arguments_get_clear_errors() {
         (&["--url", "http://127.0.0.1:1"], "cannot reach"),
         (&["--mix", "smell"], "invalid value"),
         (&["--media-pid", "4000000000"], "4000000000"),
+        (&["--video-loss", "60"], "--video-loss"),
+        (&["--floor", "--video-loss", "5"], "cannot be used with"),
     ];
     for (args, expect) in cases {
         let out = Command::new(bin).args(*args).output().unwrap();

@@ -67,6 +67,12 @@ struct Cli {
     /// Local IP for the participants' UDP sockets.
     #[arg(long, default_value = "127.0.0.1")]
     bind_ip: IpAddr,
+    /// Drop this percentage of the video packets each participant receives (evenly spread,
+    /// before the client sees them), as a lossy last mile would: shows NACK and
+    /// retransmission at work. The reported loss is what stays lost after repair. Nothing is
+    /// dropped in the last 0.5 s of publishing, where no later packet would reveal the gap.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "floor")]
+    video_loss: f64,
     /// Write the summary as JSON to this file (`-` for stdout, instead of the table).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -97,6 +103,9 @@ fn main() {
     if cli.fps == 0 || cli.fps > 120 {
         fail("--fps must be 1..=120");
     }
+    if !(0.0..=50.0).contains(&cli.video_loss) {
+        fail("--video-loss must be a percentage in [0, 50]");
+    }
     let cfg = LoadConfig {
         url: cli.url.trim_end_matches('/').to_string(),
         rooms: cli.rooms,
@@ -118,6 +127,7 @@ fn main() {
         room_prefix: cli.room_prefix,
         bind_ip: cli.bind_ip,
         progress: cli.json.as_deref() != Some(std::path::Path::new("-")),
+        video_loss_percent: cli.video_loss,
     };
     if cli.floor {
         let floor_cfg = FloorConfig {
