@@ -27,7 +27,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
 use crate::metrics;
@@ -845,8 +845,8 @@ fn forward(
     )
     .marker(pkt.header.marker)
     // Media extensions (audio level, orientation...) pass through; str0m rewrites the
-    // per-hop ones (mid, rid, abs-send-time, transport-cc) as it sends.
-    .ext_vals(pkt.header.ext_vals.clone())
+    // per-hop ones (abs-send-time, transport-cc) as it sends.
+    .ext_vals(subscriber_ext_vals(&pkt.header.ext_vals))
     .nackable(track.kind == MediaKind::Video);
     let rtc = &mut sub.rtc;
     let written = guarded(|| match rtc.direct_api().stream_tx_by_mid(mid, None) {
@@ -1066,6 +1066,18 @@ fn configure_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind) {
     }
 }
 
+/// A publisher's header extension values as they may go to a subscriber. Its stream
+/// identity (mid, rid) must not: str0m writes the subscriber's own mid only until the
+/// subscriber acknowledges the SSRC, and a browser that then saw the publisher's mid would
+/// route the packets to whatever m-line has that mid on its side.
+fn subscriber_ext_vals(publisher: &ExtensionValues) -> ExtensionValues {
+    let mut ext = publisher.clone();
+    ext.mid = None;
+    ext.rid = None;
+    ext.rid_repair = None;
+    ext
+}
+
 /// How every participant's `Rtc` is configured (also used by the benchmarks, so they
 /// measure what runs).
 pub fn rtc_config() -> RtcConfig {
@@ -1205,5 +1217,26 @@ impl Handler<PeerCount> for RoomSfu {
     type Result = usize;
     fn handle(&mut self, _: PeerCount, _: &mut Context<Self>) -> usize {
         self.peers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publishers_stream_identity_does_not_reach_subscribers_but_media_extensions_do() {
+        let publisher = ExtensionValues {
+            mid: Some("0".into()),
+            rid: Some("h".into()),
+            rid_repair: Some("h".into()),
+            audio_level: Some(-30),
+            voice_activity: Some(true),
+            ..Default::default()
+        };
+        let out = subscriber_ext_vals(&publisher);
+        assert_eq!((out.mid, out.rid, out.rid_repair), (None, None, None));
+        assert_eq!(out.audio_level, Some(-30));
+        assert_eq!(out.voice_activity, Some(true));
     }
 }

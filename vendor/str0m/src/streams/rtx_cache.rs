@@ -36,6 +36,8 @@ impl CachedPacket {
     /// Rebuild the sent packet into `out`. `None` if the header no longer parses.
     pub fn materialize(&self, exts: &ExtensionMap, out: &mut RtpPacket) -> Option<()> {
         out.header = RtpHeader::parse(&self.header, exts)?;
+        // Media packets are sent unpadded; never let a padding bit cut the resent payload.
+        out.header.has_padding = false;
         out.seq_no = self.seq_no;
         out.time = self.time;
         out.payload = self.payload.clone();

@@ -467,6 +467,7 @@ impl StreamTx {
     ) {
         // Dump old cache to avoid having to deal with resizing logic inside the cache impl.
         self.rtx_cache = RtxCache::new(max_packets, max_age);
+        self.resend_packet = None;
         if rtx_ratio_cap.is_some() {
             self.stats
                 .bytes_transmitted
@@ -1340,6 +1341,8 @@ impl StreamTx {
         self.send_queue.clear();
         self.queue_info = None;
         self.rtx_cache.clear();
+        // The last rebuilt resend holds its payload; it is not part of the cache any more.
+        self.resend_packet = None;
         self.resends.clear();
         self.padding = 0;
     }
