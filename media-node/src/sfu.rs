@@ -845,8 +845,8 @@ fn forward(
     )
     .marker(pkt.header.marker)
     // Media extensions (audio level, orientation...) pass through; str0m rewrites the
-    // per-hop ones (abs-send-time, transport-cc) as it sends.
-    .ext_vals(subscriber_ext_vals(&pkt.header.ext_vals))
+    // per-hop ones (abs-send-time, transport-cc) as it sends; mid and rid were stripped.
+    .ext_vals(pkt.header.ext_vals.clone())
     .nackable(track.kind == MediaKind::Video);
     let rtc = &mut sub.rtc;
     let written = guarded(|| match rtc.direct_api().stream_tx_by_mid(mid, None) {
@@ -958,11 +958,12 @@ fn on_event(peer: &mut Peer, event: Event, room: &str, out: &mut Vec<Propagated>
                 kind: added.kind,
             });
         }
-        Event::RtpPacket(packet) => {
+        Event::RtpPacket(mut packet) => {
             // Padding (bandwidth probes) carries nothing to forward.
             if packet.payload.is_empty() {
                 return;
             }
+            strip_stream_identity(&mut packet.header.ext_vals);
             let Some(mid) = rx_mid(peer, packet.header.ssrc) else {
                 return;
             };
@@ -1066,16 +1067,14 @@ fn configure_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind) {
     }
 }
 
-/// A publisher's header extension values as they may go to a subscriber. Its stream
-/// identity (mid, rid) must not: str0m writes the subscriber's own mid only until the
-/// subscriber acknowledges the SSRC, and a browser that then saw the publisher's mid would
-/// route the packets to whatever m-line has that mid on its side.
-fn subscriber_ext_vals(publisher: &ExtensionValues) -> ExtensionValues {
-    let mut ext = publisher.clone();
+/// A publisher's stream identity (mid, rid) must not go to subscribers with its media:
+/// str0m writes the subscriber's own mid only until the subscriber acknowledges the SSRC,
+/// and a browser that then saw the publisher's mid would route the packets to whatever
+/// m-line has that mid on its side. Other extensions (audio level...) pass through.
+fn strip_stream_identity(ext: &mut ExtensionValues) {
     ext.mid = None;
     ext.rid = None;
     ext.rid_repair = None;
-    ext
 }
 
 /// How every participant's `Rtc` is configured (also used by the benchmarks, so they
@@ -1226,7 +1225,7 @@ mod tests {
 
     #[test]
     fn a_publishers_stream_identity_does_not_reach_subscribers_but_media_extensions_do() {
-        let publisher = ExtensionValues {
+        let mut ext = ExtensionValues {
             mid: Some("0".into()),
             rid: Some("h".into()),
             rid_repair: Some("h".into()),
@@ -1234,9 +1233,9 @@ mod tests {
             voice_activity: Some(true),
             ..Default::default()
         };
-        let out = subscriber_ext_vals(&publisher);
-        assert_eq!((out.mid, out.rid, out.rid_repair), (None, None, None));
-        assert_eq!(out.audio_level, Some(-30));
-        assert_eq!(out.voice_activity, Some(true));
+        strip_stream_identity(&mut ext);
+        assert_eq!((ext.mid, ext.rid, ext.rid_repair), (None, None, None));
+        assert_eq!(ext.audio_level, Some(-30));
+        assert_eq!(ext.voice_activity, Some(true));
     }
 }
