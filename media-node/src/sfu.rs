@@ -35,6 +35,9 @@ use crate::udp::{PeerKey, Route, RouterHandle, RouterUpdate};
 
 /// A peer whose ICE stays disconnected this long is dropped (the browser has gone).
 const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
+/// A peer whose media has not connected this long after it was added is dropped: with no
+/// usable candidate ICE never reports a failure, and the peer would hold its room's media.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// At most one keyframe request per publisher track per this interval, however many
 /// subscribers ask: a keyframe is large and one serves everybody.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -189,6 +192,8 @@ struct Peer {
     dirty: bool,
     /// DTLS is up and media can flow.
     connected: bool,
+    /// When the peer was added (see `CONNECT_DEADLINE`).
+    added_at: Instant,
     disconnected_since: Option<Instant>,
     /// The `Rtc` panicked or failed: remove at the next opportunity.
     dead: bool,
@@ -405,6 +410,7 @@ impl RoomSfu {
             next_timeout: now,
             dirty: true,
             connected: false,
+            added_at: now,
             disconnected_since: None,
             dead: false,
             nacks_seen: Vec::new(),
@@ -451,6 +457,14 @@ impl RoomSfu {
                     if let TrackOutState::Negotiating(m) = t.state {
                         t.state = TrackOutState::Open(m);
                         configure_send_stream(&mut peer.rtc, m, t.kind);
+                    }
+                }
+                // str0m keeps a stopped m-line's send stream (its cache, its sender
+                // reports) until the m-line is reused; drop it now that both sides agree.
+                for t in &peer.tracks_out {
+                    if let TrackOutState::NegotiatingStop(m) = t.state {
+                        remove_send_stream(&mut peer.rtc, m);
+                        peer.nacks_seen.retain(|(mid, _)| *mid != m);
                     }
                 }
                 peer.tracks_out
@@ -543,11 +557,13 @@ impl RoomSfu {
                 }
                 peer.dirty = true;
             }
-            if let Some(since) = peer.disconnected_since {
-                if now.duration_since(since) > DISCONNECT_GRACE && !peer.dead {
-                    metrics::ICE_FAILURES.inc();
-                    peer.dead = true;
-                }
+            let gone = match peer.disconnected_since {
+                Some(since) => now.duration_since(since) > DISCONNECT_GRACE,
+                None => !peer.connected && now.duration_since(peer.added_at) > CONNECT_DEADLINE,
+            };
+            if gone && !peer.dead {
+                metrics::ICE_FAILURES.inc();
+                peer.dead = true;
             }
         }
         self.drive(ctx);
@@ -660,7 +676,13 @@ impl RoomSfu {
                 params,
                 packet,
             } => {
-                for sub in self.peers.iter_mut().filter(|o| o.key != from && !o.dead) {
+                // Only to connected subscribers: before DTLS, str0m would queue the packets
+                // unsent (without bound if it never connects) and burst them out stale.
+                for sub in self
+                    .peers
+                    .iter_mut()
+                    .filter(|o| o.key != from && o.connected && !o.dead)
+                {
                     if forward(sub, from, mid, params, &packet) {
                         self.forwarded += 1;
                     }
@@ -835,7 +857,12 @@ fn forward(
     // publisher's extended sequence number is by now.
     let seq_in = *pkt.seq_no;
     let base = *track.seq_base.get_or_insert(seq_in & !0xFFFF);
-    let seq: SeqNo = seq_in.wrapping_sub(base).into();
+    // A packet from before the first one forwarded (reordered across a 16-bit wrap) cannot
+    // be numbered in this stream.
+    let Some(seq) = seq_in.checked_sub(base) else {
+        return false;
+    };
+    let seq: SeqNo = seq.into();
     let write = RtpWrite::new(
         pt,
         seq,
@@ -1064,6 +1091,14 @@ fn configure_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind) {
     });
     if configured != Some(true) {
         tracing::debug!(%mid, "no send stream to size its retransmission cache");
+    }
+}
+
+/// Drop the send stream of a stopped m-line.
+fn remove_send_stream(rtc: &mut Rtc, mid: Mid) {
+    let mut api = rtc.direct_api();
+    if let Some(ssrc) = api.stream_tx_by_mid(mid, None).map(|tx| tx.ssrc()) {
+        api.remove_stream_tx(ssrc);
     }
 }
 
