@@ -1,10 +1,10 @@
 //! Room events over the WebSocket: roster, joins, leaves, state changes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{start, valid_offer, Options};
+use crate::support::{start, valid_offer, Options, Received};
 
 #[actix_rt::test]
 async fn roster_events_and_state_reach_every_member() {
@@ -91,4 +91,34 @@ async fn each_offer_is_answered_with_our_media_address() {
         assert!(!sdp.contains("H264"), "{sdp}");
     }
     // Track announcements (`serverOffer`) need connected media: see the browser tests.
+}
+
+/// A peer whose media never connects (an offer without candidates, and no UDP ever sent: ICE
+/// has nothing to fail on) is dropped after the connect deadline (30 s), and its participant
+/// is told; it stays in the room.
+#[actix_rt::test]
+async fn media_that_never_connects_is_dropped_after_the_deadline() {
+    let server = start(Options {
+        client_timeout: Duration::from_secs(120),
+        ..Default::default()
+    });
+    let (mut a, _) = server.join("a", "never-connects").await;
+    a.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    a.expect("answer").await;
+    let offered = Instant::now();
+    loop {
+        match a.recv(Duration::from_secs(45)).await {
+            Received::Message(v) if v["id"] == "mediaState" && v["state"] == "failed" => break,
+            Received::Message(v) if v["id"] == "mediaState" => {}
+            other => panic!("expected mediaState failed, got {other:?}"),
+        }
+    }
+    assert!(
+        offered.elapsed() >= Duration::from_secs(25),
+        "dropped too early: {:?}",
+        offered.elapsed()
+    );
+    // Still a member: the room answers a new offer.
+    a.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    a.expect("answer").await;
 }
