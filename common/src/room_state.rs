@@ -56,134 +56,31 @@ pub struct NodeStatus {
 
 /// Join: refuse when full (a member already recorded may come back), else record the
 /// member, index the room and the member's instance; return every member.
-const JOIN_MEMBER: &str = r#"
-local members, community_rooms, instance_members = KEYS[1], KEYS[2], KEYS[3]
-local pid, record, cap, room, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-if redis.call('HEXISTS', members, pid) == 0 and redis.call('HLEN', members) >= cap then
-  return false
-end
-redis.call('HSET', members, pid, record)
-redis.call('PEXPIRE', members, ttl)
-redis.call('SADD', community_rooms, room)
-redis.call('SADD', instance_members, pid .. '@' .. room)
-return redis.call('HVALS', members)
-"#;
+const JOIN_MEMBER: &str = include_str!("cluster/scripts/join_member.lua");
 
 /// Leave: remove the member (only if `instance` still owns it, when given); when the room is
 /// empty drop its records everywhere. Returns the removed record, or nil.
-const LEAVE_MEMBER: &str = r#"
-local members, community_rooms, room_key = KEYS[1], KEYS[2], KEYS[3]
-local pid, room, instance, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local record = redis.call('HGET', members, pid)
-if not record then return {'absent'} end
-local owner = cjson.decode(record)['signaling']
-if instance ~= '' and owner ~= instance then return {'owned', owner} end
-redis.call('HDEL', members, pid)
-redis.call('SREM', prefix .. 'signaling:' .. owner .. ':members', pid .. '@' .. room)
-if redis.call('HLEN', members) == 0 then
-  redis.call('SREM', community_rooms, room)
-  local node = redis.call('GET', room_key)
-  if node then redis.call('SREM', prefix .. 'node:' .. node .. ':rooms', room) end
-  redis.call('DEL', room_key)
-end
-return {'removed', record}
-"#;
+const LEAVE_MEMBER: &str = include_str!("cluster/scripts/leave_member.lua");
 
 /// Update a member's record, only if `instance` owns it.
-const UPDATE_MEMBER: &str = r#"
-local record = redis.call('HGET', KEYS[1], ARGV[1])
-if not record or cjson.decode(record)['signaling'] ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"#;
+const UPDATE_MEMBER: &str = include_str!("cluster/scripts/update_member.lua");
 
 /// Resume: hand the member to `instance` if the secret matches; return the new record and
 /// every member.
-const CLAIM_MEMBER: &str = r#"
-local members = KEYS[1]
-local pid, secret, instance, room, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local record = redis.call('HGET', members, pid)
-if not record then return false end
-local r = cjson.decode(record)
-if r['resumeSecret'] ~= secret then return false end
-redis.call('SREM', prefix .. 'signaling:' .. r['signaling'] .. ':members', pid .. '@' .. room)
-r['signaling'] = instance
-local claimed = cjson.encode(r)
-redis.call('HSET', members, pid, claimed)
-redis.call('SADD', prefix .. 'signaling:' .. instance .. ':members', pid .. '@' .. room)
-return {claimed, redis.call('HVALS', members)}
-"#;
+const CLAIM_MEMBER: &str = include_str!("cluster/scripts/claim_member.lua");
 
 /// Periodic re-assertion by one instance of one room (recreates everything after a Redis
 /// restart, drops records of its own that it no longer has): room -> node unless the room
 /// already names one, the room in its node's and community's sets, exactly `ARGV[6..]` as
 /// this instance's members. Returns the room's node and every member.
-const ASSERT_ROOM: &str = r#"
-local members, community_rooms, room_key, instance_members = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local room, node, instance, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local mine = {}
-for i = 6, #ARGV, 2 do
-  mine[ARGV[i]] = true
-  local existing = redis.call('HGET', members, ARGV[i])
-  -- A member resumed on another instance is theirs now.
-  if not existing or cjson.decode(existing)['signaling'] == instance then
-    redis.call('HSET', members, ARGV[i], ARGV[i + 1])
-    redis.call('SADD', instance_members, ARGV[i] .. '@' .. room)
-  end
-end
-local all = redis.call('HGETALL', members)
-for i = 1, #all, 2 do
-  if not mine[all[i]] and cjson.decode(all[i + 1])['signaling'] == instance then
-    redis.call('HDEL', members, all[i])
-    redis.call('SREM', instance_members, all[i] .. '@' .. room)
-  end
-end
-if redis.call('HLEN', members) > 0 then
-  redis.call('PEXPIRE', members, ttl)
-  redis.call('SADD', community_rooms, room)
-end
-local current = redis.call('GET', room_key)
-if not current then
-  redis.call('SET', room_key, node, 'PX', ttl)
-  current = node
-elseif current == node then
-  redis.call('PEXPIRE', room_key, ttl)
-end
-redis.call('SADD', prefix .. 'node:' .. current .. ':rooms', room)
-return {current, redis.call('HVALS', members)}
-"#;
+const ASSERT_ROOM: &str = include_str!("cluster/scripts/assert_room.lua");
 
 /// Take over the instances dead for `ARGV[1]` ms or more: each is claimed by exactly one
 /// caller (recorded in the cleanup hash until it is done), which gets its member entries
 /// (`pid@room`) to clean up. A claim is returned again to its claimer until it is finished
 /// (a failed cleanup is retried), and to anyone once its claimer is silent for `ARGV[5]` ms.
 /// An instance heartbeating again meanwhile is dropped from the cleanup.
-const CLAIM_DEAD_SIGNALING: &str = r#"
-local instances, cleanup = KEYS[1], KEYS[2]
-local cutoff, prefix, me, now, retake_after = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', instances, '-inf', cutoff)) do
-  if redis.call('ZREM', instances, id) == 1 then
-    redis.call('HSET', cleanup, id, me .. '|' .. now)
-  end
-end
-local out = {}
-local claims = redis.call('HGETALL', cleanup)
-for i = 1, #claims, 2 do
-  local id, claim = claims[i], claims[i + 1]
-  local claimer, since = string.match(claim, '^(.*)|(%d+)$')
-  since = tonumber(since) or 0
-  local beat = redis.call('ZSCORE', instances, id)
-  if beat and tonumber(beat) > tonumber(cutoff) then
-    -- It came back: its members are live again, not ours to remove.
-    redis.call('HDEL', cleanup, id)
-  elseif claimer == me or now - since > retake_after then
-    redis.call('HSET', cleanup, id, me .. '|' .. now)
-    table.insert(out, id)
-    table.insert(out, redis.call('SMEMBERS', prefix .. 'signaling:' .. id .. ':members'))
-  end
-end
-return out
-"#;
+const CLAIM_DEAD_SIGNALING: &str = include_str!("cluster/scripts/claim_dead_signaling.lua");
 
 /// `link_url`, `udp_addr`, `capacity`, `participants`, `hb`, `draining` of a node hash.
 type NodeFields = (
