@@ -2,17 +2,32 @@
 //!
 //! # Layout
 //! - [`protocol`]: browser <-> signaling-node messages (JSON over WebSocket).
-//! - [`cluster`]: cluster state in Redis (node registry, least-loaded room placement).
-//! - [`room_state`]: rooms shared by several signaling nodes (members, events, instances).
 //! - [`link`]: signaling-node <-> media-node messages (JSON over the internal WebSocket, or
 //!   actix messages in-process).
+//! - [`cluster`]: the cluster store, all shared state in Redis behind one `ClusterStore`:
+//!   `cluster/store.rs` (connection, errors, key names), then one file per keyspace:
+//!   `cluster/nodes.rs` (media nodes, placement), `cluster/rooms.rs` (rooms and members),
+//!   `cluster/instances.rs` (signaling instances), `cluster/events.rs` (room events), and
+//!   `cluster/scripts/*.lua` (the Lua scripts).
+//! - [`presence`]: presence events for listeners outside the call (format and key names).
+//! - [`metrics`]: the Prometheus registry and metrics both node kinds share.
+//! - [`shutdown`]: the stop signal both node kinds drain on.
+//! - `test_redis` (feature `test-support`): real `redis-server` processes for tests.
+//!
+//! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol`; the others
+//! use no sibling.
 
 pub mod cluster;
 pub mod link;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
-pub mod room_state;
 pub mod shutdown;
 #[cfg(feature = "test-support")]
 pub mod test_redis;
+
+/// The old path of the room types, from when they lived in their own file: the same items as
+/// [`cluster`] exports (prefer `conclave_common::cluster::*` in new code).
+pub mod room_state {
+    pub use crate::cluster::{Left, MemberRecord, NodeStatus, SIGNALING_STALE_MS};
+}

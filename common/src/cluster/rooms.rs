@@ -1,0 +1,209 @@
+//! Rooms and their members, shared by several signaling instances: who is in each room, on
+//! which instance their session lives, and the indexes kept beside them (a community's rooms,
+//! an instance's members). Join, leave, update, resume (claim) and the periodic re-assertion
+//! are each one Lua script in `scripts/`, atomic on the server.
+
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use super::store::{ClusterError, ClusterStore};
+use crate::protocol::ParticipantInfo;
+
+/// Join: refuse when full (a member already recorded may come back), else record the
+/// member, index the room and the member's instance; return every member.
+const JOIN_MEMBER: &str = include_str!("scripts/join_member.lua");
+
+/// Leave: remove the member (only if `instance` still owns it, when given); when the room is
+/// empty drop its records everywhere. Returns the removed record, or nil.
+const LEAVE_MEMBER: &str = include_str!("scripts/leave_member.lua");
+
+/// Update a member's record, only if `instance` owns it.
+const UPDATE_MEMBER: &str = include_str!("scripts/update_member.lua");
+
+/// Resume: hand the member to `instance` if the secret matches; return the new record and
+/// every member.
+const CLAIM_MEMBER: &str = include_str!("scripts/claim_member.lua");
+
+/// Periodic re-assertion by one instance of one room (recreates everything after a Redis
+/// restart, drops records of its own that it no longer has): room -> node unless the room
+/// already names one, the room in its node's and community's sets, exactly `ARGV[6..]` as
+/// this instance's members. Returns the room's node and every member.
+const ASSERT_ROOM: &str = include_str!("scripts/assert_room.lua");
+
+/// A member of a room as recorded in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRecord {
+    #[serde(flatten)]
+    pub participant: ParticipantInfo,
+    /// The signaling instance holding the member's session (the only one that writes it).
+    pub signaling: String,
+    /// Proves a `resume` comes from the member's own browser.
+    pub resume_secret: String,
+}
+
+/// What removing a member found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// It was there and is removed.
+    Removed(MemberRecord),
+    /// It was not there (gone already, or lost with a Redis restart).
+    Absent,
+    /// Another signaling instance owns it (it resumed there): left alone.
+    OwnedBy(String),
+}
+
+fn records(values: Vec<String>) -> Vec<MemberRecord> {
+    values
+        .iter()
+        .filter_map(|v| serde_json::from_str(v).ok())
+        .collect()
+}
+
+fn encode(record: &MemberRecord) -> String {
+    // Invariant: a struct of strings and booleans always serializes.
+    serde_json::to_string(record).expect("member record serializes")
+}
+
+impl ClusterStore {
+    /// Record a member joining `room` (`community/name`); `RoomFull` when it holds `cap`.
+    /// Returns every member, the new one included.
+    pub async fn join_member(
+        &self,
+        room: &str,
+        community: &str,
+        record: &MemberRecord,
+        cap: usize,
+        ttl_ms: u64,
+    ) -> Result<Vec<MemberRecord>, ClusterError> {
+        let mut conn = self.conn();
+        let all: Option<Vec<String>> = Script::new(JOIN_MEMBER)
+            .key(self.members_key(room))
+            .key(self.community_rooms_key(community))
+            .key(self.instance_members_key(&record.signaling))
+            .arg(&record.participant.participant_id)
+            .arg(encode(record))
+            .arg(cap)
+            .arg(room)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        all.map(records).ok_or(ClusterError::RoomFull)
+    }
+
+    /// Remove a member; with `only_instance`, only while that instance owns it.
+    pub async fn leave_member(
+        &self,
+        room: &str,
+        community: &str,
+        participant_id: &str,
+        only_instance: Option<&str>,
+    ) -> Result<Left, ClusterError> {
+        let mut conn = self.conn();
+        let outcome: Vec<String> = Script::new(LEAVE_MEMBER)
+            .key(self.members_key(room))
+            .key(self.community_rooms_key(community))
+            .key(self.room_key(room))
+            .arg(participant_id)
+            .arg(room)
+            .arg(only_instance.unwrap_or(""))
+            .arg(self.prefix())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match outcome.as_slice() {
+            [status, record] if status == "removed" => match serde_json::from_str(record) {
+                Ok(record) => Left::Removed(record),
+                Err(_) => Left::Absent, // Not a record we wrote; it is gone now anyway.
+            },
+            [status, owner] if status == "owned" => Left::OwnedBy(owner.clone()),
+            _ => Left::Absent,
+        })
+    }
+
+    /// Store a member's new state; false if `record.signaling` does not own it any more.
+    pub async fn update_member(
+        &self,
+        room: &str,
+        record: &MemberRecord,
+    ) -> Result<bool, ClusterError> {
+        let mut conn = self.conn();
+        let updated: i64 = Script::new(UPDATE_MEMBER)
+            .key(self.members_key(room))
+            .arg(&record.participant.participant_id)
+            .arg(encode(record))
+            .arg(&record.signaling)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
+    /// Hand a member to `instance` if `secret` is its resume secret. Returns its record and
+    /// every member of the room.
+    pub async fn claim_member(
+        &self,
+        room: &str,
+        participant_id: &str,
+        secret: &str,
+        instance: &str,
+    ) -> Result<Option<(MemberRecord, Vec<MemberRecord>)>, ClusterError> {
+        let mut conn = self.conn();
+        let claimed: Option<(String, Vec<String>)> = Script::new(CLAIM_MEMBER)
+            .key(self.members_key(room))
+            .arg(participant_id)
+            .arg(secret)
+            .arg(instance)
+            .arg(room)
+            .arg(self.prefix())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(claimed.and_then(|(me, all)| Some((serde_json::from_str(&me).ok()?, records(all)))))
+    }
+
+    /// Re-assert one instance's view of a room (see `ASSERT_ROOM`). Returns the node the room
+    /// is recorded on and every member.
+    pub async fn assert_room(
+        &self,
+        room: &str,
+        community: &str,
+        node: &str,
+        instance: &str,
+        mine: &[MemberRecord],
+        ttl_ms: u64,
+    ) -> Result<(String, Vec<MemberRecord>), ClusterError> {
+        let mut conn = self.conn();
+        let assert = Script::new(ASSERT_ROOM);
+        let mut script = assert.prepare_invoke();
+        script
+            .key(self.members_key(room))
+            .key(self.community_rooms_key(community))
+            .key(self.room_key(room))
+            .key(self.instance_members_key(instance))
+            .arg(room)
+            .arg(node)
+            .arg(instance)
+            .arg(ttl_ms)
+            .arg(self.prefix());
+        for record in mine {
+            script
+                .arg(&record.participant.participant_id)
+                .arg(encode(record));
+        }
+        let (current, all): (String, Vec<String>) = script.invoke_async(&mut conn).await?;
+        Ok((current, records(all)))
+    }
+
+    /// Every member of a room.
+    pub async fn room_members(&self, room: &str) -> Result<Vec<MemberRecord>, ClusterError> {
+        let mut conn = self.conn();
+        let all: Vec<String> = conn.hvals(self.members_key(room)).await?;
+        Ok(records(all))
+    }
+
+    /// Rooms of a community that have members (`community/name` ids).
+    pub async fn community_rooms(&self, community: &str) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.conn();
+        let mut rooms: Vec<String> = conn.smembers(self.community_rooms_key(community)).await?;
+        rooms.sort();
+        Ok(rooms)
+    }
+}
