@@ -1,8 +1,7 @@
 //! Placement against a real Redis server (started here on a free 127.0.0.1 port, stopped by
 //! its PID at the end).
 
-use conclave_common::cluster::{ClusterError, ClusterStore, NodeInfo, NODE_STALE_MS};
-use conclave_common::room_state::Left;
+use conclave_common::cluster::{ClusterError, ClusterStore, Left, NodeInfo, NODE_STALE_MS};
 use conclave_common::test_redis::TestRedis;
 use futures_util::future::join_all;
 
@@ -158,8 +157,8 @@ async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
 
 mod members {
     use super::*;
+    use conclave_common::cluster::MemberRecord;
     use conclave_common::protocol::ParticipantInfo;
-    use conclave_common::room_state::MemberRecord;
 
     const TTL: u64 = 60_000;
 
