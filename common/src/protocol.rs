@@ -148,6 +148,7 @@ pub enum TrackSource {
 #[serde(rename_all = "camelCase")]
 pub struct TrackInfo {
     /// The SDP `mid` of the m-line carrying this track in the client's peer connection.
+    /// Opaque (str0m picks it: today three random letters and digits); never parsed.
     pub mid: String,
     /// The `msid` stream id (equal to the owner's participant id).
     pub stream_id: String,
@@ -191,11 +192,12 @@ pub enum ServerMessage {
     /// {"id":"answer","sdp":"v=0\r\n..."}
     /// ```
     Answer { sdp: String },
-    /// A server-initiated offer (tracks of other participants added or removed). `tracks`
-    /// lists every track the server sends after this offer is applied.
+    /// A server-initiated offer (tracks of other participants added or removed, several at
+    /// once if several changed). `tracks` lists every track the server sends after this offer
+    /// is applied; a removed track's m-line stays in the SDP with port 0 and `a=inactive`.
     ///
     /// ```json
-    /// {"id":"serverOffer","sdp":"v=0\r\n...","tracks":[{"mid":"2","streamId":"p-9a8b","participantId":"p-9a8b","kind":"video","source":"camera"}]}
+    /// {"id":"serverOffer","sdp":"v=0\r\n...","tracks":[{"mid":"k3F","streamId":"p-9a8b","participantId":"p-9a8b","kind":"video","source":"camera"}]}
     /// ```
     ServerOffer { sdp: String, tracks: Vec<TrackInfo> },
     /// Someone joined the room.
