@@ -2,28 +2,35 @@
 //! media node and broadcast room events.
 //!
 //! # Layout
+//! Layers point one way: each module uses only those below it. A lower actor talks up
+//! through `Recipient`s of messages it defines.
+//!
+//! - [`http`]: public and internal routes (web client, WebSocket, dev tokens, health,
+//!   operators' query API).
 //! - [`session`]: one actor per browser WebSocket (parsing, token check, heartbeat).
-//! - [`room`]: one actor per room (membership, state, negotiation relay, events), with its
-//!   pure membership logic in [`roster`].
-//! - [`registry`]: room key -> room actor, and which media node a room uses.
-//! - [`media_link`]: the link to the media node (in-process or internal WebSocket).
-//! - [`room_bus`], [`upkeep`]: cluster mode — room events between signaling instances, and
-//!   this instance's heartbeat plus the cleanup after dead ones.
+//! - [`registry`]: room key -> room actor, and which media node a room uses (placement and
+//!   moves in cluster mode).
+//! - [`room`]: one actor per room. Single-node membership in `room/members.rs`, negotiation
+//!   relay and failover in `room/media.rs`, the cluster mirror (Redis queue, reconcile,
+//!   re-assertion) behind one optional component in `room/cluster.rs` and `room/mirror.rs`,
+//!   pure membership logic in [`room::roster`], the room's messages in [`room::messages`].
+//! - [`media_link`]: the link to a media node (in-process or internal WebSocket).
+//! - [`room_bus`]: cluster mode, room events between signaling instances (Redis pub/sub).
 //! - [`presence`]: presence events to Redis and a webhook.
-//! - [`messages`]: the messages between those actors.
-//! - [`auth`]: access tokens. [`http`]: public routes. [`tls`]: HTTPS. [`config`]: flags.
+//! - [`upkeep`]: cluster mode, this instance's heartbeat and the cleanup after dead ones.
+//! - [`error`]: every error enum and its wire code, in one place.
+//! - [`auth`]: access tokens. [`tls`]: HTTPS. [`config`]: flags. [`metrics`]: Prometheus.
 
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod media_link;
-pub mod messages;
 pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod room;
 pub mod room_bus;
-pub mod roster;
 pub mod session;
 pub mod tls;
 pub mod upkeep;
@@ -125,8 +132,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         MediaSetup::Cluster(store) => Placement::Cluster(store),
     };
     tracing::info!(%instance, cluster = cluster.is_some(), "signaling instance starting");
-    let room_deps = |registry| RoomDeps {
-        registry,
+    let room_deps = RoomDeps {
         cap: s.room_cap,
         heartbeat_interval_ms: s.heartbeat_interval.as_millis() as u64,
         resume_grace: s.resume_grace,
