@@ -4,13 +4,18 @@
 //! - [`TokenError`]: an access token refused (at `join` and `resume`).
 //! - [`Refusal`]: a `join` or `resume` refused (by the session, the registry or the room).
 //! - [`RequestError`]: any other client message refused (the session stays open).
+//! - [`StartError`]: the node cannot start (printed; the process exits with status 2).
 //!
 //! Each message is what the client reads in `error.message`: lowercase, no internals beyond
 //! the cause of a cluster failure. Control flow never looks at the text: a room that is
 //! closing is [`Refusal::RoomClosing`], which the session retries.
 
+use std::net::SocketAddr;
+
 use conclave_common::cluster::ClusterError;
 use conclave_common::protocol::ErrorCode;
+
+use crate::tls::TlsError;
 
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -158,6 +163,29 @@ impl RequestError {
             RequestError::NotText => ErrorCode::BadMessage,
         }
     }
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)"
+    )]
+    NoTokenSecret,
+    #[error("cannot bind media UDP {addr}: {source}")]
+    MediaUdp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 #[cfg(test)]
