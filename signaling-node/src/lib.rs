@@ -2,8 +2,8 @@
 //! media node and broadcast room events.
 //!
 //! # Layout
-//! Layers point one way: each module uses only those below it. A lower actor talks up
-//! through `Recipient`s of messages it defines.
+//! Layers point one way (`tests/layers.rs` fails on an import circle): each module uses
+//! only those below it. A lower actor talks up through `Recipient`s of messages it defines.
 //!
 //! - [`node`]: the whole node from its [`Config`](config::Config): policy (token mode,
 //!   single / embedded / cluster topology, TLS), start-up, serving, draining. `main.rs` only
