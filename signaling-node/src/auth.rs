@@ -5,7 +5,7 @@ use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, En
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use conclave_common::protocol::ErrorCode;
+pub use crate::error::TokenError;
 
 /// Claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,24 +21,6 @@ pub struct Claims {
     pub name: Option<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-}
-
-/// Why a token was refused, mapped to the wire error codes.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenError {
-    #[error("token has expired")]
-    Expired,
-    #[error("invalid token: {0}")]
-    Invalid(String),
-}
-
-impl TokenError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            TokenError::Expired => ErrorCode::TokenExpired,
-            TokenError::Invalid(_) => ErrorCode::InvalidToken,
-        }
-    }
 }
 
 /// Signs and checks tokens with one shared secret.
@@ -103,6 +85,7 @@ pub fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conclave_common::protocol::ErrorCode;
 
     fn claims(exp: u64) -> Claims {
         Claims {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{now_secs, Claims};
 use crate::registry::{CommunityRooms, RoomCount};
-use crate::room::Snapshot;
+use crate::room::messages::Snapshot;
 use crate::session::{Session, SessionDeps, MAX_FRAME};
 
 /// Lifetime of a dev-minted token.

@@ -1,6 +1,9 @@
 //! The signaling node's end of the internal link to a media node: in-process (embedded
 //! default) or over the media node's internal WebSocket. Rooms send `ToMedia`; events come
 //! back and are routed to the room they name.
+//!
+//! The link sits below the rooms: it defines the messages rooms send it and reaches each
+//! room through the `Recipient`s a room registers (`RegisterRoom`), never its actor type.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,11 +11,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use awc::ws;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
-use conclave_common::protocol::ErrorCode;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::messages::{MediaLinkLost, RegisterRoom, ToMedia, UnregisterRoom};
+use crate::error::RequestError;
 
 /// Wait between reconnection attempts to a remote media node.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -48,6 +50,33 @@ pub struct MediaLink {
     /// a node alive in Redis but unreachable from here must not be marked down every second).
     unreachable_told: bool,
 }
+
+/// Room -> media link: a command for the media node.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ToMedia(pub MediaCommand);
+
+/// Room -> media link: deliver media events of `key` to `room`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterRoom {
+    pub key: String,
+    pub room: Recipient<FromMediaNode>,
+    pub lost: Recipient<MediaLinkLost>,
+}
+
+/// Room -> media link: the room stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterRoom {
+    pub key: String,
+}
+
+/// Media link -> rooms: the link to the media node dropped (or could not connect); its peers
+/// are gone. Names the link, so a room that moved meanwhile ignores a stale report.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct MediaLinkLost(pub Addr<MediaLink>);
 
 /// Most commands kept while connecting.
 const MAX_WAITING: usize = 10_000;
@@ -144,11 +173,12 @@ impl MediaLink {
         } = cmd
         {
             if let Some(route) = self.rooms.get(room) {
+                let refused = RequestError::MediaNodeUnreachable;
                 route.events.do_send(FromMediaNode(MediaEvent::PeerError {
                     room: room.clone(),
                     participant_id: participant_id.clone(),
-                    code: ErrorCode::Unavailable,
-                    message: "media node unreachable; try again".into(),
+                    code: refused.code(),
+                    message: refused.to_string(),
                 }));
             }
         }
@@ -215,6 +245,7 @@ impl Handler<FromMediaNode> for MediaLink {
 
 impl Handler<RegisterRoom> for MediaLink {
     type Result = ();
+    /// Route the media node's events about this room to it.
     fn handle(&mut self, msg: RegisterRoom, _: &mut Context<Self>) {
         self.rooms.insert(
             msg.key,
@@ -228,6 +259,7 @@ impl Handler<RegisterRoom> for MediaLink {
 
 impl Handler<UnregisterRoom> for MediaLink {
     type Result = ();
+    /// Forget a stopped room.
     fn handle(&mut self, msg: UnregisterRoom, _: &mut Context<Self>) {
         // The room's commands still waiting for the link will not be sent: refuse them now,
         // while the room can still be told.
@@ -244,6 +276,7 @@ impl Handler<UnregisterRoom> for MediaLink {
 
 impl Handler<LinkUp> for MediaLink {
     type Result = ();
+    /// The remote link is up: send what waited for it.
     fn handle(&mut self, msg: LinkUp, _: &mut Context<Self>) {
         for cmd in self.waiting.drain(..) {
             if let Ok(json) = serde_json::to_string(&cmd) {

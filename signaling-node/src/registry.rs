@@ -2,18 +2,22 @@
 //! the room closes. It also decides which media node a room uses: the one configured media
 //! node, or — in cluster mode — the least-loaded live node from Redis, again when the room's
 //! node dies.
+//!
+//! The registry sits above the rooms: it opens them and hands each a [`RoomOwner`] (two
+//! `Recipient`s of its own address), through which a room reports that it closed and asks to
+//! move; a room never names the registry.
 
 use std::collections::HashMap;
 
 use actix::prelude::*;
 use conclave_common::cluster::now_ms;
-use conclave_common::cluster::{ClusterError, ClusterStore};
-use conclave_common::protocol::ErrorCode;
+use conclave_common::cluster::ClusterStore;
 
+use crate::error::Refusal;
 use crate::media_link::{MediaLink, MediaTarget};
-use crate::messages::{GetRoom, MoveRoom, Refusal, RoomClosed, RoomKey};
 use crate::metrics;
-use crate::room::{Room, RoomDeps};
+use crate::room::messages::{Drain, MoveRoom, RoomKey};
+use crate::room::{Room, RoomClosed, RoomDeps, RoomOwner};
 
 /// Where rooms get their media node.
 pub enum Placement {
@@ -23,26 +27,35 @@ pub enum Placement {
     Cluster(ClusterStore),
 }
 
+/// Session -> registry: the room actor for `key`, created (and placed) if needed.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<Room>, Refusal>")]
+pub struct GetRoom {
+    pub key: RoomKey,
+}
+
 pub struct Registry {
     rooms: HashMap<RoomKey, Addr<Room>>,
     placement: Placement,
     /// Cluster mode: the link to each media node in use.
     links: HashMap<String, Addr<MediaLink>>,
-    /// What each room gets (its `registry` is replaced by ours at start).
+    /// What each room gets.
     room_deps: RoomDeps,
+    /// This registry as its rooms see it.
+    owner: RoomOwner,
 }
 
 impl Registry {
-    /// `room_deps.registry` is ignored (set to this registry when it starts).
-    pub fn start(
-        placement: Placement,
-        room_deps: impl FnOnce(Addr<Registry>) -> RoomDeps,
-    ) -> Addr<Self> {
+    pub fn start(placement: Placement, room_deps: RoomDeps) -> Addr<Self> {
         Registry::create(|ctx| Registry {
             rooms: HashMap::new(),
             placement,
             links: HashMap::new(),
-            room_deps: room_deps(ctx.address()),
+            room_deps,
+            owner: RoomOwner {
+                closed: ctx.address().recipient(),
+                relocate: ctx.address().recipient(),
+            },
         })
     }
 
@@ -52,7 +65,14 @@ impl Registry {
         link: Addr<MediaLink>,
         node: Option<String>,
     ) -> Addr<Room> {
-        let room = Room::new(key.clone(), link, node, self.room_deps.clone()).start();
+        let room = Room::new(
+            key.clone(),
+            link,
+            node,
+            self.room_deps.clone(),
+            self.owner.clone(),
+        )
+        .start();
         self.rooms.insert(key, room.clone());
         room
     }
@@ -75,33 +95,17 @@ impl Registry {
     }
 }
 
-fn refusal(e: ClusterError) -> Refusal {
-    match e {
-        ClusterError::NoCapacity => Refusal {
-            code: ErrorCode::NoCapacity,
-            message: "no media node has room for a new call; try again later".into(),
-        },
-        e => Refusal {
-            code: ErrorCode::Unavailable,
-            message: format!("cluster state unavailable: {e}"),
-        },
-    }
-}
-
 /// The room's node (placing the room if it has no live one) and that node's link URL.
 async fn place(store: ClusterStore, room: String) -> Result<(String, String), Refusal> {
     let timer = metrics::PLACEMENT_SECONDS.start_timer();
     let node = metrics::timed("place", store.place_room(&room, now_ms()))
         .await
-        .map_err(refusal)?;
+        .map_err(Refusal::placement)?;
     let url = metrics::timed("place", store.node_link_url(&node)).await;
     timer.observe_duration();
-    match url.map_err(refusal)? {
+    match url.map_err(Refusal::placement)? {
         Some(url) => Ok((node, url)),
-        None => Err(Refusal {
-            code: ErrorCode::Unavailable,
-            message: format!("media node {node} is not registered any more"),
-        }),
+        None => Err(Refusal::NodeGone(node)),
     }
 }
 
@@ -141,16 +145,12 @@ impl Handler<MoveRoom> for Registry {
     /// the heartbeat to go stale would cost seconds) and place the room on a live node.
     fn handle(&mut self, msg: MoveRoom, _: &mut Context<Self>) -> Self::Result {
         let Placement::Cluster(store) = &self.placement else {
-            let refused = Refusal {
-                code: ErrorCode::Internal,
-                message: "rooms move only in cluster mode".into(),
-            };
-            return Box::pin(fut::ready(Err(refused)));
+            return Box::pin(fut::ready(Err(Refusal::NotClustered)));
         };
         let store = store.clone();
         let moved = async move {
             if let Some(dead) = &msg.dead_node {
-                store.node_down(dead).await.map_err(refusal)?;
+                store.node_down(dead).await.map_err(Refusal::placement)?;
             }
             place(store, msg.key.id()).await
         };
@@ -178,6 +178,7 @@ pub struct RoomCount;
 
 impl Handler<RoomCount> for Registry {
     type Result = usize;
+    /// Count the rooms whose actor still runs.
     fn handle(&mut self, _: RoomCount, _: &mut Context<Self>) -> usize {
         self.rooms.values().filter(|a| a.connected()).count()
     }
@@ -190,6 +191,7 @@ pub struct CommunityRooms(pub String);
 
 impl Handler<CommunityRooms> for Registry {
     type Result = Vec<(String, Addr<Room>)>;
+    /// List the running rooms of one community.
     fn handle(&mut self, msg: CommunityRooms, _: &mut Context<Self>) -> Self::Result {
         self.rooms
             .iter()
@@ -206,9 +208,10 @@ pub struct DrainRooms;
 
 impl Handler<DrainRooms> for Registry {
     type Result = ();
+    /// Pass the drain on to every room.
     fn handle(&mut self, _: DrainRooms, _: &mut Context<Self>) {
         for room in self.rooms.values() {
-            room.do_send(crate::room::Drain);
+            room.do_send(Drain);
         }
     }
 }

@@ -7,6 +7,9 @@
 //! hands each event to its own actor for that room, if it has one. Pub/sub may lose events
 //! while Redis is away: rooms resync from the member records when the bus reconnects, and
 //! every few seconds anyway.
+//!
+//! The bus sits below the rooms: it defines the messages it delivers ([`RemoteRoomEvent`],
+//! [`Resync`]) and reaches each room through the `Recipient`s the room registers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,9 +19,6 @@ use conclave_common::cluster::ClusterStore;
 use conclave_common::protocol::ServerMessage;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-
-use crate::messages::RemoteRoomEvent;
-use crate::room::{Resync, Room};
 
 /// Wait between attempts to (re)subscribe.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
@@ -39,10 +39,30 @@ impl BusMessage {
     }
 }
 
+/// Bus -> room: an event another signaling instance published for this room.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RemoteRoomEvent {
+    pub from: String,
+    pub message: ServerMessage,
+}
+
+/// Bus -> room: the subscription was (re)made and events may have been missed: resync from
+/// the member records.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+/// Where the bus delivers one room's events.
+pub struct BusRoute {
+    pub events: Recipient<RemoteRoomEvent>,
+    pub resync: Recipient<Resync>,
+}
+
 pub struct RoomBus {
     store: ClusterStore,
     instance: String,
-    rooms: HashMap<String, Addr<Room>>,
+    rooms: HashMap<String, BusRoute>,
 }
 
 impl RoomBus {
@@ -55,20 +75,21 @@ impl RoomBus {
     }
 }
 
-/// A room actor of this instance wants its room's events.
+/// Room -> bus: a room actor of this instance wants its room's events.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RegisterBusRoom {
     pub room: String,
-    pub addr: Addr<Room>,
+    pub route: BusRoute,
 }
 
-/// The room actor stopped.
+/// Room -> bus: the room actor stopped. `events` tells it apart from a newer actor of the
+/// same room.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UnregisterBusRoom {
     pub room: String,
-    pub addr: Addr<Room>,
+    pub events: Recipient<RemoteRoomEvent>,
 }
 
 /// A message arrived on a room channel.
@@ -127,15 +148,17 @@ impl Actor for RoomBus {
 
 impl Handler<RegisterBusRoom> for RoomBus {
     type Result = ();
+    /// Deliver this room's events to the given actor from now on.
     fn handle(&mut self, msg: RegisterBusRoom, _: &mut Context<Self>) {
-        self.rooms.insert(msg.room, msg.addr);
+        self.rooms.insert(msg.room, msg.route);
     }
 }
 
 impl Handler<UnregisterBusRoom> for RoomBus {
     type Result = ();
+    /// Stop delivering to a stopped room actor (unless a newer one took its place).
     fn handle(&mut self, msg: UnregisterBusRoom, _: &mut Context<Self>) {
-        if self.rooms.get(&msg.room) == Some(&msg.addr) {
+        if self.rooms.get(&msg.room).map(|r| &r.events) == Some(&msg.events) {
             self.rooms.remove(&msg.room);
         }
     }
@@ -150,7 +173,7 @@ impl Handler<Incoming> for RoomBus {
         };
         match serde_json::from_str::<BusMessage>(&msg.payload) {
             Ok(event) if event.from == self.instance => {} // Our own, already applied.
-            Ok(event) => room.do_send(RemoteRoomEvent {
+            Ok(event) => room.events.do_send(RemoteRoomEvent {
                 from: event.from,
                 message: event.message,
             }),
@@ -161,10 +184,11 @@ impl Handler<Incoming> for RoomBus {
 
 impl Handler<Subscribed> for RoomBus {
     type Result = ();
+    /// Every room resyncs: events may have been missed while unsubscribed.
     fn handle(&mut self, _: Subscribed, _: &mut Context<Self>) {
         tracing::info!(rooms = self.rooms.len(), "room bus subscribed");
         for room in self.rooms.values() {
-            room.do_send(Resync);
+            room.resync.do_send(Resync);
         }
     }
 }

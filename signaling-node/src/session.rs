@@ -13,10 +13,14 @@ use conclave_common::protocol::{
 };
 
 use crate::auth::{Claims, TokenKeys};
-use crate::messages::*;
+use crate::error::{Refusal, RequestError};
 use crate::metrics;
-use crate::registry::Registry;
-use crate::room::{Room, ROOM_CLOSING};
+use crate::registry::{GetRoom, Registry};
+use crate::room::messages::{
+    Evicted, FromParticipant, JoinRoom, LeaveRoom, Outbound, ParticipantRequest, ResumeRoom,
+    RoomKey, SessionLost,
+};
+use crate::room::Room;
 
 /// Largest accepted frame. A server offer for a full room is tens of KiB; browsers send
 /// less. Bigger frames close the connection with 1009 (message too big).
@@ -75,6 +79,14 @@ impl Session {
         Self::send(ctx, &ServerMessage::error(code, message));
     }
 
+    fn refuse(ctx: &mut ws::WebsocketContext<Self>, refusal: Refusal) {
+        Self::error(ctx, refusal.code(), refusal.to_string());
+    }
+
+    fn reject(ctx: &mut ws::WebsocketContext<Self>, error: RequestError) {
+        Self::error(ctx, error.code(), error.to_string());
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let msg = match parse_client_message(text) {
             Ok(m) => m,
@@ -113,7 +125,7 @@ impl Session {
             ClientMessage::SetVideo { enabled } => ParticipantRequest::SetVideo(enabled),
         };
         let Some(m) = &self.joined else {
-            return Self::error(ctx, ErrorCode::NotJoined, "send join first");
+            return Self::reject(ctx, RequestError::NotJoined);
         };
         m.room.do_send(FromParticipant {
             participant_id: m.participant_id.clone(),
@@ -170,7 +182,7 @@ impl Session {
             return;
         };
         let Some((pid, secret)) = resume_token.split_once('.') else {
-            return Self::error(ctx, ErrorCode::ResumeFailed, "malformed resume token");
+            return Self::refuse(ctx, Refusal::MalformedResumeToken);
         };
         let key = RoomKey {
             community: claims.community,
@@ -196,11 +208,7 @@ impl Session {
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Option<Claims> {
         if self.joined.is_some() || self.joining {
-            Self::error(
-                ctx,
-                ErrorCode::AlreadyJoined,
-                "this session has joined already",
-            );
+            Self::refuse(ctx, Refusal::SessionJoined);
             return None;
         }
         match self.deps.keys.verify(token) {
@@ -234,15 +242,15 @@ impl Session {
                 let room = registry
                     .send(GetRoom { key: key.clone() })
                     .await
-                    .map_err(|_| internal("room registry unavailable"))??;
+                    .map_err(|_| Refusal::RegistryGone)??;
                 match room.send(request()).await {
                     Ok(Ok(())) => return Ok(room),
-                    Ok(Err(r)) if r.message == ROOM_CLOSING => continue,
+                    Ok(Err(Refusal::RoomClosing)) => continue,
                     Ok(Err(r)) => return Err(r),
                     Err(_) => continue, // The room stopped between lookup and join.
                 }
             }
-            Err(internal("room kept closing; try again"))
+            Err(Refusal::KeptClosing)
         };
         // `wait`: no other message of this session is handled until the join settles, so the
         // room's `joined` (queued in our mailbox) goes out before anything that follows.
@@ -258,8 +266,8 @@ impl Session {
                     })
                 }
                 Err(r) => {
-                    outcomes.with_label_values(&[r.code.as_str()]).inc();
-                    Self::error(ctx, r.code, r.message)
+                    outcomes.with_label_values(&[r.code().as_str()]).inc();
+                    Self::refuse(ctx, r)
                 }
             }
         }));
@@ -275,7 +283,7 @@ impl Session {
                 });
                 Self::send(ctx, &ServerMessage::Left);
             }
-            None => Self::error(ctx, ErrorCode::NotJoined, "not in a room"),
+            None => Self::reject(ctx, RequestError::NotInRoom),
         }
     }
 
@@ -288,13 +296,6 @@ impl Session {
                 session: ctx.address().recipient(),
             });
         }
-    }
-}
-
-fn internal(message: &str) -> Refusal {
-    Refusal {
-        code: ErrorCode::Internal,
-        message: message.into(),
     }
 }
 
@@ -343,11 +344,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => Self::error(
-                ctx,
-                ErrorCode::BadMessage,
-                "only unfragmented JSON text frames are accepted",
-            ),
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                Self::reject(ctx, RequestError::NotText)
+            }
             Ok(ws::Message::Close(reason)) => {
                 // A deliberate close (normal, going away, or no code) ends the membership
                 // now; other codes (the web client's 4000 while it reconnects) and sockets

@@ -1,8 +1,8 @@
 //! Room membership and state, free of actors and I/O so it can be tested directly.
 
-use conclave_common::protocol::{ErrorCode, ParticipantInfo};
+use conclave_common::protocol::ParticipantInfo;
 
-use crate::messages::Refusal;
+use crate::error::{Refusal, RequestError};
 
 /// Where a member's media connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,15 +77,12 @@ impl Roster {
         info: ParticipantInfo,
     ) -> Result<Vec<ParticipantInfo>, Refusal> {
         if self.get(&info.participant_id).is_some() {
-            return Err(Refusal {
-                code: ErrorCode::AlreadyJoined,
-                message: "participant is already in the room".into(),
-            });
+            return Err(Refusal::AlreadyJoined);
         }
         if self.members.len() >= self.cap {
-            return Err(Refusal {
-                code: ErrorCode::RoomFull,
-                message: format!("room {room} is full ({} participants)", self.cap),
+            return Err(Refusal::RoomFull {
+                room: room.to_string(),
+                cap: self.cap,
             });
         }
         let others = self.members.iter().map(|m| m.info.clone()).collect();
@@ -171,13 +168,12 @@ impl Roster {
     }
 
     /// The member sends its one offer: allowed only without a peer.
-    pub fn begin_offer(&mut self, participant_id: &str) -> Result<(), Refusal> {
-        let m = self.get_mut(participant_id).ok_or_else(not_member)?;
+    pub fn begin_offer(&mut self, participant_id: &str) -> Result<(), RequestError> {
+        let m = self
+            .get_mut(participant_id)
+            .ok_or(RequestError::NotMember)?;
         if m.media != MediaPhase::NoPeer {
-            return Err(Refusal {
-                code: ErrorCode::InvalidState,
-                message: "an offer was already sent: the server offers from now on".into(),
-            });
+            return Err(RequestError::OfferAlreadySent);
         }
         m.media = MediaPhase::Offered;
         Ok(())
@@ -198,16 +194,10 @@ impl Roster {
     }
 }
 
-fn not_member() -> Refusal {
-    Refusal {
-        code: ErrorCode::NotJoined,
-        message: "not a member of this room".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conclave_common::protocol::ErrorCode;
 
     fn p(id: &str) -> ParticipantInfo {
         ParticipantInfo {
@@ -226,8 +216,8 @@ mod tests {
         let others = r.join("g", p("b")).unwrap();
         assert_eq!(others, vec![p("a")]);
         let full = r.join("g", p("c")).unwrap_err();
-        assert_eq!(full.code, ErrorCode::RoomFull);
-        assert!(full.message.contains("full"));
+        assert_eq!(full.code(), ErrorCode::RoomFull);
+        assert!(full.to_string().contains("full"));
         assert_eq!(r.len(), 2);
         // A place frees up when someone leaves.
         assert!(r.leave("a").is_some());
@@ -239,7 +229,7 @@ mod tests {
         let mut r = Roster::new(5);
         r.join("g", p("a")).unwrap();
         assert_eq!(
-            r.join("g", p("a")).unwrap_err().code,
+            r.join("g", p("a")).unwrap_err().code(),
             ErrorCode::AlreadyJoined
         );
     }
@@ -263,7 +253,7 @@ mod tests {
         r.join("g", p("a")).unwrap();
         r.begin_offer("a").unwrap();
         assert_eq!(
-            r.begin_offer("a").unwrap_err().code,
+            r.begin_offer("a").unwrap_err().code(),
             ErrorCode::InvalidState
         );
         r.set_media("a", MediaPhase::NoPeer); // the media node refused the offer
@@ -271,7 +261,7 @@ mod tests {
         r.set_media("a", MediaPhase::Active);
         r.reset_media();
         r.begin_offer("a").unwrap();
-        assert_eq!(r.begin_offer("x").unwrap_err().code, ErrorCode::NotJoined);
+        assert_eq!(r.begin_offer("x").unwrap_err().code(), ErrorCode::NotJoined);
     }
 
     #[test]
