@@ -1,10 +1,10 @@
 //! Conclave media node: a selective forwarding unit built on str0m.
 //!
 //! # Layout
-//! - [`udp`]: the node's one UDP socket — receive loop and router (STUN ufrag, then learned
-//!   source address) that hands each datagram to its room.
-//! - [`sfu`]: the data path — one `RoomSfu` actor per room owning every participant's `Rtc`,
-//!   forwarding media between them and renegotiating subscribers.
+//! - [`sfu`]: the data path, in its own folder — the UDP socket (`sfu/udp.rs`: receive loop,
+//!   router, send half) and forwarding (`sfu/forward.rs`) are where a packet goes; around them
+//!   one `RoomSfu` actor per room (`room.rs`) owning each participant's `Rtc` (`peer.rs`),
+//!   server-side renegotiation (`negotiate.rs`), str0m set-up and the panic guard (`rtc.rs`).
 //! - [`node`]: `MediaNode`, the actor owning the rooms and dispatching link commands.
 //! - [`link`]: the internal WebSocket link to signaling nodes.
 //! - [`http`]: the internal HTTP server (link endpoint, health).
@@ -18,9 +18,9 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod sfu;
-pub mod udp;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -28,8 +28,8 @@ use conclave_common::link::{MediaEvent, ToMediaNode};
 
 use crate::config::MediaConfig;
 use crate::node::MediaNode;
-use crate::sfu::SfuShared;
-use crate::udp::UdpStats;
+use crate::sfu::room::SfuShared;
+use crate::sfu::udp::{MediaSocket, UdpStats};
 
 /// A running media node (its actors run on their own arbiter thread).
 #[derive(Clone)]
@@ -42,9 +42,9 @@ pub struct MediaNodeHandle {
     pub node_id: String,
     pub udp_stats: Arc<UdpStats>,
     /// Peers on this node right now, over all rooms.
-    pub participants: Arc<std::sync::atomic::AtomicU64>,
+    pub participants: Arc<AtomicU64>,
     /// Set on SIGTERM: placement skips the node, readiness is false.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub draining: Arc<AtomicBool>,
     /// Wakes the cluster heartbeat at once (to announce draining without waiting).
     pub heartbeat_now: Arc<tokio::sync::Notify>,
 }
@@ -64,39 +64,23 @@ impl MediaNodeHandle {
     }
 }
 
-/// Kernel buffer asked for on the media socket. The default (≈ 208 KiB) overflows when
-/// keyframes of many publishers arrive at once; the kernel caps it at `net.core.rmem_max`.
-const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
-fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: a smaller buffer still works, it only drops bursts sooner.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
 /// Bind the media UDP socket and start the node: the receive loop and the `MediaNode` on one
 /// arbiter thread, room SFUs spread over `config.media_threads` arbiter threads.
 /// Must be called inside a running actix system.
 pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     metrics::init();
-    let std_socket = bind_media_socket(config.udp_listen)?;
-    let udp_local = std_socket.local_addr()?;
+    let socket = MediaSocket::bind(config.udp_listen)?;
+    let udp_local = socket.local_addr()?;
     let advertised = config.advertised_addr(udp_local);
     let node_id = config.node_id.clone();
     let udp_stats = Arc::new(UdpStats::default());
-    let participants = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let participants = Arc::new(AtomicU64::new(0));
     let counter = participants.clone();
 
     // One crypto provider for every Rtc of the process (str0m's default backend).
     str0m::crypto::from_feature_flags().install_process_default();
 
-    // Rooms send from any thread through a plain non-blocking handle of the same socket.
-    let send_socket = Arc::new(std_socket.try_clone()?);
+    let sender = socket.sender()?;
     let threads = config.media_threads.unwrap_or(1);
     // The receive loop's own thread hosts rooms too (the first room, so a single room costs
     // no hop between threads per packet); further threads take the rooms after it.
@@ -113,13 +97,11 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     let orphan_grace = std::time::Duration::from_secs(config.orphan_grace_secs);
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
         // Inside the arbiter: its runtime owns the socket's receive side and the loop.
-        let socket =
-            Arc::new(tokio::net::UdpSocket::from_std(std_socket).expect("inside a tokio runtime"));
         let (router, updates) = tokio::sync::mpsc::unbounded_channel();
-        actix::spawn(udp::receive_loop(socket, updates, stats));
+        socket.spawn_receive_loop(updates, stats);
         MediaNode::new(
             SfuShared {
-                socket: send_socket,
+                socket: sender,
                 router,
                 advertised,
                 node_id: id,

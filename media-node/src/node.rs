@@ -8,10 +8,10 @@ use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
 use conclave_common::protocol::ErrorCode;
 
-use crate::sfu::{
-    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, RoomSfu, SfuShared,
-    StopRoom,
+use crate::sfu::messages::{
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, StopRoom,
 };
+use crate::sfu::room::{RoomSfu, SfuShared};
 
 /// Peer keys of each room start at a distinct multiple of this, so keys are unique per node.
 const PEER_KEYS_PER_ROOM: u64 = 1 << 32;
