@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use actix::prelude::*;
+use conclave_media_node::sfu::udp::{Route, Router, RouterUpdate};
 use conclave_media_node::sfu::DatagramBatch;
-use conclave_media_node::udp::{Route, Router, RouterUpdate};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 struct Sink;

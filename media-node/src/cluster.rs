@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo};
 
-use crate::MediaNodeHandle;
+use crate::handle::MediaNodeHandle;
 
 /// How often the node reports itself (a node silent for `NODE_STALE_MS` is dead to placement).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,8 +1,39 @@
-//! Media node configuration: flags, each with an environment variable.
+//! Media node configuration: flags, each with an environment variable. [`MediaConfig`] is the
+//! media itself (also embedded by the signaling node); [`NodeConfig`] is the whole `media-node`
+//! process around it.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use clap::Args;
+use clap::{Args, Parser};
+
+/// Conclave media node: forwards WebRTC media between the participants of its rooms.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct NodeConfig {
+    /// Internal HTTP address (link endpoint for signaling nodes, /healthz). Keep it private.
+    #[arg(long, env = "CONCLAVE_MEDIA_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub media: MediaConfig,
+    /// Redis URL of the cluster (`redis://host:6379/`): register and heartbeat there so
+    /// signaling nodes place rooms here. Without it the node only serves its links.
+    #[arg(long, env = "CONCLAVE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every cluster key in Redis.
+    #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
+    pub redis_prefix: String,
+    /// Most participants this node takes (placement skips it when full).
+    #[arg(long, env = "CONCLAVE_CAPACITY", default_value_t = 500)]
+    pub capacity: u32,
+    /// Internal link URL signaling nodes should use for this node. Default: built from the
+    /// advertised IP and the `--listen` port.
+    #[arg(long, env = "CONCLAVE_LINK_URL")]
+    pub link_url: Option<String>,
+    /// On SIGTERM (or Ctrl-C): take no new rooms, serve the live ones until they empty or
+    /// this many seconds pass, then exit (what is left fails over to other nodes).
+    #[arg(long, env = "CONCLAVE_DRAIN_TIMEOUT", default_value_t = 600)]
+    pub drain_timeout_secs: u64,
+}
 
 /// Media settings, shared by the `media-node` binary and the signaling node's embedded media.
 #[derive(Debug, Clone, Args)]

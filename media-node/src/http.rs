@@ -4,9 +4,9 @@
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 
+use crate::handle::MediaNodeHandle;
 use crate::link::LinkSession;
 use crate::node::RoomCount;
-use crate::MediaNodeHandle;
 
 /// Largest link frame: a server offer for a full room is tens of KiB.
 const MAX_LINK_FRAME: usize = 1024 * 1024;

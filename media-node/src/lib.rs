@@ -1,178 +1,33 @@
 //! Conclave media node: a selective forwarding unit built on str0m.
 //!
 //! # Layout
-//! - [`udp`]: the node's one UDP socket — receive loop and router (STUN ufrag, then learned
-//!   source address) that hands each datagram to its room.
-//! - [`sfu`]: the data path — one `RoomSfu` actor per room owning every participant's `Rtc`,
-//!   forwarding media between them and renegotiating subscribers.
-//! - [`node`]: `MediaNode`, the actor owning the rooms and dispatching link commands.
-//! - [`link`]: the internal WebSocket link to signaling nodes.
-//! - [`http`]: the internal HTTP server (link endpoint, health).
+//! Lowest first: a file names only files listed before it (`tests/layers.rs` checks that no
+//! import circle creeps in).
+//! - [`config`]: flags and environment variables (`MediaConfig`, embedded by the signaling
+//!   node too; `NodeConfig`, the whole process).
+//! - [`metrics`]: the node's Prometheus metrics.
+//! - [`sfu`]: the data path, in its own folder — the UDP socket (`sfu/udp.rs`: receive loop,
+//!   router, send half) and forwarding (`sfu/forward.rs`) are where a packet goes; around them
+//!   one `RoomSfu` actor per room (`room.rs`) owning each participant's `Rtc` (`peer.rs`),
+//!   server-side renegotiation (`negotiate.rs`), str0m set-up and the panic guard (`rtc.rs`).
+//! - [`node`]: `MediaNode`, the actor owning the rooms and dispatching link commands to them.
+//! - [`handle`]: [`start`] — bind the socket, start the threads and the node — and the
+//!   [`MediaNodeHandle`] it returns (what the signaling node embeds).
+//! - [`link`]: the internal WebSocket link to signaling nodes (one session actor per link).
+//! - [`http`]: the internal HTTP server (link endpoint, health, readiness, metrics).
 //! - [`cluster`]: registration and heartbeats in Redis (cluster mode).
-//! - [`config`]: flags and environment variables.
+//! - [`run`](mod@run): the `media-node` process — [`run()`] starts it all from a
+//!   `NodeConfig` and drains on SIGTERM; `main.rs` only parses flags and calls it.
 
 pub mod cluster;
 pub mod config;
+pub mod handle;
 pub mod http;
 pub mod link;
 pub mod metrics;
 pub mod node;
+pub mod run;
 pub mod sfu;
-pub mod udp;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use actix::prelude::*;
-use conclave_common::link::{MediaEvent, ToMediaNode};
-
-use crate::config::MediaConfig;
-use crate::node::MediaNode;
-use crate::sfu::SfuShared;
-use crate::udp::UdpStats;
-
-/// A running media node (its actors run on their own arbiter thread).
-#[derive(Clone)]
-pub struct MediaNodeHandle {
-    pub node: Addr<MediaNode>,
-    /// Where the UDP socket is bound.
-    pub udp_local: SocketAddr,
-    /// What browsers are told to send to.
-    pub advertised: SocketAddr,
-    pub node_id: String,
-    pub udp_stats: Arc<UdpStats>,
-    /// Peers on this node right now, over all rooms.
-    pub participants: Arc<std::sync::atomic::AtomicU64>,
-    /// Set on SIGTERM: placement skips the node, readiness is false.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
-    /// Wakes the cluster heartbeat at once (to announce draining without waiting).
-    pub heartbeat_now: Arc<tokio::sync::Notify>,
-}
-
-impl MediaNodeHandle {
-    /// Where in-process link commands go.
-    pub fn commands(&self) -> Recipient<ToMediaNode> {
-        self.node.clone().recipient()
-    }
-
-    /// The `hello` sent on every new link.
-    pub fn hello(&self) -> MediaEvent {
-        MediaEvent::Hello {
-            node_id: self.node_id.clone(),
-            udp_addr: self.advertised.to_string(),
-        }
-    }
-}
-
-/// Kernel buffer asked for on the media socket. The default (≈ 208 KiB) overflows when
-/// keyframes of many publishers arrive at once; the kernel caps it at `net.core.rmem_max`.
-const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
-fn bind_media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: a smaller buffer still works, it only drops bursts sooner.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-/// Bind the media UDP socket and start the node: the receive loop and the `MediaNode` on one
-/// arbiter thread, room SFUs spread over `config.media_threads` arbiter threads.
-/// Must be called inside a running actix system.
-pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
-    metrics::init();
-    let std_socket = bind_media_socket(config.udp_listen)?;
-    let udp_local = std_socket.local_addr()?;
-    let advertised = config.advertised_addr(udp_local);
-    let node_id = config.node_id.clone();
-    let udp_stats = Arc::new(UdpStats::default());
-    let participants = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = participants.clone();
-
-    // One crypto provider for every Rtc of the process (str0m's default backend).
-    str0m::crypto::from_feature_flags().install_process_default();
-
-    // Rooms send from any thread through a plain non-blocking handle of the same socket.
-    let send_socket = Arc::new(std_socket.try_clone()?);
-    let threads = config.media_threads.unwrap_or(1);
-    // The receive loop's own thread hosts rooms too (the first room, so a single room costs
-    // no hop between threads per packet); further threads take the rooms after it.
-    let arbiter = Arbiter::new();
-    let mut room_arbiters = vec![arbiter.handle()];
-    for _ in 1..threads.max(1) {
-        let extra = Arbiter::new();
-        room_arbiters.push(extra.handle());
-        // Arbiter threads live as long as the process.
-        std::mem::forget(extra);
-    }
-    let stats = udp_stats.clone();
-    let id = node_id.clone();
-    let orphan_grace = std::time::Duration::from_secs(config.orphan_grace_secs);
-    let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
-        // Inside the arbiter: its runtime owns the socket's receive side and the loop.
-        let socket =
-            Arc::new(tokio::net::UdpSocket::from_std(std_socket).expect("inside a tokio runtime"));
-        let (router, updates) = tokio::sync::mpsc::unbounded_channel();
-        actix::spawn(udp::receive_loop(socket, updates, stats));
-        MediaNode::new(
-            SfuShared {
-                socket: send_socket,
-                router,
-                advertised,
-                node_id: id,
-                participants: counter,
-            },
-            room_arbiters,
-            orphan_grace,
-        )
-    });
-    std::mem::forget(arbiter);
-    tracing::info!(%udp_local, %advertised, node_id = %node_id, "media node started");
-    Ok(MediaNodeHandle {
-        node,
-        udp_local,
-        advertised,
-        node_id,
-        udp_stats,
-        participants,
-        draining: Arc::default(),
-        heartbeat_now: Arc::default(),
-    })
-}
-
-/// Wait for SIGTERM or Ctrl-C, then drain: mark the node draining (placement skips it from its
-/// next heartbeat, sent at once; readiness turns false), keep serving until no participant is
-/// left or `timeout` passes. Returns when the node may stop; its remaining rooms, if any, fail
-/// over when their links drop.
-pub async fn drain_on_signal(media: MediaNodeHandle, timeout: std::time::Duration) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let name = conclave_common::shutdown::stop_signal().await;
-    media.draining.store(true, Relaxed);
-    conclave_common::metrics::DRAINING.set(1);
-    media.heartbeat_now.notify_one();
-    let deadline = tokio::time::Instant::now() + timeout;
-    tracing::info!(
-        signal = name,
-        timeout_secs = timeout.as_secs(),
-        participants = media.participants.load(Relaxed),
-        "draining: no new rooms; waiting for the live ones to empty"
-    );
-    loop {
-        let left = media.participants.load(Relaxed);
-        if left == 0 {
-            tracing::info!("drained: no participant left; stopping");
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                participants = left,
-                "drain timeout: stopping; the remaining rooms fail over"
-            );
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-}
+pub use handle::{start, MediaNodeHandle};
+pub use run::{drain_on_signal, run};

@@ -8,25 +8,29 @@ use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
 use conclave_common::protocol::ErrorCode;
 
-use crate::sfu::{
-    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, RoomSfu, SfuShared,
-    StopRoom,
+use crate::sfu::messages::{
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, StopRoom,
 };
+use crate::sfu::room::{RoomSfu, SfuShared};
 
 /// Peer keys of each room start at a distinct multiple of this, so keys are unique per node.
 const PEER_KEYS_PER_ROOM: u64 = 1 << 32;
 
+/// A room hosted here.
 struct RoomEntry {
     addr: Addr<RoomSfu>,
     /// `AddPeer`s sent to this room, compared with the room's count when it reports empty.
     adds_sent: u64,
 }
 
+/// The node's one control actor: rooms by name, each a `RoomSfu` on one of the room threads.
 pub struct MediaNode {
+    /// Handed to every new room (socket, router, advertised address, participant count).
     shared: SfuShared,
     /// Threads the room SFUs run on, assigned round-robin as rooms open.
     room_arbiters: Vec<ArbiterHandle>,
     rooms: HashMap<String, RoomEntry>,
+    /// Rooms opened so far: numbers each room's peer keys and picks its thread.
     rooms_created: u64,
     /// How long peers of a closed link keep forwarding, waiting to be adopted.
     orphan_grace: Duration,
@@ -168,6 +172,7 @@ pub struct LinkClosed {
 
 impl Handler<LinkClosed> for MediaNode {
     type Result = ();
+    /// After the orphan grace, remove the link's peers that no other link adopted.
     fn handle(&mut self, msg: LinkClosed, ctx: &mut Context<Self>) {
         if msg.peers.is_empty() {
             return;
@@ -208,6 +213,7 @@ pub struct RoomCount;
 
 impl Handler<RoomCount> for MediaNode {
     type Result = usize;
+    /// How many rooms the node hosts.
     fn handle(&mut self, _: RoomCount, _: &mut Context<Self>) -> usize {
         self.rooms.len()
     }

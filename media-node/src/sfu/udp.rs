@@ -1,22 +1,30 @@
-//! The media node's one UDP socket: the receive loop and the router that hands each datagram
-//! to the room SFU owning its peer.
+//! The media node's one UDP socket, both halves: binding it, the receive loop with its router
+//! that hands each datagram to the room SFU owning its peer, and the send half every room
+//! writes its peers' transmits to. The first and last step of the data path (the middle one,
+//! forwarding, is `forward.rs`).
 //!
 //! `str0m`'s `Rtc::accepts` needs the `Rtc`, which lives inside a room actor, so the loop keeps
 //! its own table: a STUN binding request names our ICE ufrag (`USERNAME = ours:theirs`), which
 //! we chose per peer; after that the source address of the STUN request identifies the peer
 //! for DTLS, SRTP and RTCP too.
+//!
+//! The bottom layer of the data path: it names no other file of the SFU. Rooms reach it through
+//! [`RouterHandle`] and [`UdpSender`]; it reaches rooms through the `Recipient<DatagramBatch>`
+//! in each [`Route`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix::Recipient;
+use actix::{Message, Recipient};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::metrics;
-use crate::sfu::{DatagramBatch, DatagramIn};
 
+/// Kernel buffer asked for on the media socket. The default (≈ 208 KiB) overflows when
+/// keyframes of many publishers arrive at once; the kernel caps it at `net.core.rmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Largest datagram we accept; WebRTC keeps packets under the path MTU (≈ 1200–1500 bytes).
 const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read per wakeup when more are waiting. Handing a room several at once lets it
@@ -25,6 +33,86 @@ const MAX_BATCH: usize = 16;
 
 /// Identifies one peer (one participant's `Rtc`) inside the node.
 pub type PeerKey = u64;
+
+/// Datagrams for peers of one room that arrived together: what the socket hands a room (the
+/// room SFU handles it; the socket only holds a `Recipient` of it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DatagramBatch(pub Vec<DatagramIn>);
+
+/// One received datagram for a peer of a room (an owned copy: it crosses actors).
+pub struct DatagramIn {
+    pub peer: PeerKey,
+    pub source: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// The media socket, bound, before its receive loop starts.
+pub struct MediaSocket {
+    socket: std::net::UdpSocket,
+}
+
+impl MediaSocket {
+    /// Bind the media socket: non-blocking, with kernel buffers of `SOCKET_BUFFER_BYTES`.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<MediaSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        // Best effort: a smaller buffer still works, it only drops bursts sooner.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        Ok(MediaSocket {
+            socket: socket.into(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The send half: rooms send from any thread through a plain non-blocking handle of the
+    /// same socket.
+    pub fn sender(&self) -> std::io::Result<UdpSender> {
+        Ok(UdpSender(Arc::new(self.socket.try_clone()?)))
+    }
+
+    /// Start the receive loop on the current arbiter (whose runtime then owns the receive
+    /// side). Must be called inside a running actix arbiter.
+    pub fn spawn_receive_loop(
+        self,
+        updates: mpsc::UnboundedReceiver<RouterUpdate>,
+        stats: Arc<UdpStats>,
+    ) {
+        // Invariant: called on an arbiter thread, inside its tokio runtime.
+        let socket = Arc::new(UdpSocket::from_std(self.socket).expect("inside a tokio runtime"));
+        actix::spawn(receive_loop(socket, updates, stats));
+    }
+}
+
+/// The send half of the media socket, shared by every room on every thread. Non-blocking: a
+/// full send buffer drops the packet (a NACK or the next keyframe repairs it).
+#[derive(Clone)]
+pub struct UdpSender(Arc<std::net::UdpSocket>);
+
+impl UdpSender {
+    /// Send one datagram now, counting it; on failure it is dropped (and counted as such).
+    #[inline]
+    pub fn send(&self, contents: &[u8], destination: SocketAddr) -> std::io::Result<usize> {
+        match self.0.send_to(contents, destination) {
+            Ok(n) => {
+                metrics::UDP_TX_PACKETS.inc();
+                metrics::UDP_TX_BYTES.inc_by(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                metrics::UDP_ERRORS.inc();
+                metrics::DROPPED.with_label_values(&["send_failed"]).inc();
+                Err(e)
+            }
+        }
+    }
+}
 
 /// Where datagrams of one peer go.
 #[derive(Clone)]

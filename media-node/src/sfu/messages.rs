@@ -1,0 +1,69 @@
+//! The messages a room SFU handles (all control traffic, from the node actor), and the one it
+//! sends up to the node when it empties. Media arrives as `udp::DatagramBatch`, defined by the
+//! socket that sends it.
+
+use actix::prelude::*;
+use conclave_common::link::FromMediaNode;
+
+/// Create a participant's peer from its SDP offer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddPeer {
+    pub participant_id: String,
+    pub offer: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// The participant's answer to our last offer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerAnswer {
+    pub participant_id: String,
+    pub sdp: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// A remote ICE candidate.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerCandidate {
+    pub participant_id: String,
+    pub candidate: String,
+}
+
+/// Drop a participant's peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemovePeer {
+    pub participant_id: String,
+    /// Only if its events still go to this link (an orphan whose signaling node never came
+    /// back); `None` removes it whoever owns it.
+    pub only_if_link: Option<Recipient<FromMediaNode>>,
+}
+
+/// Send a peer's events to a new link (its participant resumed on another signaling node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptPeer {
+    pub participant_id: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// Stop the room (the node saw it empty).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopRoom;
+
+/// Number of peers, for the node's load report.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct PeerCount;
+
+/// Sent up to the node (through a `Recipient`) when the room has no peers left. `adds_seen`
+/// lets the node tell whether an `AddPeer` is still on its way here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomEmpty {
+    pub room: String,
+    pub adds_seen: u64,
+}

@@ -1,0 +1,344 @@
+//! One participant of a room: its `Rtc`, the tracks it publishes and the ones it receives, and
+//! the drain of its output (`poll_output`: transmits to the socket, events turned into what
+//! the other peers must hear about).
+
+use std::time::Instant;
+
+use actix::Recipient;
+use conclave_common::link::{FromMediaNode, MediaEvent};
+use conclave_common::protocol::MediaConnectionState;
+use str0m::change::SdpPendingOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Output, Rtc};
+
+use super::rtc::guarded;
+use super::udp::{PeerKey, UdpSender};
+use crate::metrics;
+
+/// A track a participant publishes (an m-line the browser sends on).
+#[derive(Debug, Clone)]
+pub struct TrackIn {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// When we last asked the publisher for a keyframe (see `forward::keyframe_request_due`).
+    pub last_keyframe_request: Option<Instant>,
+}
+
+/// Negotiation state of a track we send to a subscriber (moved along by `negotiate.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackOutState {
+    /// Waiting for the next server offer.
+    ToOpen,
+    /// In an offer the subscriber has not answered yet.
+    Negotiating(Mid),
+    /// Flowing.
+    Open(Mid),
+    /// Publisher gone: stop the m-line in the next offer.
+    ToStop(Mid),
+    /// Stop offered, answer pending.
+    NegotiatingStop(Mid),
+}
+
+/// A track we send to a subscriber: another peer's `TrackIn`.
+#[derive(Debug, Clone)]
+pub struct TrackOut {
+    pub source_peer: PeerKey,
+    pub source_mid: Mid,
+    pub kind: MediaKind,
+    pub state: TrackOutState,
+    /// Publisher's payload type -> ours, for the last codec seen (mapped once, not per packet;
+    /// see `forward::map_payload_type`).
+    pub pt_map: Option<(Pt, Pt)>,
+    /// Subtracted from the publisher's extended sequence numbers (set by the first packet;
+    /// see `forward::rebase_seq`).
+    pub seq_base: Option<u64>,
+}
+
+impl TrackOut {
+    /// A track to offer the subscriber in the next renegotiation.
+    pub fn to_open(source_peer: PeerKey, source_mid: Mid, kind: MediaKind) -> TrackOut {
+        TrackOut {
+            source_peer,
+            source_mid,
+            kind,
+            state: TrackOutState::ToOpen,
+            pt_map: None,
+            seq_base: None,
+        }
+    }
+}
+
+/// One participant: its `Rtc` and what it sends and receives.
+pub struct Peer {
+    pub key: PeerKey,
+    pub participant_id: String,
+    pub rtc: Rtc,
+    /// Where this peer's events go (the signaling node that asked for it).
+    pub link: Recipient<FromMediaNode>,
+    pub tracks_in: Vec<TrackIn>,
+    pub tracks_out: Vec<TrackOut>,
+    /// Incoming SSRC -> publisher m-line.
+    rx_mids: Vec<(Ssrc, Mid)>,
+    /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
+    pub pending: Option<SdpPendingOffer>,
+    /// That offer as sent, to send again if the peer is adopted by another link before
+    /// the answer (the first copy may have died with the old link).
+    pub pending_event: Option<MediaEvent>,
+    /// Earliest time str0m wants a `Timeout` input.
+    pub next_timeout: Instant,
+    /// Has input or new output to drain.
+    pub dirty: bool,
+    /// DTLS is up and media can flow.
+    pub connected: bool,
+    /// When the peer was added (see `room::CONNECT_DEADLINE`).
+    pub added_at: Instant,
+    pub disconnected_since: Option<Instant>,
+    /// The `Rtc` panicked or failed: remove at the next opportunity.
+    pub dead: bool,
+    /// NACKs received per outgoing track so far (str0m's stats are cumulative).
+    pub nacks_seen: Vec<(Mid, u64)>,
+}
+
+/// What one peer's output means for the others.
+// `Rtp` is the common case and the big one: boxing it would allocate per packet.
+#[allow(clippy::large_enum_variant)]
+pub enum Propagated {
+    TrackOpened {
+        from: PeerKey,
+        mid: Mid,
+        kind: MediaKind,
+    },
+    Rtp {
+        from: PeerKey,
+        mid: Mid,
+        params: PayloadParams,
+        packet: RtpPacket,
+    },
+    KeyframeRequest {
+        source_peer: PeerKey,
+        source_mid: Mid,
+        req: KeyframeRequest,
+    },
+}
+
+impl Peer {
+    /// A peer whose offer was just answered; `tracks_out` are the tracks already published in
+    /// the room, to offer it next.
+    pub fn new(
+        key: PeerKey,
+        participant_id: String,
+        rtc: Rtc,
+        link: Recipient<FromMediaNode>,
+        tracks_out: Vec<TrackOut>,
+        now: Instant,
+    ) -> Peer {
+        Peer {
+            key,
+            participant_id,
+            rtc,
+            link,
+            tracks_in: Vec::new(),
+            tracks_out,
+            rx_mids: Vec::new(),
+            pending: None,
+            pending_event: None,
+            next_timeout: now,
+            dirty: true,
+            connected: false,
+            added_at: now,
+            disconnected_since: None,
+            dead: false,
+            nacks_seen: Vec::new(),
+        }
+    }
+
+    /// Send an event to this peer's signaling node.
+    pub fn send_event(&self, event: MediaEvent) {
+        self.link.do_send(FromMediaNode(event));
+    }
+
+    /// Tell this peer's signaling node its media connection state.
+    pub fn send_state(&self, room: &str, state: MediaConnectionState) {
+        self.send_event(MediaEvent::PeerState {
+            room: room.to_string(),
+            participant_id: self.participant_id.clone(),
+            state,
+        });
+    }
+
+    /// A trickled remote candidate (an SDP `candidate:` line, with or without `a=`).
+    pub fn add_remote_candidate(&mut self, candidate: &str) {
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return;
+        }
+        match Candidate::from_sdp_string(line) {
+            // mDNS names cannot be resolved here; peer-reflexive candidates cover them.
+            Ok(c) if c.addr().ip().is_unspecified() => {}
+            Ok(c) => {
+                let rtc = &mut self.rtc;
+                if guarded(|| rtc.add_remote_candidate(c)).is_none() {
+                    self.dead = true;
+                }
+                self.dirty = true;
+            }
+            Err(e) => {
+                tracing::debug!(participant = %self.participant_id, error = %e, "ignored remote candidate");
+            }
+        }
+    }
+
+    /// Drain this peer's output until str0m asks for a timeout: send transmits, collect what
+    /// the other peers must act on.
+    pub fn poll_output(&mut self, socket: &UdpSender, room: &str, out: &mut Vec<Propagated>) {
+        loop {
+            let rtc = &mut self.rtc;
+            let output = match guarded(|| rtc.poll_output()) {
+                Some(Ok(o)) => o,
+                Some(Err(e)) => {
+                    tracing::info!(peer = self.key, error = %e, "peer failed");
+                    metrics::DTLS_FAILURES.inc();
+                    self.dead = true;
+                    return;
+                }
+                None => {
+                    self.dead = true;
+                    return;
+                }
+            };
+            match output {
+                Output::Timeout(t) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    if let Err(e) = socket.send(&t.contents, t.destination) {
+                        tracing::debug!(peer = self.key, error = %e, "udp send failed");
+                    }
+                }
+                Output::Event(event) => self.handle_event(event, room, out),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, room: &str, out: &mut Vec<Propagated>) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                self.send_state(room, MediaConnectionState::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                if self.disconnected_since.is_none() =>
+            {
+                self.disconnected_since = Some(Instant::now());
+                self.send_state(room, MediaConnectionState::Disconnected);
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) if self.disconnected_since.is_some() => {
+                self.disconnected_since = None;
+                if self.connected {
+                    self.send_state(room, MediaConnectionState::Connected);
+                }
+            }
+            // Our own send-only m-lines show up here too; publishers' are the ones we receive.
+            Event::MediaAdded(added)
+                if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv)
+                    && !self.tracks_in.iter().any(|t| t.mid == added.mid) =>
+            {
+                self.tracks_in.push(TrackIn {
+                    mid: added.mid,
+                    kind: added.kind,
+                    last_keyframe_request: None,
+                });
+                metrics::TRACKS.inc();
+                out.push(Propagated::TrackOpened {
+                    from: self.key,
+                    mid: added.mid,
+                    kind: added.kind,
+                });
+            }
+            Event::RtpPacket(packet) => {
+                // Padding (bandwidth probes) carries nothing to forward.
+                if packet.payload.is_empty() {
+                    return;
+                }
+                let Some(mid) = self.rx_mid(packet.header.ssrc) else {
+                    return;
+                };
+                let pt = packet.header.payload_type;
+                let Some(params) = self.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+                    return;
+                };
+                out.push(Propagated::Rtp {
+                    from: self.key,
+                    mid,
+                    params,
+                    packet,
+                });
+            }
+            Event::KeyframeRequest(req) => {
+                match req.kind {
+                    KeyframeRequestKind::Pli => metrics::PLIS.inc(),
+                    KeyframeRequestKind::Fir => metrics::FIRS.inc(),
+                }
+                // A subscriber asks for a keyframe on one of our outgoing tracks: find its
+                // source.
+                if let Some(t) = self
+                    .tracks_out
+                    .iter()
+                    .find(|t| matches!(t.state, TrackOutState::Open(m) if m == req.mid))
+                {
+                    out.push(Propagated::KeyframeRequest {
+                        source_peer: t.source_peer,
+                        source_mid: t.source_mid,
+                        req,
+                    });
+                }
+            }
+            Event::PeerStats(stats) => {
+                if let Some(rtt) = stats.rtt {
+                    metrics::RTT.observe(rtt.as_secs_f64());
+                }
+                if let Some(loss) = stats.egress_loss_fraction {
+                    metrics::LOSS.observe(loss as f64);
+                }
+            }
+            Event::MediaIngressStats(stats) => {
+                let clock = match self.tracks_in.iter().find(|t| t.mid == stats.mid) {
+                    Some(t) if t.kind == MediaKind::Audio => 48_000.0,
+                    Some(_) => 90_000.0,
+                    None => return,
+                };
+                metrics::JITTER.observe(stats.jitter as f64 / clock);
+            }
+            Event::MediaEgressStats(stats) => {
+                // Cumulative per outgoing track: count what is new since the last report.
+                match self.nacks_seen.iter_mut().find(|(m, _)| *m == stats.mid) {
+                    Some((_, seen)) => {
+                        metrics::NACKS.inc_by(stats.nacks.saturating_sub(*seen));
+                        *seen = stats.nacks;
+                    }
+                    None => {
+                        metrics::NACKS.inc_by(stats.nacks);
+                        self.nacks_seen.push((stats.mid, stats.nacks));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The publisher's m-line an incoming SSRC belongs to (cached: asked once per stream).
+    fn rx_mid(&mut self, ssrc: Ssrc) -> Option<Mid> {
+        if let Some((_, mid)) = self.rx_mids.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*mid);
+        }
+        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        self.rx_mids.push((ssrc, mid));
+        Some(mid)
+    }
+}

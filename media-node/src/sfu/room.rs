@@ -1,0 +1,502 @@
+//! `RoomSfu`: the actor of one room, owning the `Rtc` of every participant in it — its
+//! lifecycle, its message handlers, the drive loop and the one timer.
+//!
+//! Because every `Rtc` of a room lives in this one actor, forwarding is a plain function call
+//! (`forward.rs`): no per-packet message between actors. Each `Rtc` is sans-IO: after every
+//! input we drain `poll_output` until it returns a timeout (`drive`), and one actor timer fires
+//! at the earliest timeout of all peers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use conclave_common::link::{FromMediaNode, MediaEvent};
+use conclave_common::protocol::{ErrorCode, MediaConnectionState};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::net::{Protocol, Receive};
+use str0m::{IceCreds, Input};
+
+use super::forward;
+use super::messages::{
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, StopRoom,
+};
+use super::negotiate;
+use super::peer::{Peer, Propagated};
+use super::rtc::{answer_offer, guarded};
+use super::udp::{
+    DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
+};
+use crate::metrics;
+
+/// A peer whose ICE stays disconnected this long is dropped (the browser has gone).
+const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
+/// A peer whose media has not connected this long after it was added is dropped: with no
+/// usable candidate ICE never reports a failure, and the peer would hold its room's media.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What every room's `Rtc`s share: the socket, the router and the address we advertise.
+#[derive(Clone)]
+pub struct SfuShared {
+    /// The media socket's send half.
+    pub socket: UdpSender,
+    pub router: RouterHandle,
+    /// The address browsers send to (our only ICE candidate); also the `destination` of
+    /// every `Receive`, since str0m drops STUN not addressed to a local candidate.
+    pub advertised: SocketAddr,
+    pub node_id: String,
+    /// Peers on this node, over all rooms: the true count its cluster heartbeat reports.
+    pub participants: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The SFU of one room.
+pub struct RoomSfu {
+    room: String,
+    shared: SfuShared,
+    node: Recipient<RoomEmpty>,
+    peers: Vec<Peer>,
+    next_key: PeerKey,
+    /// This room's id in the router (its first peer key).
+    room_id: u64,
+    adds_seen: u64,
+    /// The armed timer and when it fires.
+    timer: Option<(Instant, SpawnHandle)>,
+    /// Reused between drains to avoid an allocation per packet.
+    propagate: Vec<Propagated>,
+    /// Our own address as the router's target (set in `started`).
+    datagrams: Option<Recipient<DatagramBatch>>,
+    /// Track sets changed: some peer may need a server offer.
+    renegotiate: bool,
+    /// Packets forwarded while handling the current message (for the time-per-packet metric).
+    forwarded: u64,
+}
+
+impl Actor for RoomSfu {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.datagrams = Some(ctx.address().recipient());
+        tracing::info!(room = %self.room, "room sfu started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.shared
+            .participants
+            .fetch_sub(self.peers.len() as u64, Relaxed);
+        for peer in &self.peers {
+            metrics::TRACKS.sub(peer.tracks_in.len() as i64);
+            let _ = self
+                .shared
+                .router
+                .send(RouterUpdate::Remove { peer: peer.key });
+        }
+        tracing::info!(room = %self.room, "room sfu stopped");
+    }
+}
+
+impl RoomSfu {
+    pub fn new(
+        room: String,
+        shared: SfuShared,
+        node: Recipient<RoomEmpty>,
+        first_key: u64,
+    ) -> Self {
+        RoomSfu {
+            room,
+            shared,
+            node,
+            peers: Vec::new(),
+            next_key: first_key,
+            room_id: first_key,
+            adds_seen: 0,
+            timer: None,
+            propagate: Vec::new(),
+            datagrams: None,
+            renegotiate: false,
+            forwarded: 0,
+        }
+    }
+
+    fn peer_index(&self, participant_id: &str) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.participant_id == participant_id)
+    }
+
+    fn peer_error(&self, link: &Recipient<FromMediaNode>, pid: &str, code: ErrorCode, msg: String) {
+        link.do_send(FromMediaNode(MediaEvent::PeerError {
+            room: self.room.clone(),
+            participant_id: pid.to_string(),
+            code,
+            message: msg,
+        }));
+    }
+
+    fn add_peer(&mut self, msg: AddPeer) {
+        self.adds_seen += 1;
+        if self.peer_index(&msg.participant_id).is_some() {
+            let text = "participant already has a peer".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        }
+        let offer = match SdpOffer::from_sdp_string(&msg.offer) {
+            Ok(o) => o,
+            Err(e) => {
+                let text = format!("offer is not valid SDP: {e}");
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+        };
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let now = Instant::now();
+        let (rtc, answer) = match answer_offer(offer, creds, self.shared.advertised, now) {
+            Some(Ok(pair)) => pair,
+            Some(Err(text)) => {
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+            None => {
+                let text = "offer could not be processed".to_string();
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+
+        // Everything the others already publish goes to the newcomer.
+        let tracks_out = negotiate::tracks_for_newcomer(&self.peers);
+
+        let _ = self.shared.router.send(RouterUpdate::Add {
+            ufrag,
+            route: Route {
+                peer: key,
+                room_id: self.room_id,
+                // Invariant: `started` ran before any message is handled.
+                room: self.datagrams.clone().expect("set in started"),
+            },
+        });
+        msg.link.do_send(FromMediaNode(MediaEvent::Answer {
+            room: self.room.clone(),
+            participant_id: msg.participant_id.clone(),
+            sdp: answer.to_sdp_string(),
+        }));
+        tracing::info!(room = %self.room, participant = %msg.participant_id, peer = key, "peer added");
+        self.shared.participants.fetch_add(1, Relaxed);
+        self.peers.push(Peer::new(
+            key,
+            msg.participant_id,
+            rtc,
+            msg.link,
+            tracks_out,
+            now,
+        ));
+    }
+
+    fn peer_answer(&mut self, msg: PeerAnswer) {
+        let Some(i) = self.peer_index(&msg.participant_id) else {
+            let text = "no media peer for this participant".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        };
+        let answer = match SdpAnswer::from_sdp_string(&msg.sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                // Keep the pending offer: the client may still send a valid answer.
+                let text = format!("answer is not valid SDP: {e}");
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                return;
+            }
+        };
+        let peer = &mut self.peers[i];
+        peer.pending_event = None;
+        let Some(pending) = peer.pending.take() else {
+            let text = "answer without a pending server offer".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        };
+        match negotiate::accept_answer(peer, pending, answer) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                // str0m consumed the pending offer: this peer cannot be renegotiated any more.
+                peer.dead = true;
+                let text = format!("answer refused: {e}");
+                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+            }
+            None => peer.dead = true,
+        }
+    }
+
+    /// Remove a peer; its tracks get stopped at every subscriber in their next offer.
+    fn remove_peer(&mut self, i: usize, state: Option<MediaConnectionState>) {
+        let mut peer = self.peers.swap_remove(i);
+        self.shared.participants.fetch_sub(1, Relaxed);
+        metrics::TRACKS.sub(peer.tracks_in.len() as i64);
+        let _ = self
+            .shared
+            .router
+            .send(RouterUpdate::Remove { peer: peer.key });
+        let _ = guarded(|| peer.rtc.disconnect());
+        if let Some(state) = state {
+            peer.send_state(&self.room, state);
+        }
+        negotiate::publisher_left(&mut self.peers, peer.key);
+        tracing::info!(room = %self.room, participant = %peer.participant_id, "peer removed");
+    }
+
+    /// Feed time to every peer whose timeout has passed.
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let now = Instant::now();
+        for peer in &mut self.peers {
+            if peer.next_timeout <= now {
+                if guarded(|| peer.rtc.handle_input(Input::Timeout(now))).is_none() {
+                    peer.dead = true;
+                }
+                peer.dirty = true;
+            }
+            let gone = match peer.disconnected_since {
+                Some(since) => now.duration_since(since) > DISCONNECT_GRACE,
+                None => !peer.connected && now.duration_since(peer.added_at) > CONNECT_DEADLINE,
+            };
+            if gone && !peer.dead {
+                metrics::ICE_FAILURES.inc();
+                peer.dead = true;
+            }
+        }
+        self.drive(ctx);
+    }
+
+    /// Feed one datagram to its peer and drain that peer at once (str0m wants output drained
+    /// after input); subscribers it wrote to are drained later, once per batch, by `drive`.
+    fn on_datagram(&mut self, msg: DatagramIn) {
+        let Some(peer) = self.peers.iter_mut().find(|p| p.key == msg.peer) else {
+            return;
+        };
+        let Ok(receive) =
+            Receive::new(Protocol::Udp, msg.source, self.shared.advertised, &msg.data)
+        else {
+            return; // Not STUN/DTLS/RTP/RTCP: ignore.
+        };
+        match guarded(|| {
+            peer.rtc
+                .handle_input(Input::Receive(Instant::now(), receive))
+        }) {
+            Some(Ok(())) => {}
+            // A bad packet from the network is that packet's problem, not the peer's.
+            Some(Err(e)) => {
+                tracing::debug!(peer = peer.key, error = %e, "input refused");
+                metrics::DROPPED.with_label_values(&["rejected"]).inc();
+            }
+            None => peer.dead = true,
+        }
+        let mut propagate = std::mem::take(&mut self.propagate);
+        if !peer.dead {
+            peer.poll_output(&self.shared.socket, &self.room, &mut propagate);
+        }
+        for p in propagate.drain(..) {
+            self.apply(p);
+        }
+        self.propagate = propagate;
+    }
+
+    /// Drain every dirty peer, propagate what came out, repeat until quiet; then re-arm the
+    /// timer for the earliest timeout.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if self.renegotiate {
+                self.renegotiate = false;
+                negotiate::offer_changes(&self.room, &mut self.peers);
+            }
+            let mut propagate = std::mem::take(&mut self.propagate);
+            for peer in self.peers.iter_mut().filter(|p| p.dirty && !p.dead) {
+                peer.dirty = false;
+                peer.poll_output(&self.shared.socket, &self.room, &mut propagate);
+            }
+            let quiet = propagate.is_empty();
+            for p in propagate.drain(..) {
+                self.apply(p);
+            }
+            self.propagate = propagate;
+            if let Some(i) = self.peers.iter().position(|p| p.dead) {
+                self.remove_peer(i, Some(MediaConnectionState::Failed));
+                self.renegotiate = true;
+                continue;
+            }
+            if quiet && !self.renegotiate && !self.peers.iter().any(|p| p.dirty) {
+                break;
+            }
+        }
+        if self.peers.is_empty() {
+            self.node.do_send(RoomEmpty {
+                room: self.room.clone(),
+                adds_seen: self.adds_seen,
+            });
+        }
+        self.arm_timer(ctx);
+    }
+
+    /// Arm the actor timer for the earliest peer timeout, unless an earlier one is armed.
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.peers.iter().map(|p| p.next_timeout).min() else {
+            return;
+        };
+        if let Some((armed, handle)) = self.timer {
+            if armed <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |sfu, ctx| sfu.on_timer(ctx));
+        self.timer = Some((at, handle));
+    }
+
+    /// Act on one peer's output for the others.
+    fn apply(&mut self, p: Propagated) {
+        match p {
+            Propagated::TrackOpened { from, mid, kind } => {
+                negotiate::track_opened(&mut self.peers, from, mid, kind);
+                self.renegotiate = true;
+            }
+            Propagated::Rtp {
+                from,
+                mid,
+                params,
+                mut packet,
+            } => {
+                self.forwarded += forward::fan_out(&mut self.peers, from, mid, params, &mut packet);
+            }
+            Propagated::KeyframeRequest {
+                source_peer,
+                source_mid,
+                req,
+            } => forward::relay_keyframe_request(&mut self.peers, source_peer, source_mid, req),
+        }
+    }
+}
+
+impl Handler<DatagramBatch> for RoomSfu {
+    type Result = ();
+    /// Datagrams for our peers: the start of the data path.
+    fn handle(&mut self, msg: DatagramBatch, ctx: &mut Context<Self>) {
+        metrics::QUEUE_DEPTH.dec();
+        let started = Instant::now();
+        self.forwarded = 0;
+        for datagram in msg.0 {
+            self.on_datagram(datagram);
+        }
+        self.drive(ctx);
+        if self.forwarded > 0 {
+            let per_packet = started.elapsed().as_secs_f64() / self.forwarded as f64;
+            metrics::FORWARD_SECONDS.observe(per_packet);
+        }
+    }
+}
+
+impl Handler<AddPeer> for RoomSfu {
+    type Result = ();
+    /// A participant offers its media: answer it, and renegotiate everybody.
+    fn handle(&mut self, msg: AddPeer, ctx: &mut Context<Self>) {
+        self.add_peer(msg);
+        self.renegotiate = true;
+        self.drive(ctx);
+    }
+}
+
+impl Handler<PeerAnswer> for RoomSfu {
+    type Result = ();
+    /// A subscriber answered our offer.
+    fn handle(&mut self, msg: PeerAnswer, ctx: &mut Context<Self>) {
+        self.peer_answer(msg);
+        self.renegotiate = true;
+        self.drive(ctx);
+    }
+}
+
+impl Handler<PeerCandidate> for RoomSfu {
+    type Result = ();
+    /// A trickled remote candidate.
+    fn handle(&mut self, msg: PeerCandidate, ctx: &mut Context<Self>) {
+        if let Some(i) = self.peer_index(&msg.participant_id) {
+            self.peers[i].add_remote_candidate(&msg.candidate);
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<RemovePeer> for RoomSfu {
+    type Result = ();
+    /// The participant left: drop its peer and its tracks everywhere.
+    fn handle(&mut self, msg: RemovePeer, ctx: &mut Context<Self>) {
+        if let Some(i) = self.peer_index(&msg.participant_id) {
+            if msg
+                .only_if_link
+                .is_none_or(|link| self.peers[i].link == link)
+            {
+                self.remove_peer(i, None);
+                self.renegotiate = true;
+            }
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<AdoptPeer> for RoomSfu {
+    type Result = ();
+    /// Route a peer's events over a new link, and repeat what the old link may have lost.
+    fn handle(&mut self, msg: AdoptPeer, _: &mut Context<Self>) {
+        let Some(i) = self.peer_index(&msg.participant_id) else {
+            let text = "no media peer for this participant (it expired)".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        };
+        let peer = &mut self.peers[i];
+        peer.link = msg.link;
+        if peer.connected {
+            peer.send_state(&self.room, MediaConnectionState::Connected);
+        }
+        if let Some(offer) = &peer.pending_event {
+            peer.send_event(offer.clone());
+        }
+        tracing::info!(room = %self.room, participant = %msg.participant_id, "peer adopted by another link");
+    }
+}
+
+impl Handler<StopRoom> for RoomSfu {
+    type Result = ();
+    /// The node saw the room empty: stop (`stopped` releases what is left).
+    fn handle(&mut self, _: StopRoom, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<PeerCount> for RoomSfu {
+    type Result = usize;
+    /// How many peers the room holds.
+    fn handle(&mut self, _: PeerCount, _: &mut Context<Self>) -> usize {
+        self.peers.len()
+    }
+}
