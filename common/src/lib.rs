@@ -25,9 +25,3 @@ pub mod protocol;
 pub mod shutdown;
 #[cfg(feature = "test-support")]
 pub mod test_redis;
-
-/// The old path of the room types, from when they lived in their own file: the same items as
-/// [`cluster`] exports (prefer `conclave_common::cluster::*` in new code).
-pub mod room_state {
-    pub use crate::cluster::{Left, MemberRecord, NodeStatus, SIGNALING_STALE_MS};
-}

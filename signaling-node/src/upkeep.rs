@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use actix::Addr;
 use conclave_common::cluster::{now_ms, ClusterStore};
+use conclave_common::cluster::{Left, SIGNALING_STALE_MS};
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ServerMessage};
-use conclave_common::room_state::{Left, SIGNALING_STALE_MS};
 
 use crate::metrics;
 use crate::presence::{PresenceSink, Publish};

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use actix::prelude::*;
+use conclave_common::cluster::{Left, MemberRecord};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
-use conclave_common::room_state::{Left, MemberRecord};
 
 use super::members::refuse;
 use super::messages::{JoinRoom, ResumeRoom};

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::cluster::{ClusterError, ClusterStore, ROOM_TTL_MS};
+use conclave_common::cluster::{Left, MemberRecord};
 use conclave_common::protocol::{ParticipantInfo, ServerMessage};
-use conclave_common::room_state::{Left, MemberRecord};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics;

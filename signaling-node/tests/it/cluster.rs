@@ -400,7 +400,7 @@ async fn a_member_who_resumes_back_on_its_first_signaling_node_is_its_member_aga
     let mut back = s1.connect().await;
     back.send(resume).await;
     assert_eq!(back.expect("joined").await["resumed"], true);
-    let owner = |members: Vec<conclave_common::room_state::MemberRecord>| {
+    let owner = |members: Vec<conclave_common::cluster::MemberRecord>| {
         members
             .into_iter()
             .find(|m| m.participant.user_id == "ann")
