@@ -12,6 +12,7 @@
 //! - [`presence`]: presence events to Redis and a webhook.
 //! - [`messages`]: the messages between those actors.
 //! - [`auth`]: access tokens. [`http`]: public routes. [`tls`]: HTTPS. [`config`]: flags.
+//! - [`web_client`]: the browser client (`static/`), embedded as one table.
 
 pub mod auth;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod roster;
 pub mod session;
 pub mod tls;
 pub mod upkeep;
+pub mod web_client;
 
 use std::net::TcpListener;
 use std::sync::Arc;
