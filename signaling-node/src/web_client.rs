@@ -37,8 +37,13 @@ macro_rules! embed {
 /// Everything in `static/`.
 pub const FILES: &[StaticFile] = &[
     embed!("index.html", HTML),
-    embed!("app.js", JS),
     embed!("style.css", CSS),
+    embed!("js/main.js", JS),
+    embed!("js/state.js", JS),
+    embed!("js/ui.js", JS),
+    embed!("js/protocol.js", JS),
+    embed!("js/media.js", JS),
+    embed!("js/session.js", JS),
 ];
 
 /// The content type for a file name's extension; `None` for a type the client does not use.
@@ -105,7 +110,7 @@ mod tests {
     fn lookup_serves_only_the_table() {
         assert_eq!(lookup("/").map(|f| f.path), Some("index.html"));
         assert_eq!(lookup("/index.html").map(|f| f.path), Some("index.html"));
-        assert_eq!(lookup("/app.js").map(|f| f.path), Some("app.js"));
+        assert_eq!(lookup("/js/main.js").map(|f| f.path), Some("js/main.js"));
         for path in [
             "",
             "/nope.js",

@@ -89,6 +89,7 @@ async fn paths_outside_the_table_are_not_found() {
     let server = start(Options::default());
     for path in [
         "/nope.js",
+        "/app.js",
         "/js/",
         "/static/index.html",
         "/../Cargo.toml",
