@@ -106,22 +106,46 @@ function httpGet(url, timeoutMs = 5000) {
   });
 }
 
+// Content types of the overlay, as the server's table (signaling-node/src/web_client.rs) has them.
+const OVERLAY_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+};
+
+/** The file under `dir` that `pathname` names (`/` is index.html), or null: not there, or outside `dir`. */
+function overlayFile(dir, pathname) {
+  let rel;
+  try {
+    rel = pathname === '/' ? 'index.html' : decodeURIComponent(pathname).replace(/^\/+/, '');
+  } catch (_) {
+    return null;
+  }
+  const root = path.resolve(dir);
+  const file = path.resolve(root, rel);
+  const type = OVERLAY_TYPES[path.extname(file)];
+  if (!type || !file.startsWith(root + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) return null;
+  return { file, type };
+}
+
 /**
  * Development aid (env E2E_STATIC_DIR=path/to/signaling-node/static): serve the web client
  * from disk in front of the real server, so client edits can be tested without rebuilding
- * the binary (it embeds the files). Everything else, WebSocket upgrades included, is passed
- * through to `target`. Runs inside the test process.
+ * the binary (it embeds the files). Every file under `dir` is served from disk (so it hides a
+ * file the binary's table lacks: signaling-node's tests/it/web_client.rs checks the table);
+ * everything else, WebSocket upgrades included, is passed through to `target`. Runs inside the test process.
  */
 async function startStaticOverlay(target, dir) {
   const net = require('node:net');
   const t = new URL(target);
-  const files = { '/': ['index.html', 'text/html; charset=utf-8'], '/app.js': ['app.js', 'text/javascript; charset=utf-8'], '/style.css': ['style.css', 'text/css; charset=utf-8'] };
   const server = http.createServer((req, res) => {
     const u = new URL(req.url, 'http://x');
-    const f = files[u.pathname];
-    if (f && req.method === 'GET') {
-      res.writeHead(200, { 'content-type': f[1], 'cache-control': 'no-cache' });
-      res.end(fs.readFileSync(path.join(dir, f[0])));
+    const f = req.method === 'GET' ? overlayFile(dir, u.pathname) : null;
+    if (f) {
+      res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-cache' });
+      res.end(fs.readFileSync(f.file));
       return;
     }
     const up = http.request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (r) => {

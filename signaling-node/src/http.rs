@@ -45,10 +45,7 @@ pub struct ApiState {
 
 /// Register every public route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/app.js", web::get().to(app_js))
-        .route("/style.css", web::get().to(style_css))
-        .route("/ws", web::get().to(websocket))
+    cfg.route("/ws", web::get().to(websocket))
         .route("/dev/token", web::get().to(dev_token))
         .route("/healthz", web::get().to(health))
         .route("/readyz", web::get().to(ready))
@@ -56,35 +53,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/communities/{community}/rooms",
             web::get().to(community_rooms),
         )
-        .route("/api/nodes", web::get().to(nodes));
-}
-
-async fn index() -> HttpResponse {
-    static_file(
-        "text/html; charset=utf-8",
-        include_str!("../static/index.html"),
-    )
-}
-
-async fn app_js() -> HttpResponse {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../static/app.js"),
-    )
-}
-
-async fn style_css() -> HttpResponse {
-    static_file(
-        "text/css; charset=utf-8",
-        include_str!("../static/style.css"),
-    )
-}
-
-fn static_file(content_type: &str, body: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header(("Cache-Control", "no-cache"))
-        .body(body)
+        .route("/api/nodes", web::get().to(nodes))
+        // The web client (`/` and each file of `static/`); last, as it matches every GET path.
+        .route("/{path:.*}", web::get().to(crate::web_client::serve));
 }
 
 /// The browser's WebSocket. `?room=` is only for the load balancer's sticky hashing; the

@@ -22,6 +22,7 @@
 //! - [`presence`]: presence events to Redis and a webhook.
 //! - [`upkeep`]: cluster mode, this instance's heartbeat and the cleanup after dead ones.
 //! - [`error`]: every error enum and its wire code, in one place.
+//! - [`web_client`]: the browser client (`static/`), embedded as one table.
 //! - [`auth`]: access tokens. [`tls`]: HTTPS. [`config`]: flags. [`metrics`]: Prometheus.
 //!
 //! Order: node → http → session → registry → room → {media link, room bus, presence} →
@@ -41,6 +42,7 @@ pub mod room_bus;
 pub mod session;
 pub mod tls;
 pub mod upkeep;
+pub mod web_client;
 
 pub use node::{
     drain_on_signal, run, serve, serve_internal, start_services, MediaSetup, ServiceSettings,

@@ -6,5 +6,6 @@ mod cluster_heartbeat;
 mod cluster_support;
 mod support;
 mod tls;
+mod web_client;
 mod ws_bad_input;
 mod ws_rooms;

@@ -1,0 +1,76 @@
+// Conclave web client: entry point (index.html loads it as a module). Exposes the test hook
+// `window.conclave`, wires the page's buttons and form, and handles deep links.
+//
+// The client: one WebSocket to the signaling node (protocol.js), one RTCPeerConnection to the
+// SFU (media.js), the page (ui.js), join/resume/heartbeat/leave (session.js), shared state
+// (state.js).
+//
+// Test hooks live on `window.conclave` (state, participantId, participants, tracks, events,
+// errors, pc, ws, join(), leave(), setAudio(), setVideo(), statsByParticipant()).
+
+import { conclave, params, session } from './state.js';
+import { clearStatus, enableSound, renderRoster, reportError, ui } from './ui.js';
+import { send } from './protocol.js';
+import { setAudio, setVideo, statsByParticipant } from './media.js';
+import { join, leave } from './session.js';
+
+Object.assign(conclave, { join, leave, setAudio, setVideo, statsByParticipant });
+window.conclave = conclave;
+
+// ---------------------------------------------------------------------------------------
+// Wiring
+// ---------------------------------------------------------------------------------------
+ui.form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  ui.joinButton.disabled = true;
+  const room = ui.roomInput.value;
+  const name = ui.nameInput.value;
+  try {
+    localStorage.setItem('conclave.name', name.trim());
+  } catch (_) {}
+  join(room, name).catch(() => {
+    ui.joinButton.disabled = false;
+  });
+});
+ui.micButton.addEventListener('click', () => setAudio(!conclave.audio));
+ui.camButton.addEventListener('click', () => setVideo(!conclave.video));
+ui.leaveButton.addEventListener('click', () => {
+  leave().catch((err) => reportError(`Leave failed: ${err.message}`));
+});
+ui.soundButton.addEventListener('click', enableSound);
+ui.statusClose.addEventListener('click', clearStatus);
+window.addEventListener('pagehide', () => {
+  if (session && conclave.state === 'joined') send({ id: 'leave' });
+});
+
+/** The (unverified) claims of a JWT, to prefill the form from a ?token= link. */
+function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = decodeURIComponent(
+      Array.from(atob(part + '='.repeat((4 - (part.length % 4)) % 4)), (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join('')
+    );
+    const claims = JSON.parse(json);
+    return claims && typeof claims === 'object' ? claims : {};
+  } catch (_) {
+    return {};
+  }
+}
+
+// Deep links: ?room=...&name=...&autojoin=1 (and ?token=..., whose room and name prefill the form)
+const claims = params.get('token') ? tokenClaims(params.get('token')) : {};
+ui.roomInput.value = params.get('room') || (typeof claims.room === 'string' ? claims.room : '');
+let savedName = '';
+try {
+  savedName = localStorage.getItem('conclave.name') || '';
+} catch (_) {}
+ui.nameInput.value = params.get('name') || (typeof claims.name === 'string' ? claims.name : '') || savedName;
+if (params.get('audio') === '0') ui.startAudio.checked = false;
+if (params.get('video') === '0') ui.startVideo.checked = false;
+renderRoster();
+if (params.get('autojoin') === '1' && ui.roomInput.value) {
+  ui.joinButton.disabled = true;
+  join(ui.roomInput.value, ui.nameInput.value || 'Guest').catch(() => {
+    ui.joinButton.disabled = false;
+  });
+}

@@ -1,0 +1,278 @@
+// Conclave web client: the page. Status line, event log, connection pills, video tiles,
+// the roster and the call controls; the DOM ids and classes here are what users (and the
+// browser tests) see. Reads the call from state.js; sends nothing.
+
+import { conclave, session, localTrack } from './state.js';
+
+const $ = (id) => document.getElementById(id);
+
+export const ui = {
+  joinView: $('join-view'),
+  callView: $('call-view'),
+  form: $('join-form'),
+  roomInput: $('room-input'),
+  nameInput: $('name-input'),
+  startAudio: $('start-audio'),
+  startVideo: $('start-video'),
+  joinButton: $('join-button'),
+  roomLabel: $('room-label'),
+  wsState: $('ws-state'),
+  mediaState: $('media-state'),
+  status: $('status'),
+  statusText: $('status-text'),
+  statusClose: $('status-close'),
+  grid: $('grid'),
+  soundButton: $('sound-button'),
+  participantList: $('participant-list'),
+  participantCount: $('participant-count'),
+  eventLog: $('event-log'),
+  heartbeatCount: $('heartbeat-count'),
+  micButton: $('mic-button'),
+  camButton: $('cam-button'),
+  leaveButton: $('leave-button'),
+  tileTemplate: $('tile-template'),
+};
+
+const MAX_LOG_LINES = 200;
+
+// ---------------------------------------------------------------------------------------
+// Status line, event log, connection pills
+// ---------------------------------------------------------------------------------------
+function initials(name) {
+  const parts = String(name || '?').trim().split(/\s+/).filter(Boolean);
+  const s = parts.slice(0, 2).map((p) => Array.from(p)[0]).join('');
+  return (s || '?').toUpperCase();
+}
+
+export function showStatus(text, kind) {
+  ui.statusText.textContent = text;
+  ui.status.dataset.kind = kind || 'info';
+  ui.status.hidden = false;
+}
+
+export function clearStatus() {
+  ui.status.hidden = true;
+  ui.statusText.textContent = '';
+}
+
+export function clearStatusIfInfo() {
+  if (ui.status.dataset.kind === 'info') clearStatus();
+}
+
+export function reportError(text) {
+  conclave.errors.push(text);
+  showStatus(text, 'error');
+  logLine('error', text);
+  console.warn('[conclave]', text);
+}
+
+export function logLine(kind, text) {
+  const li = document.createElement('li');
+  li.className = 'log-' + kind;
+  const time = new Date().toLocaleTimeString();
+  li.textContent = `${time} ${text}`;
+  ui.eventLog.appendChild(li);
+  while (ui.eventLog.childElementCount > MAX_LOG_LINES) ui.eventLog.firstElementChild.remove();
+}
+
+export function setPill(el, state, label) {
+  el.dataset.state = state;
+  el.querySelector('.pill-value').textContent = label || state;
+}
+
+export function setWsState(state) {
+  conclave.wsState = state;
+  setPill(ui.wsState, state);
+}
+
+export function updateMediaPill() {
+  const pc = session && session.pc;
+  const local = pc ? pc.connectionState : 'none';
+  conclave.mediaState = local;
+  // Show the browser's own view; the server's view (mediaState message) goes in the title.
+  setPill(ui.mediaState, local);
+  ui.mediaState.title = `Media connection: browser ${local}, server ${conclave.serverMediaState || 'unknown'}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Tiles and roster
+// ---------------------------------------------------------------------------------------
+export function makeTile(participantId, name, isLocal) {
+  const el = ui.tileTemplate.content.firstElementChild.cloneNode(true);
+  el.dataset.participantId = participantId || '';
+  if (isLocal) el.classList.add('local');
+  const video = el.querySelector('video');
+  const stream = new MediaStream();
+  video.srcObject = stream;
+  const tile = { el, video, stream, isLocal };
+  setTileName(tile, name, isLocal);
+  if (isLocal) {
+    video.muted = true; // never play our own microphone back
+  } else {
+    video.muted = session ? session.soundBlocked : false;
+    watchFirstFrame(tile, participantId);
+  }
+  video.addEventListener('loadeddata', () => refreshTileVideo(tile));
+  ui.grid.appendChild(el);
+  updateGridCount();
+  return tile;
+}
+
+export function setTileName(tile, name, isLocal) {
+  const label = isLocal ? `${name || 'You'} (you)` : name || 'Guest';
+  tile.el.querySelector('.tile-name').textContent = label;
+  tile.el.querySelector('.avatar').textContent = initials(name);
+  tile.el.setAttribute('aria-label', label);
+}
+
+export function setTileMedia(tile, audio, video) {
+  tile.el.dataset.audio = audio ? 'on' : 'off';
+  tile.el.dataset.video = video ? 'on' : 'off';
+  refreshTileVideo(tile);
+}
+
+export function refreshTileVideo(tile) {
+  const hasVideo = tile.stream.getVideoTracks().length > 0;
+  tile.el.classList.toggle('no-video', !hasVideo || tile.el.dataset.video === 'off');
+}
+
+function watchFirstFrame(tile, participantId) {
+  const t0 = conclave.timings.joinStart;
+  const mark = () => {
+    if (conclave.timings.firstFrame[participantId] == null && t0 != null) {
+      conclave.timings.firstFrame[participantId] = Math.round(performance.now() - t0);
+    }
+  };
+  if (typeof tile.video.requestVideoFrameCallback === 'function') {
+    tile.video.requestVideoFrameCallback(mark);
+  } else {
+    tile.video.addEventListener('loadeddata', mark, { once: true });
+  }
+}
+
+export function updateGridCount() {
+  const n = ui.grid.childElementCount;
+  ui.grid.dataset.count = String(n);
+  ui.grid.style.setProperty('--tiles', String(n));
+}
+
+export function remoteTile(participantId) {
+  if (!session || !participantId || participantId === conclave.participantId) return null;
+  if (session.gone.has(participantId)) return null;
+  let tile = session.tiles.get(participantId);
+  if (!tile) {
+    const info = conclave.participants[participantId];
+    tile = makeTile(participantId, info ? info.name : '', false);
+    if (info) setTileMedia(tile, info.audio, info.video);
+    session.tiles.set(participantId, tile);
+    renderRoster();
+  }
+  return tile;
+}
+
+export function removeTile(participantId) {
+  const tile = session && session.tiles.get(participantId);
+  if (!tile) return;
+  for (const t of tile.stream.getTracks()) tile.stream.removeTrack(t);
+  tile.video.srcObject = null;
+  tile.el.remove();
+  session.tiles.delete(participantId);
+  updateGridCount();
+}
+
+export function playTile(tile) {
+  const p = tile.video.play();
+  if (!p || typeof p.catch !== 'function') return;
+  p.catch((err) => {
+    if (err && err.name === 'NotAllowedError' && !tile.video.muted) {
+      // Autoplay with sound blocked: play muted and offer a button.
+      session && (session.soundBlocked = true);
+      tile.video.muted = true;
+      ui.soundButton.hidden = false;
+      tile.video.play().catch(() => {});
+    }
+  });
+}
+
+export function enableSound() {
+  if (!session) return;
+  session.soundBlocked = false;
+  ui.soundButton.hidden = true;
+  for (const tile of session.tiles.values()) {
+    tile.video.muted = false;
+    playTile(tile);
+  }
+}
+
+export function renderRoster() {
+  const list = ui.participantList;
+  list.textContent = '';
+  const entries = [];
+  if (conclave.participantId && conclave.state === 'joined') {
+    entries.push({
+      participantId: conclave.participantId,
+      name: session ? session.name : '',
+      audio: conclave.audio,
+      video: conclave.video,
+      self: true,
+    });
+  }
+  for (const info of Object.values(conclave.participants)) {
+    if (info.participantId !== conclave.participantId) entries.push(info);
+  }
+  for (const p of entries) {
+    const li = document.createElement('li');
+    li.dataset.participantId = p.participantId;
+    const name = document.createElement('span');
+    name.className = 'roster-name';
+    name.textContent = (p.name || 'Guest') + (p.self ? ' (you)' : '');
+    const state = document.createElement('span');
+    state.className = 'roster-state';
+    const mic = document.createElement('span');
+    mic.className = 'state ' + (p.audio ? 'on' : 'off');
+    mic.textContent = p.audio ? 'mic on' : 'mic off';
+    const cam = document.createElement('span');
+    cam.className = 'state ' + (p.video ? 'on' : 'off');
+    cam.textContent = p.video ? 'cam on' : 'cam off';
+    state.append(mic, cam);
+    li.append(name, state);
+    list.appendChild(li);
+  }
+  ui.participantCount.textContent = String(entries.length);
+}
+
+export function updateControls() {
+  const a = conclave.audio;
+  const v = conclave.video;
+  const hasAudio = !!localTrack('audio');
+  const hasVideo = !!localTrack('video');
+  ui.micButton.setAttribute('aria-pressed', String(!a));
+  ui.micButton.classList.toggle('off', !a);
+  ui.micButton.disabled = !hasAudio;
+  ui.micButton.querySelector('.control-label').textContent = !hasAudio ? 'No mic' : a ? 'Mute mic' : 'Unmute mic';
+  ui.camButton.setAttribute('aria-pressed', String(!v));
+  ui.camButton.classList.toggle('off', !v);
+  ui.camButton.disabled = !hasVideo;
+  ui.camButton.querySelector('.control-label').textContent = !hasVideo ? 'No camera' : v ? 'Stop camera' : 'Start camera';
+  if (session && session.localTile) setTileMedia(session.localTile, a, v);
+  renderRoster();
+}
+
+// ---------------------------------------------------------------------------------------
+// Views
+// ---------------------------------------------------------------------------------------
+export function showCallView(room) {
+  ui.joinView.hidden = true;
+  ui.callView.hidden = false;
+  ui.roomLabel.textContent = room;
+  ui.roomLabel.hidden = false;
+  document.title = `${room} – Conclave`;
+}
+
+export function showJoinView() {
+  ui.callView.hidden = true;
+  ui.joinView.hidden = false;
+  ui.roomLabel.hidden = true;
+  ui.joinButton.disabled = false;
+  document.title = 'Conclave';
+}
