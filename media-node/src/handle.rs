@@ -77,7 +77,6 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
         std::mem::forget(extra);
     }
     let stats = udp_stats.clone();
-    let id = node_id.clone();
     let orphan_grace = std::time::Duration::from_secs(config.orphan_grace_secs);
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
         // Inside the arbiter: its runtime owns the socket's receive side and the loop.
@@ -88,7 +87,6 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
                 socket: sender,
                 router,
                 advertised,
-                node_id: id,
                 participants: counter,
             },
             room_arbiters,

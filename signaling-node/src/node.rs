@@ -33,6 +33,8 @@ use crate::upkeep::Upkeep;
 const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 /// Wait between attempts to reach the cluster's Redis at start.
 const REDIS_CONNECT_RETRY: Duration = Duration::from_secs(2);
+/// How often a draining node checks whether its last room has closed.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Run the node `config` describes until it has drained after SIGTERM (or Ctrl-C). Call
 /// inside an actix system (`#[actix_web::main]`). Prints the machine-readable readiness line
@@ -333,6 +335,6 @@ pub async fn drain_on_signal(services: Services, timeout: Duration) {
             tracing::warn!(rooms, "drain timeout: stopping");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
     }
 }

@@ -35,6 +35,5 @@ mod forward;
 mod negotiate;
 mod peer;
 
-pub use room::{RoomSfu, SfuShared};
 pub use rtc::rtc_config;
 pub use udp::DatagramBatch;

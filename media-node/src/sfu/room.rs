@@ -45,7 +45,6 @@ pub struct SfuShared {
     /// The address browsers send to (our only ICE candidate); also the `destination` of
     /// every `Receive`, since str0m drops STUN not addressed to a local candidate.
     pub advertised: SocketAddr,
-    pub node_id: String,
     /// Peers on this node, over all rooms: the true count its cluster heartbeat reports.
     pub participants: Arc<std::sync::atomic::AtomicU64>,
 }

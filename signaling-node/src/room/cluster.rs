@@ -137,16 +137,8 @@ impl Room {
                         // Its peer lives on; the media node confirms when it hands it over.
                         room.roster.set_media(&pid, MediaPhase::Active);
                         metrics::PARTICIPANTS.inc();
-                        room.local.insert(
-                            pid.clone(),
-                            LocalMember {
-                                resume_secret: mine.resume_secret,
-                                session: None,
-                                evict: None,
-                                drops: 0,
-                                departing: false,
-                            },
-                        );
+                        room.local
+                            .insert(pid.clone(), LocalMember::taken_over(mine.resume_secret));
                     }
                     room.reconcile(all);
                     room.reattach(&pid, msg.session, msg.evict);

@@ -102,6 +102,17 @@ impl LocalMember {
             departing: false,
         }
     }
+
+    /// A member taken over from another instance: no session until it reattaches.
+    fn taken_over(secret: String) -> Self {
+        LocalMember {
+            resume_secret: secret,
+            session: None,
+            evict: None,
+            drops: 0,
+            departing: false,
+        }
+    }
 }
 
 pub struct Room {
