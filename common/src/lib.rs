@@ -13,11 +13,15 @@
 //! - [`metrics`]: the Prometheus registry and metrics both node kinds share.
 //! - [`shutdown`]: the stop signal both node kinds drain on.
 //! - `test_redis` (feature `test-support`): real `redis-server` processes for tests.
+//! - `layers` (feature `test-support`): the import-circle check each crate's `tests/layers.rs`
+//!   runs on its own `src/`.
 //!
 //! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol`; the others
 //! use no sibling.
 
 pub mod cluster;
+#[cfg(feature = "test-support")]
+pub mod layers;
 pub mod link;
 pub mod metrics;
 pub mod presence;
