@@ -10,6 +10,7 @@ use actix::prelude::*;
 use conclave_common::link::{MediaEvent, ToMediaNode};
 
 use crate::config::MediaConfig;
+use crate::error::StartError;
 use crate::metrics;
 use crate::node::MediaNode;
 use crate::sfu::room::SfuShared;
@@ -51,10 +52,12 @@ impl MediaNodeHandle {
 /// Bind the media UDP socket and start the node: the receive loop and the `MediaNode` on one
 /// arbiter thread, room SFUs spread over `config.media_threads` arbiter threads.
 /// Must be called inside a running actix system.
-pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
+pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
     metrics::init();
-    let socket = MediaSocket::bind(config.udp_listen)?;
-    let udp_local = socket.local_addr()?;
+    let addr = config.udp_listen;
+    let udp = |source| StartError::Udp { addr, source };
+    let socket = MediaSocket::bind(addr).map_err(udp)?;
+    let udp_local = socket.local_addr().map_err(udp)?;
     let advertised = config.advertised_addr(udp_local);
     let node_id = config.node_id.clone();
     let udp_stats = Arc::new(UdpStats::default());
@@ -64,7 +67,7 @@ pub fn start(config: &MediaConfig) -> std::io::Result<MediaNodeHandle> {
     // One crypto provider for every Rtc of the process (str0m's default backend).
     str0m::crypto::from_feature_flags().install_process_default();
 
-    let sender = socket.sender()?;
+    let sender = socket.sender().map_err(udp)?;
     let threads = config.media_threads.unwrap_or(1);
     // The receive loop's own thread hosts rooms too (the first room, so a single room costs
     // no hop between threads per packet); further threads take the rooms after it.

@@ -5,6 +5,7 @@
 //! import circle creeps in).
 //! - [`config`]: flags and environment variables (`MediaConfig`, embedded by the signaling
 //!   node too; `NodeConfig`, the whole process).
+//! - [`error`]: start-up errors ([`StartError`]: what could not be bound, and where).
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`sfu`]: the data path, in its own folder — the UDP socket (`sfu/udp.rs`: receive loop,
 //!   router, send half) and forwarding (`sfu/forward.rs`) are where a packet goes; around them
@@ -21,6 +22,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod error;
 pub mod handle;
 pub mod http;
 pub mod link;
@@ -29,5 +31,6 @@ pub mod node;
 pub mod run;
 pub mod sfu;
 
+pub use error::StartError;
 pub use handle::{start, MediaNodeHandle};
 pub use run::{drain_on_signal, run};

@@ -5,7 +5,7 @@ use clap::Parser;
 use conclave_media_node::config::NodeConfig;
 
 #[actix_web::main]
-async fn main() -> std::io::Result<()> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -13,5 +13,8 @@ async fn main() -> std::io::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    conclave_media_node::run(NodeConfig::parse()).await
+    if let Err(e) = conclave_media_node::run(NodeConfig::parse()).await {
+        eprintln!("media-node: {e}");
+        std::process::exit(1);
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use conclave_common::cluster::NodeInfo;
 
 use crate::config::NodeConfig;
+use crate::error::StartError;
 use crate::handle::{start, MediaNodeHandle};
 use crate::{cluster, http, metrics};
 
@@ -15,11 +16,13 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Run the media node until it has drained after SIGTERM (or its HTTP server fails).
 /// Must be called inside a running actix system.
-pub async fn run(config: NodeConfig) -> std::io::Result<()> {
+pub async fn run(config: NodeConfig) -> Result<(), StartError> {
     let media = start(&config.media)?;
     metrics::CAPACITY.set(config.capacity as i64);
-    let listener = std::net::TcpListener::bind(config.listen)?;
-    let internal = listener.local_addr()?;
+    let addr = config.listen;
+    let listen = |source| StartError::Listen { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+    let internal = listener.local_addr().map_err(listen)?;
     if let Some(redis_url) = config.redis_url {
         // Signaling nodes reach us at the advertised IP unless told otherwise.
         let link_url = config.link_url.unwrap_or_else(|| {
@@ -54,7 +57,7 @@ pub async fn run(config: NodeConfig) -> std::io::Result<()> {
         drain_on_signal(media, drain).await;
         handle.stop(true).await;
     });
-    server.await
+    Ok(server.await?)
 }
 
 /// Wait for SIGTERM or Ctrl-C, then drain: mark the node draining (placement skips it from its

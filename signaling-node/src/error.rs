@@ -172,11 +172,9 @@ pub enum StartError {
         "a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)"
     )]
     NoTokenSecret,
-    #[error("cannot bind media UDP {addr}: {source}")]
-    MediaUdp {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    /// The embedded media node could not start (its UDP socket).
+    #[error("{0}")]
+    Media(#[from] conclave_media_node::StartError),
     #[error("{0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]

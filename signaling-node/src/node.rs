@@ -48,12 +48,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
         (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(url.clone())),
         (None, None) => {
-            let media = conclave_media_node::start(&config.media).map_err(|source| {
-                StartError::MediaUdp {
-                    addr: config.media.udp_listen,
-                    source,
-                }
-            })?;
+            let media = conclave_media_node::start(&config.media)?;
             udp_note = format!(" udp={}", media.udp_local);
             MediaSetup::Single(MediaTarget::Local(media.commands()))
         }

@@ -1,0 +1,22 @@
+//! The media node's start-up errors: what could not be set up, and where. (Its other
+//! boundaries have their own types: link commands answer with `MediaEvent` errors, a panic
+//! inside one `Rtc` is caught by `sfu::rtc::guarded`.)
+
+use std::net::SocketAddr;
+
+/// Why the media node cannot start (printed; the process exits with status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind media UDP {addr}: {source}")]
+    Udp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("internal HTTP server: {0}")]
+    Serve(#[from] std::io::Error),
+}
