@@ -9,6 +9,8 @@
 //!   `cluster/nodes.rs` (media nodes, placement), `cluster/rooms.rs` (rooms and members),
 //!   `cluster/instances.rs` (signaling instances), `cluster/events.rs` (room events), and
 //!   `cluster/scripts/*.lua` (the Lua scripts).
+//! - [`frame_limit`]: a WebSocket frame-size limit checked from each frame's header, before its
+//!   payload is buffered (the browser socket and the internal link).
 //! - [`presence`]: presence events for listeners outside the call (format and key names).
 //! - [`metrics`]: the Prometheus registry and metrics both node kinds share.
 //! - [`shutdown`]: the stop signal both node kinds drain on.
@@ -20,6 +22,7 @@
 //! use no sibling.
 
 pub mod cluster;
+pub mod frame_limit;
 #[cfg(feature = "test-support")]
 pub mod layers;
 pub mod link;

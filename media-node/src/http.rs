@@ -1,8 +1,10 @@
 //! The media node's internal HTTP server: the link endpoint for signaling nodes, health,
 //! readiness and metrics. Never exposed to browsers.
 
+use actix_web::error::PayloadError;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
+use conclave_common::frame_limit::FrameLimit;
 
 use crate::handle::MediaNodeHandle;
 use crate::link::LinkSession;
@@ -17,7 +19,10 @@ async fn link(
     media: web::Data<MediaNodeHandle>,
 ) -> actix_web::Result<HttpResponse> {
     let session = LinkSession::new(media.node.clone(), media.hello());
-    ws::WsResponseBuilder::new(session, &req, stream)
+    // Frames over the limit end the link from their header, before their payload is buffered.
+    let payload = FrameLimit::new(stream, MAX_LINK_FRAME, || PayloadError::Overflow);
+    let session = session.with_frame_limit(payload.tripped());
+    ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(MAX_LINK_FRAME)
         .start()
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web_actors::ws;
+use conclave_common::frame_limit::Tripped;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
 use conclave_common::protocol::MediaConnectionState;
 
@@ -22,6 +23,8 @@ pub struct LinkSession {
     last_heard: Instant,
     /// Peers created or adopted over this link (participant -> room): orphans when it dies.
     peers: HashMap<String, String>,
+    /// Set when the link declared a frame over the limit (checked from its header).
+    frame_limit: Tripped,
 }
 
 impl LinkSession {
@@ -31,7 +34,15 @@ impl LinkSession {
             hello,
             last_heard: Instant::now(),
             peers: HashMap::new(),
+            frame_limit: Tripped::default(),
         }
+    }
+
+    /// The flag of the [`FrameLimit`](conclave_common::frame_limit::FrameLimit) in front of
+    /// this link's socket: a frame it refuses closes the link with 1009.
+    pub fn with_frame_limit(mut self, tripped: Tripped) -> Self {
+        self.frame_limit = tripped;
+        self
     }
 
     fn send_event(ctx: &mut ws::WebsocketContext<Self>, event: &MediaEvent) {
@@ -82,6 +93,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LinkSession {
                 return ctx.stop();
             }
             Ok(_) => return,
+            Err(e) if self.frame_limit.is_set() || matches!(e, ws::ProtocolError::Overflow) => {
+                tracing::warn!("signaling link frame over the limit: closing");
+                ctx.close(Some(ws::CloseCode::Size.into()));
+                return ctx.stop();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "signaling link protocol error");
                 return ctx.stop();

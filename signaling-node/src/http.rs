@@ -1,9 +1,11 @@
 //! Public HTTP routes: the web client, the WebSocket, dev tokens, health, and the operators'
 //! query API (`/api/...`, behind a bearer key).
 
+use actix_web::error::PayloadError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use conclave_common::cluster::ClusterStore;
+use conclave_common::frame_limit::FrameLimit;
 use conclave_common::protocol::ParticipantInfo;
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +73,10 @@ async fn websocket(
             "error": "unavailable", "message": "this node is draining; connect to another"
         })));
     }
-    ws::WsResponseBuilder::new(Session::new(state.deps.clone()), &req, stream)
+    // Frames over the limit are refused from their header, before their payload is buffered.
+    let payload = FrameLimit::new(stream, MAX_FRAME, || PayloadError::Overflow);
+    let session = Session::new(state.deps.clone()).with_frame_limit(payload.tripped());
+    ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(MAX_FRAME)
         .start()
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use conclave_common::cluster::now_ms;
+use conclave_common::frame_limit::Tripped;
 use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
 };
@@ -52,6 +53,8 @@ pub struct Session {
     joined: Option<Membership>,
     /// A join is in flight (the mailbox is paused by `ctx.wait` meanwhile).
     joining: bool,
+    /// Set when the socket declared a frame over [`MAX_FRAME`] (checked from its header).
+    frame_limit: Tripped,
 }
 
 impl Session {
@@ -61,7 +64,15 @@ impl Session {
             last_heard: Instant::now(),
             joined: None,
             joining: false,
+            frame_limit: Tripped::default(),
         }
+    }
+
+    /// The flag of the [`FrameLimit`](conclave_common::frame_limit::FrameLimit) in front of
+    /// this session's socket: a frame it refuses closes the session with 1009.
+    pub fn with_frame_limit(mut self, tripped: Tripped) -> Self {
+        self.frame_limit = tripped;
+        self
     }
 
     fn send(ctx: &mut ws::WebsocketContext<Self>, msg: &ServerMessage) {
@@ -361,7 +372,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => {
+            Err(e) if self.frame_limit.is_set() || matches!(e, ws::ProtocolError::Overflow) => {
                 tracing::info!("frame over {MAX_FRAME} bytes: closing");
                 ctx.close(Some(CloseReason {
                     code: CloseCode::Size,

@@ -189,3 +189,110 @@ async fn a_silent_client_is_timed_out_and_the_others_told() {
         other => panic!("silent client should be closed, got {other:?}"),
     }
 }
+
+/// A raw WebSocket (no client library: it must be able to lie in a frame header) that has
+/// completed its upgrade on `/ws`.
+async fn raw_websocket(base: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!(
+        "GET /ws?room=x HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("upgrade request");
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.expect("upgrade response");
+        response.push(byte[0]);
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    tcp
+}
+
+/// Frames that declare more than the limit are refused from their header: the close (1009)
+/// comes while the frame is still streaming in, not after it has been buffered whole, and
+/// what the client streams after it is discarded (the process's RSS stays flat). Ten such
+/// connections at once; the call on the same node carries on.
+#[actix_rt::test]
+async fn a_frame_over_the_limit_is_refused_from_its_header_not_buffered() {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// What each frame declares, and what each connection then streams.
+    const DECLARED: usize = 32 * 1024 * 1024;
+    /// RSS growth allowed while 10 x 32 MiB stream in (other tests share this process);
+    /// buffering the frames would take 320 MiB.
+    const RSS_GROWTH_AT_MOST: u64 = 100 * 1024 * 1024;
+
+    let server = start(Options::default());
+    let (mut alice, _) = server.join("alice", "huge").await;
+    let (mut bob, _) = server.join("bob", "huge").await;
+    alice.expect("participantJoined").await;
+
+    let rss_before = rss_bytes();
+    let mut attackers = Vec::new();
+    for _ in 0..10 {
+        let (mut read, mut write) = raw_websocket(&server.base).await.into_split();
+        // A masked text frame declaring DECLARED bytes.
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&(DECLARED as u64).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        write.write_all(&header).await.expect("frame header");
+        let written = Arc::new(AtomicUsize::new(0));
+        let progress = written.clone();
+        let writer = actix_rt::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            while progress.load(Relaxed) < DECLARED {
+                match tokio::time::timeout(Duration::from_secs(2), write.write_all(&chunk)).await {
+                    Ok(Ok(())) => progress.fetch_add(chunk.len(), Relaxed),
+                    _ => break,
+                };
+            }
+        });
+        let closed = actix_rt::spawn(async move {
+            let mut head = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(20), read.read_exact(&mut head))
+                .await
+                .expect("a close within 20 s")
+                .expect("a close frame");
+            (head, written.load(Relaxed))
+        });
+        attackers.push((writer, closed));
+    }
+    for (writer, closed) in attackers {
+        let (head, written_at_close) = closed.await.expect("reader");
+        assert_eq!(head[0], 0x88, "a close frame: {head:?}");
+        assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009, "{head:?}");
+        assert!(
+            written_at_close < DECLARED / 2,
+            "closed only after {written_at_close} of the frame's {DECLARED} bytes"
+        );
+        writer.await.expect("writer");
+    }
+    let growth = rss_bytes().saturating_sub(rss_before);
+    assert!(
+        growth < RSS_GROWTH_AT_MOST,
+        "the server buffered the refused frames: RSS grew {growth} bytes"
+    );
+
+    // The call on the same node carries on.
+    bob.send(json!({"id": "setVideo", "enabled": false})).await;
+    let state = alice.expect("participantState").await;
+    assert_eq!(state["video"], false);
+}
+
+/// This process's resident set size (the server runs in it).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}

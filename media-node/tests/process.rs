@@ -1,0 +1,156 @@
+//! The `media-node` process, run for real: it refuses to start with a clear message naming
+//! what it could not bind (`StartError`, exit status 1), and its internal link refuses a frame
+//! over the limit from its header.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run_media_node(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_media-node"))
+        .args(args)
+        .output()
+        .expect("media-node runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_taken_udp_port_is_named_in_the_error() {
+    let taken = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = run_media_node(&["--listen", "127.0.0.1:0", "--udp-listen", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("media-node: cannot bind media UDP {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_taken_internal_port_is_named_in_the_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = run_media_node(&["--listen", &addr, "--udp-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("media-node: cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+/// A `media-node` process on 127.0.0.1 ports of its choosing; killed on drop.
+struct MediaNode {
+    child: std::process::Child,
+    internal: String,
+}
+
+impl MediaNode {
+    fn start() -> MediaNode {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_media-node"))
+            .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("media-node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        // `listening internal=http://127.0.0.1:PORT udp=...`
+        let internal = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("internal=http://"))
+            .unwrap_or_else(|| panic!("no internal address in {line:?}"))
+            .to_string();
+        MediaNode { child, internal }
+    }
+}
+
+impl Drop for MediaNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A link frame that declares more than the limit (1 MiB) is refused from its header: the
+/// node closes the link (1009) while the frame is still streaming in, not after buffering it.
+#[test]
+fn a_link_frame_over_the_limit_is_refused_from_its_header() {
+    /// What the frame declares, and what the client then streams.
+    const DECLARED: usize = 32 * 1024 * 1024;
+    let node = MediaNode::start();
+    let mut tcp = TcpStream::connect(&node.internal).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /internal/link HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        node.internal
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).expect("upgrade response");
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(DECLARED as u64).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&header).unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = written.clone();
+    let mut writer = tcp.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let streaming = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < DECLARED
+            && Instant::now() < deadline
+        {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            progress.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+
+    // Frames before the close (the node's hello) are skipped; the close carries 1009.
+    let code = loop {
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head).expect("a frame from the node");
+        let mut len = u64::from(head[1] & 0x7f);
+        if len == 126 {
+            let mut ext = [0u8; 2];
+            tcp.read_exact(&mut ext).unwrap();
+            len = u64::from(u16::from_be_bytes(ext));
+        }
+        let mut payload = vec![0u8; len as usize];
+        tcp.read_exact(&mut payload).unwrap();
+        if head[0] == 0x88 {
+            break u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    };
+    let written_at_close = written.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(code, 1009);
+    assert!(
+        written_at_close < DECLARED / 2,
+        "closed only after {written_at_close} of the frame's {DECLARED} bytes"
+    );
+    drop(tcp);
+    streaming.join().unwrap();
+}
