@@ -60,12 +60,13 @@ pub enum Refusal {
     /// Every live media node is full.
     #[error("no media node has room for a new call; try again later")]
     NoCapacity,
-    /// The room could not be placed: the cluster state did not answer (the cause).
-    #[error("cluster state unavailable: {0}")]
-    Placement(String),
-    /// The room's members could not be read or written in Redis (the cause).
-    #[error("cluster state unavailable: {0}; try again shortly")]
-    Members(String),
+    /// The room could not be placed: the cluster state did not answer (the cause is logged,
+    /// never sent: it names internal addresses).
+    #[error("cluster state unavailable; try again shortly")]
+    Placement,
+    /// The room's members could not be read or written in Redis (the cause is logged).
+    #[error("cluster state unavailable; try again shortly")]
+    Members,
     /// The room's media node was placed but is gone from the cluster state.
     #[error("media node {0} is not registered any more")]
     NodeGone(String),
@@ -89,7 +90,10 @@ impl Refusal {
     pub fn placement(e: ClusterError) -> Self {
         match e {
             ClusterError::NoCapacity => Refusal::NoCapacity,
-            e => Refusal::Placement(e.to_string()),
+            e => {
+                tracing::warn!(error = %e, "room placement failed");
+                Refusal::Placement
+            }
         }
     }
 
@@ -98,7 +102,10 @@ impl Refusal {
     pub fn members(e: ClusterError) -> Self {
         match e {
             ClusterError::RoomFull => Refusal::ClusterRoomFull,
-            e => Refusal::Members(e.to_string()),
+            e => {
+                tracing::warn!(error = %e, "member record not written");
+                Refusal::Members
+            }
         }
     }
 
@@ -109,10 +116,9 @@ impl Refusal {
             Refusal::RoomFull { .. } | Refusal::ClusterRoomFull => ErrorCode::RoomFull,
             Refusal::MalformedResumeToken | Refusal::NothingToResume => ErrorCode::ResumeFailed,
             Refusal::NoCapacity => ErrorCode::NoCapacity,
-            Refusal::Placement(_)
-            | Refusal::Members(_)
-            | Refusal::NodeGone(_)
-            | Refusal::RoomClosing => ErrorCode::Unavailable,
+            Refusal::Placement | Refusal::Members | Refusal::NodeGone(_) | Refusal::RoomClosing => {
+                ErrorCode::Unavailable
+            }
             Refusal::KeptClosing | Refusal::RegistryGone | Refusal::NotClustered => {
                 ErrorCode::Internal
             }
@@ -206,8 +212,8 @@ mod tests {
             (Refusal::MalformedResumeToken, "resume_failed"),
             (Refusal::NothingToResume, "resume_failed"),
             (Refusal::NoCapacity, "no_capacity"),
-            (Refusal::Placement("x".into()), "unavailable"),
-            (Refusal::Members("x".into()), "unavailable"),
+            (Refusal::Placement, "unavailable"),
+            (Refusal::Members, "unavailable"),
             (Refusal::NodeGone("m1".into()), "unavailable"),
             (Refusal::RoomClosing, "unavailable"),
             (Refusal::KeptClosing, "internal"),
@@ -249,7 +255,7 @@ mod tests {
         );
         assert_eq!(
             Refusal::placement(ClusterError::Timeout).to_string(),
-            "cluster state unavailable: redis did not answer in time"
+            "cluster state unavailable; try again shortly"
         );
         assert_eq!(
             Refusal::members(ClusterError::RoomFull),
@@ -257,7 +263,7 @@ mod tests {
         );
         assert_eq!(
             Refusal::members(ClusterError::Timeout).to_string(),
-            "cluster state unavailable: redis did not answer in time; try again shortly"
+            "cluster state unavailable; try again shortly"
         );
     }
 

@@ -147,7 +147,9 @@ impl RoomSfu {
         let offer = match SdpOffer::from_sdp_string(&msg.offer) {
             Ok(o) => o,
             Err(e) => {
-                let text = format!("offer is not valid SDP: {e}");
+                // The parser's own text names internals (heap offsets): logged, not sent.
+                tracing::info!(participant = %msg.participant_id, error = %e, "offer is not valid SDP");
+                let text = "offer is not valid SDP".to_string();
                 self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
                 return;
             }
@@ -214,7 +216,8 @@ impl RoomSfu {
             Ok(a) => a,
             Err(e) => {
                 // Keep the pending offer: the client may still send a valid answer.
-                let text = format!("answer is not valid SDP: {e}");
+                tracing::info!(participant = %msg.participant_id, error = %e, "answer is not valid SDP");
+                let text = "answer is not valid SDP".to_string();
                 self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
                 return;
             }
