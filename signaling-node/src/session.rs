@@ -29,7 +29,11 @@ pub const MAX_FRAME: usize = 256 * 1024;
 /// Longest display name kept (longer ones are cut).
 const MAX_NAME_CHARS: usize = 64;
 /// How often a join retries when its room was closing at that moment.
-const JOIN_ATTEMPTS: usize = 3;
+const JOIN_ATTEMPTS: u32 = 5;
+/// Wait before the first retry, doubled at each: a closing room leaves the registry once its
+/// actor has stopped, a few polls later; asking again at once finds the same closing room
+/// (5 attempts wait 5 + 10 + 20 + 40 ms at most).
+const CLOSING_RETRY_WAIT: Duration = Duration::from_millis(5);
 
 /// What every session needs, shared by all of them.
 #[derive(Clone)]
@@ -249,7 +253,10 @@ impl Session {
         self.joining = true;
         let started = Instant::now();
         let attempt = async move {
-            for _ in 0..JOIN_ATTEMPTS {
+            for attempt in 0..JOIN_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(CLOSING_RETRY_WAIT * (1 << (attempt - 1))).await;
+                }
                 let room = registry
                     .send(GetRoom { key: key.clone() })
                     .await

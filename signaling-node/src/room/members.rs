@@ -277,7 +277,24 @@ impl Room {
     }
 
     /// With no member of its own the actor has nothing to do (others mirror the room).
+    /// Checked again after the message being handled has answered: a handler that refuses
+    /// with an `AtomicResponse` and stops at once would drop its answer (actix does not run a
+    /// stopping actor's pending response), and the session would only see the room vanish.
     pub(super) fn stop_if_unused(&mut self, ctx: &mut Context<Self>) {
+        if self.local.is_empty() {
+            ctx.notify(StopIfUnused);
+        }
+    }
+}
+
+/// Room -> itself: stop if it still has no member of its own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct StopIfUnused;
+
+impl Handler<StopIfUnused> for Room {
+    type Result = ();
+    fn handle(&mut self, _: StopIfUnused, ctx: &mut Context<Self>) {
         if self.local.is_empty() {
             ctx.stop();
         }

@@ -302,3 +302,20 @@ fn rss_bytes() -> u64 {
         .expect("VmRSS");
     kib * 1024
 }
+
+/// A `resume` into a room that has closed (its member left) is `resume_failed`, as documented,
+/// however often the room opens and closes meanwhile.
+#[actix_rt::test]
+async fn resume_into_a_closed_room_is_resume_failed() {
+    let server = start(Options::default());
+    let (mut alice, joined) = server.join("alice", "gone").await;
+    let resume = json!({"id": "resume", "token": server.token("alice", "gone"),
+        "resumeToken": joined["resumeToken"]});
+    alice.send(json!({"id": "leave"})).await;
+    alice.expect("left").await;
+    for _ in 0..5 {
+        let mut again = server.connect().await;
+        again.send(resume.clone()).await;
+        again.expect_error("resume_failed").await;
+    }
+}
