@@ -159,13 +159,7 @@ impl Session {
         let Some(claims) = self.check_entry(&metrics::JOINS, &token, ctx) else {
             return;
         };
-        let name: String = name
-            .or(claims.name.clone())
-            .unwrap_or_else(|| claims.sub.clone())
-            .trim()
-            .chars()
-            .take(MAX_NAME_CHARS)
-            .collect();
+        let name = display_name(name.or(claims.name.clone()), &claims.sub);
         let participant = ParticipantInfo {
             participant_id: format!("p-{}", uuid::Uuid::new_v4().simple()),
             user_id: claims.sub,
@@ -427,5 +421,49 @@ impl Handler<Outbound> for Session {
     /// A message from the room for our browser.
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         Self::send(ctx, &msg.0);
+    }
+}
+
+/// The name others see: the requested one (or the token's), else the user id; control and
+/// bidirectional-formatting characters removed (they would reorder or hide text in every
+/// other member's roster), trimmed, at most [`MAX_NAME_CHARS`].
+fn display_name(requested: Option<String>, user_id: &str) -> String {
+    let clean = |text: &str| -> String {
+        let kept: String = text.chars().filter(|c| !hides_text(*c)).collect();
+        kept.trim().chars().take(MAX_NAME_CHARS).collect()
+    };
+    match requested.map(|n| clean(&n)) {
+        Some(name) if !name.is_empty() => name,
+        _ => clean(user_id),
+    }
+}
+
+/// Control characters and the Unicode bidirectional marks, embeddings, overrides and isolates.
+fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_lose_control_and_bidi_characters() {
+        let name = |n: &str| display_name(Some(n.to_string()), "u1");
+        assert_eq!(name("  Ada  "), "Ada");
+        assert_eq!(name("Ada\u{202E}gpj.exe"), "Adagpj.exe");
+        assert_eq!(name("Bob\u{2066}\u{200F}\u{061C}"), "Bob");
+        assert_eq!(name("line\nbreak\u{7}\u{0}"), "linebreak");
+        assert_eq!(name("Zoë 🎧 Ünïcode"), "Zoë 🎧 Ünïcode");
+        assert_eq!(name(&"x".repeat(100)).chars().count(), MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn an_empty_or_invisible_name_falls_back_to_the_user_id() {
+        assert_eq!(display_name(None, "u1"), "u1");
+        assert_eq!(display_name(Some("  ".into()), "u1"), "u1");
+        assert_eq!(display_name(Some("\u{202E}\u{200F}".into()), "u1"), "u1");
+        assert_eq!(display_name(None, "u\u{202E}2"), "u2");
     }
 }
