@@ -349,7 +349,7 @@ use crate::{
 const S: &str = "crate::a::x \" crate::c";
 const R: &str = r#"use crate::a; "#;
 fn g<'a>(_: &'a str) -> [char; 3] { ['"', '\'', '\u{7b}'] }
-fn h() -> crate::d::Z { todo!() }
+fn h() -> crate::d::Z { crate::d::Z }
 @@ c/mod.rs
 mod e;
 pub use e::E;
