@@ -11,6 +11,8 @@
 //!   `cluster/scripts/*.lua` (the Lua scripts).
 //! - [`frame_limit`]: a WebSocket frame-size limit checked from each frame's header, before its
 //!   payload is buffered (the browser socket and the internal link).
+//! - [`names`]: the charset of every name that becomes part of a Redis key (communities,
+//!   rooms, node and signaling ids).
 //! - [`presence`]: presence events for listeners outside the call (format and key names).
 //! - [`metrics`]: the Prometheus registry and metrics both node kinds share.
 //! - [`shutdown`]: the stop signal both node kinds drain on.
@@ -18,7 +20,7 @@
 //! - `layers` (feature `test-support`): the import-circle check each crate's `tests/layers.rs`
 //!   runs on its own `src/`.
 //!
-//! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol`; the others
+//! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol` and `names`; the others
 //! use no sibling.
 
 pub mod cluster;
@@ -27,6 +29,7 @@ pub mod frame_limit;
 pub mod layers;
 pub mod link;
 pub mod metrics;
+pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod shutdown;

@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo};
+use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo, RedisSettings};
+
+use crate::error::StartError;
 
 use crate::handle::MediaNodeHandle;
 
@@ -13,19 +15,27 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Wait between attempts while Redis is unreachable.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Heartbeat forever (run it as a task). Never gives up on Redis: logs and retries.
+/// Heartbeat forever (run it as a task). Never gives up on an unreachable Redis: logs and
+/// retries. Returns only when Redis refuses our credentials or the settings cannot work
+/// (waiting cannot fix either): the node then stops with that error.
 pub async fn heartbeat_loop(
-    redis_url: String,
+    redis: RedisSettings,
     prefix: String,
     info: NodeInfo,
     media: MediaNodeHandle,
-) {
-    tracing::info!(redis_url = %conclave_common::cluster::redacted(&redis_url), node = %info.id, "joining the cluster");
+) -> StartError {
+    tracing::info!(redis_url = %redis.redacted_url(), node = %info.id, "joining the cluster");
     let store = loop {
-        match ClusterStore::connect(&redis_url, &prefix).await {
+        match ClusterStore::connect(redis.clone(), &prefix).await {
             Ok(store) => break store,
+            Err(e) if e.is_fatal() => {
+                return StartError::Redis {
+                    url: redis.redacted_url(),
+                    source: e,
+                }
+            }
             Err(e) => {
-                tracing::error!(redis_url = %conclave_common::cluster::redacted(&redis_url), error = %e, "redis unreachable; retrying");
+                tracing::error!(redis_url = %redis.redacted_url(), error = %e, "redis unreachable; retrying");
                 tokio::time::sleep(RETRY_DELAY).await;
             }
         }

@@ -22,6 +22,15 @@ pub struct NodeConfig {
     /// Prefix of every cluster key in Redis.
     #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
     pub redis_prefix: String,
+    /// Redis password (the `default` user's `requirepass`, or the password of the ACL user the
+    /// URL names: `redis://USER@host/`), kept out of the URL, e.g. from a Kubernetes Secret.
+    /// Not together with a password in the URL.
+    #[arg(long, env = "CONCLAVE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// PEM file of the CA certificate(s) a `rediss://` Redis's certificate must chain to
+    /// (instead of the system's roots).
+    #[arg(long, env = "CONCLAVE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Most participants this node takes (placement skips it when full).
     #[arg(long, env = "CONCLAVE_CAPACITY", default_value_t = 500)]
     pub capacity: u32,
@@ -45,8 +54,10 @@ pub struct MediaConfig {
     /// port. Defaults to the bound IP, or, when bound to 0.0.0.0, this host's primary IP.
     #[arg(long, env = "CONCLAVE_ADVERTISE_IP")]
     pub advertise_ip: Option<IpAddr>,
-    /// Name of this media node in logs, link messages and (later) the cluster.
-    #[arg(long, env = "CONCLAVE_NODE_ID", default_value = "media-1")]
+    /// Name of this media node in logs, link messages and the cluster. Letters, digits, `-`,
+    /// `_`, `.` (it names Redis keys).
+    #[arg(long, env = "CONCLAVE_NODE_ID", default_value = "media-1",
+          value_parser = conclave_common::names::parse_name)]
     pub node_id: String,
     /// Threads running room SFUs (a room lives on one). More threads take more rooms on a
     /// many-core node, but cost ≈ 15 % CPU per forwarded packet in our benchmark (see

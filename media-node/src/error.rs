@@ -19,4 +19,10 @@ pub enum StartError {
     },
     #[error("internal HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The cluster's Redis refused our credentials, or its settings cannot work.
+    #[error("cluster redis at {url}: {source}")]
+    Redis {
+        url: String,
+        source: conclave_common::cluster::ClusterError,
+    },
 }

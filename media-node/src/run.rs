@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use conclave_common::cluster::NodeInfo;
+use conclave_common::cluster::{NodeInfo, RedisSettings};
 
 use crate::config::NodeConfig;
 use crate::error::StartError;
@@ -23,6 +23,7 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
     let listen = |source| StartError::Listen { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
     let internal = listener.local_addr().map_err(listen)?;
+    let mut cluster_task = None;
     if let Some(redis_url) = config.redis_url {
         // Signaling nodes reach us at the advertised IP unless told otherwise.
         let link_url = config.link_url.unwrap_or_else(|| {
@@ -38,12 +39,17 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
             udp_addr: media.advertised.to_string(),
             capacity: config.capacity,
         };
-        actix::spawn(cluster::heartbeat_loop(
-            redis_url,
+        let redis = RedisSettings {
+            url: redis_url,
+            password: config.redis_password,
+            ca_file: config.redis_ca_file,
+        };
+        cluster_task = Some(actix::spawn(cluster::heartbeat_loop(
+            redis,
             config.redis_prefix,
             info,
             media.clone(),
-        ));
+        )));
     }
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     println!(
@@ -57,7 +63,14 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
         drain_on_signal(media, drain).await;
         handle.stop(true).await;
     });
-    Ok(server.await?)
+    match cluster_task {
+        // The heartbeat loop ends only on refused credentials or unusable settings.
+        Some(cluster) => tokio::select! {
+            served = server => Ok(served?),
+            Ok(fatal) = cluster => Err(fatal),
+        },
+        None => Ok(server.await?),
+    }
 }
 
 /// Wait for SIGTERM or Ctrl-C, then drain: mark the node draining (placement skips it from its

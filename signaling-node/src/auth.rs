@@ -3,6 +3,7 @@
 
 use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey};
 use jsonwebtoken::{Header, Validation};
+use conclave_common::names::check_name;
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::TokenError;
@@ -64,11 +65,11 @@ impl TokenKeys {
                 )));
             }
         }
-        // `community/room` is a room's id in Redis and on media nodes: one '/' only.
-        if c.community.contains('/') {
-            return Err(TokenError::Invalid(
-                "claim community must not contain '/'".into(),
-            ));
+        // `community/room` is a room's id in Redis and on media nodes, and both name Redis
+        // keys: one charset without separators (a room `x:members` would be `x`'s hash).
+        for (field, value) in [("room", &c.room), ("community", &c.community)] {
+            check_name(value)
+                .map_err(|e| TokenError::Invalid(format!("claim {field} {e}")))?;
         }
         Ok(c)
     }
@@ -124,6 +125,19 @@ mod tests {
             keys.verify(&keys.mint(&slash)),
             Err(TokenError::Invalid(_))
         ));
+        // Names that would build another room's Redis keys, or a pattern, or nothing usable.
+        for room in ["x:members", "a/b", "r*", "two words", "é"] {
+            let mut odd = claims(now_secs() + 60);
+            odd.room = room.into();
+            assert_eq!(
+                keys.verify(&keys.mint(&odd)).unwrap_err().code(),
+                ErrorCode::InvalidToken,
+                "{room}"
+            );
+        }
+        let mut colon = claims(now_secs() + 60);
+        colon.community = "acme:rooms".into();
+        assert!(keys.verify(&keys.mint(&colon)).is_err());
         let mut empty_room = claims(now_secs() + 60);
         empty_room.room.clear();
         assert_eq!(

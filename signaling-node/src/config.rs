@@ -35,6 +35,15 @@ pub struct Config {
     /// Prefix of every cluster key in Redis.
     #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
     pub redis_prefix: String,
+    /// Redis password (the `default` user's `requirepass`, or the password of the ACL user the
+    /// URL names: `redis://USER@host/`), kept out of the URL, e.g. from a Kubernetes Secret.
+    /// Not together with a password in the URL.
+    #[arg(long, env = "CONCLAVE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// PEM file of the CA certificate(s) a `rediss://` Redis's certificate must chain to
+    /// (instead of the system's roots).
+    #[arg(long, env = "CONCLAVE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Shared secret for access tokens (JWT HS256). Required unless `--dev`.
     #[arg(long, env = "CONCLAVE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
@@ -63,7 +72,9 @@ pub struct Config {
     pub client_timeout_secs: u64,
     /// Name of this signaling node in the cluster (logs, Redis, presence events). Each process
     /// start adds a random suffix, so a restarted node is a new instance.
-    #[arg(long, env = "CONCLAVE_SIGNALING_ID", default_value = "sig")]
+    /// Letters, digits, `-`, `_`, `.` (it names Redis keys).
+    #[arg(long, env = "CONCLAVE_SIGNALING_ID", default_value = "sig",
+          value_parser = conclave_common::names::parse_name)]
     pub signaling_id: String,
     /// Seconds a participant whose WebSocket dropped stays in its room (media flowing) so
     /// that it can `resume` on a new connection, on this or another signaling node.

@@ -190,6 +190,9 @@ pub enum StartError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The cluster's Redis refused our credentials, or its settings cannot work.
+    #[error("cluster redis at {url}: {source}")]
+    Redis { url: String, source: ClusterError },
 }
 
 #[cfg(test)]

@@ -129,6 +129,13 @@ async fn dev_token(
             }));
         }
     }
+    for (field, value) in [("room", &claims.room), ("community", &claims.community)] {
+        if let Err(e) = conclave_common::names::check_name(value) {
+            return HttpResponse::BadRequest().json(serde_json::json!({
+                "error": "bad_request", "message": format!("{field} {e}")
+            }));
+        }
+    }
     HttpResponse::Ok().json(serde_json::json!({ "token": state.deps.keys.mint(&claims) }))
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 
-use conclave_common::cluster::ClusterStore;
+use conclave_common::cluster::{ClusterStore, RedisSettings};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
@@ -44,7 +44,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut udp_note = String::new();
     let media = match (&config.redis_url, &config.media_node) {
         (Some(redis_url), _) => {
-            MediaSetup::Cluster(connect_cluster(redis_url, &config.redis_prefix).await)
+            let redis = RedisSettings {
+                url: redis_url.clone(),
+                password: config.redis_password.clone(),
+                ca_file: config.redis_ca_file.clone(),
+            };
+            MediaSetup::Cluster(connect_cluster(&redis, &config.redis_prefix).await?)
         }
         (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(url.clone())),
         (None, None) => {
@@ -137,13 +142,20 @@ fn settings(
 }
 
 /// Connect to the cluster's Redis, retrying until it answers (a node without its cluster
-/// state cannot place rooms; it says so and waits).
-async fn connect_cluster(redis_url: &str, prefix: &str) -> ClusterStore {
+/// state cannot place rooms; it says so and waits). Refused credentials or unusable settings
+/// stop the node instead: waiting cannot fix them.
+async fn connect_cluster(redis: &RedisSettings, prefix: &str) -> Result<ClusterStore, StartError> {
     loop {
-        match ClusterStore::connect(redis_url, prefix).await {
-            Ok(store) => return store,
+        match ClusterStore::connect(redis.clone(), prefix).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.is_fatal() => {
+                return Err(StartError::Redis {
+                    url: redis.redacted_url(),
+                    source: e,
+                })
+            }
             Err(e) => {
-                tracing::error!(redis_url = %conclave_common::cluster::redacted(redis_url), error = %e, "redis unreachable; retrying in 2 s");
+                tracing::error!(redis_url = %redis.redacted_url(), error = %e, "redis unreachable; retrying in 2 s");
                 tokio::time::sleep(REDIS_CONNECT_RETRY).await;
             }
         }

@@ -27,6 +27,7 @@ impl ClusterStore {
         url: &str,
         now_ms: u64,
     ) -> Result<(), ClusterError> {
+        ClusterError::check_name(instance)?;
         let key = self.instance_key(instance);
         let mut conn = self.conn();
         redis::pipe()

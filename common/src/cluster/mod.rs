@@ -3,7 +3,9 @@
 //! `docs/cluster.md`; every key starts with one prefix.
 //!
 //! # Layout
-//! - `store`: the store, its connection, [`ClusterError`], and the name of every key.
+//! - `store`: the store, its connection, [`RedisSettings`] (the one factory of every Redis
+//!   connection: password, ACL user, TLS), [`ClusterError`], and the name of every key. Write
+//!   paths refuse names outside `crate::names` (a room `x:members` would be room `x`'s hash).
 //! - `nodes`: media nodes (heartbeat, liveness, the operators' node list) and room placement.
 //! - `rooms`: rooms and their members across signaling instances (join, leave, resume,
 //!   re-assertion).
@@ -25,4 +27,4 @@ mod store;
 pub use instances::SIGNALING_STALE_MS;
 pub use nodes::{NodeInfo, NodeStatus, NODE_STALE_MS, ROOM_TTL_MS};
 pub use rooms::{Left, MemberRecord};
-pub use store::{now_ms, redacted, ClusterError, ClusterStore};
+pub use store::{now_ms, redacted, ClusterError, ClusterStore, RedisSettings};

@@ -69,6 +69,7 @@ impl ClusterStore {
         draining: bool,
         now_ms: u64,
     ) -> Result<(), ClusterError> {
+        ClusterError::check_name(&node.id)?;
         let key = self.node_key(&node.id);
         let mut conn = self.conn();
         redis::pipe()
@@ -96,6 +97,7 @@ impl ClusterStore {
 
     /// The node of `room`, placing the room on the least-loaded live node if it has none.
     pub async fn place_room(&self, room: &str, now_ms: u64) -> Result<String, ClusterError> {
+        ClusterError::check_room_id(room)?;
         let mut conn = self.conn();
         let placed: Option<String> = Script::new(PLACE_ROOM)
             .key(self.room_key(room))

@@ -76,6 +76,9 @@ impl ClusterStore {
         cap: usize,
         ttl_ms: u64,
     ) -> Result<Vec<MemberRecord>, ClusterError> {
+        ClusterError::check_room_id(room)?;
+        ClusterError::check_name(community)?;
+        ClusterError::check_name(&record.signaling)?;
         let mut conn = self.conn();
         let all: Option<Vec<String>> = Script::new(JOIN_MEMBER)
             .key(self.members_key(room))
@@ -99,6 +102,8 @@ impl ClusterStore {
         participant_id: &str,
         only_instance: Option<&str>,
     ) -> Result<Left, ClusterError> {
+        ClusterError::check_room_id(room)?;
+        ClusterError::check_name(community)?;
         let mut conn = self.conn();
         let outcome: Vec<String> = Script::new(LEAVE_MEMBER)
             .key(self.members_key(room))
@@ -170,6 +175,10 @@ impl ClusterStore {
         mine: &[MemberRecord],
         ttl_ms: u64,
     ) -> Result<(String, Vec<MemberRecord>), ClusterError> {
+        ClusterError::check_room_id(room)?;
+        ClusterError::check_name(community)?;
+        ClusterError::check_name(node)?;
+        ClusterError::check_name(instance)?;
         let mut conn = self.conn();
         let assert = Script::new(ASSERT_ROOM);
         let mut script = assert.prepare_invoke();

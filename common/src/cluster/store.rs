@@ -1,11 +1,15 @@
-//! The store itself: [`ClusterStore`] with its Redis connection, [`ClusterError`], and the
-//! name of every key (the table in `docs/cluster.md`). The keyspace files beside it
-//! (`nodes`, `rooms`, `instances`, `events`) add the store's operations; this file imports
-//! none of them.
+//! The store itself: [`ClusterStore`] with its Redis connection, [`RedisSettings`] (the one
+//! place every Redis connection of both node kinds is made: password, ACL user, TLS),
+//! [`ClusterError`], and the name of every key (the table in `docs/cluster.md`). The keyspace
+//! files beside it (`nodes`, `rooms`, `instances`, `events`) add the store's operations; this
+//! file imports none of them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::names::{self, NameError};
 
 /// `url` for logs: a password in it is replaced by `***`.
 pub fn redacted(url: &str) -> String {
@@ -18,6 +22,100 @@ pub fn redacted(url: &str) -> String {
             format!("{scheme}://{user}:***@{host}")
         }
         None => url.to_string(),
+    }
+}
+
+/// How a PEM certificate begins (an empty CA file would trust nothing, silently).
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// How to reach the cluster's Redis. Every Redis connection of both node kinds (the store's
+/// multiplexed connection, the room bus's pub/sub, tests' helpers) is made from one of these
+/// by [`RedisSettings::client`], so credentials and TLS apply to all of them.
+///
+/// - `redis://host:6379/`: no password; `redis://:PASSWORD@host/`: `requirepass`;
+///   `redis://USER:PASSWORD@host/`: an ACL user.
+/// - `password` (`--redis-password`, `CONCLAVE_REDIS_PASSWORD`) keeps the password out of the
+///   URL (e.g. from a Kubernetes Secret); with it the URL names no password (a user is fine:
+///   `redis://USER@host/`).
+/// - `rediss://host:6380/`: TLS, the server's certificate checked against the system's roots,
+///   or only against the PEM CA certificates in `ca_file` (`--redis-ca-file`) when given.
+#[derive(Clone, Default)]
+pub struct RedisSettings {
+    pub url: String,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl From<&str> for RedisSettings {
+    fn from(url: &str) -> Self {
+        RedisSettings {
+            url: url.to_string(),
+            ..RedisSettings::default()
+        }
+    }
+}
+
+impl From<&String> for RedisSettings {
+    fn from(url: &String) -> Self {
+        url.as_str().into()
+    }
+}
+
+/// Never the password.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl RedisSettings {
+    /// The URL for logs (a password in it replaced by `***`).
+    pub fn redacted_url(&self) -> String {
+        redacted(&self.url)
+    }
+
+    /// A client for this Redis: the only constructor of Redis connections in Conclave.
+    pub fn client(&self) -> Result<redis::Client, ClusterError> {
+        let config = |what: &str| ClusterError::Config(what.to_string());
+        let mut info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
+            .map_err(|_| config("the Redis URL is not a valid redis:// or rediss:// URL"))?;
+        if let Some(password) = self.password.as_ref().filter(|p| !p.is_empty()) {
+            if info.redis.password.is_some() {
+                return Err(config(
+                    "the Redis password is both in the URL and in --redis-password: give it once",
+                ));
+            }
+            info.redis.password = Some(password.clone());
+        }
+        let tls = matches!(info.addr, redis::ConnectionAddr::TcpTls { .. });
+        let unusable = |e: redis::RedisError| ClusterError::Config(e.to_string());
+        match &self.ca_file {
+            None => redis::Client::open(info).map_err(unusable),
+            Some(_) if !tls => Err(config("--redis-ca-file needs a rediss:// URL")),
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    ClusterError::Config(format!("cannot read {}: {e}", path.display()))
+                })?;
+                if !root_cert
+                    .windows(PEM_CERTIFICATE.len())
+                    .any(|w| w == PEM_CERTIFICATE)
+                {
+                    return Err(ClusterError::Config(format!(
+                        "{} holds no PEM certificate",
+                        path.display()
+                    )));
+                }
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(info, certificates).map_err(unusable)
+            }
+        }
     }
 }
 
@@ -41,6 +139,51 @@ pub enum ClusterError {
     RoomFull,
     #[error("redis did not answer in time")]
     Timeout,
+    /// The settings cannot work (bad URL, unreadable CA file, password given twice): fix the
+    /// configuration; retrying does not help.
+    #[error("redis settings: {0}")]
+    Config(String),
+    /// Redis refused our credentials (wrong or missing password, unknown or disabled user).
+    #[error("redis refused the credentials (wrong or missing password or user): {0}")]
+    Auth(String),
+    /// A community, room or node name outside the charset of `crate::names`.
+    #[error("name {name:?} {reason}")]
+    InvalidName { name: String, reason: NameError },
+}
+
+impl ClusterError {
+    /// Whether retrying with the same settings cannot help (the node should stop and say so).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ClusterError::Config(_) | ClusterError::Auth(_))
+    }
+
+    /// A refused name, for the store's write paths.
+    pub(super) fn check_name(name: &str) -> Result<(), ClusterError> {
+        names::check_name(name).map_err(|reason| ClusterError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    }
+
+    /// A refused room id (`community/room`).
+    pub(super) fn check_room_id(room: &str) -> Result<(), ClusterError> {
+        names::check_room_id(room).map_err(|reason| ClusterError::InvalidName {
+            name: room.to_string(),
+            reason,
+        })
+    }
+}
+
+/// Sort Redis's refusal of our credentials from other failures. The password is never in the
+/// error text (Redis does not echo it).
+fn classify(e: redis::RedisError) -> ClusterError {
+    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+    if auth {
+        ClusterError::Auth(e.to_string())
+    } else {
+        ClusterError::Redis(e)
+    }
 }
 
 /// Cluster state over one Redis connection (cheap to clone; reconnects by itself).
@@ -52,9 +195,14 @@ pub struct ClusterStore {
 }
 
 impl ClusterStore {
-    /// Connect to `redis_url`; all keys go under `prefix` (e.g. `conclave:`).
-    pub async fn connect(redis_url: &str, prefix: &str) -> Result<Self, ClusterError> {
-        let client = redis::Client::open(redis_url)?;
+    /// Connect to the Redis `redis` describes (a URL converts into [`RedisSettings`]); all keys
+    /// go under `prefix` (e.g. `conclave:`). A PING proves the credentials:
+    /// [`ClusterError::Auth`] when Redis refuses them.
+    pub async fn connect(
+        redis: impl Into<RedisSettings>,
+        prefix: &str,
+    ) -> Result<Self, ClusterError> {
+        let client = redis.into().client()?;
         // Fail fast while Redis is away (the defaults retry for minutes with commands
         // waiting): callers decide what to do, and the next command reconnects.
         let config = ConnectionManagerConfig::new()
@@ -63,7 +211,14 @@ impl ClusterStore {
             .set_max_delay(500)
             .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(classify)?;
+        // Without a password the connection opens fine and the first command is refused.
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(classify)?;
         Ok(ClusterStore {
             client,
             conn,
@@ -85,7 +240,8 @@ impl ClusterStore {
         self.conn.clone()
     }
 
-    /// A Redis client for connections the store does not multiplex (pub/sub).
+    /// A Redis client for connections the store does not multiplex (pub/sub), made by
+    /// [`RedisSettings::client`] (same credentials and TLS).
     pub fn client(&self) -> &redis::Client {
         &self.client
     }

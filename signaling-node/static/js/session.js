@@ -108,6 +108,10 @@ async function fetchToken(room, name) {
     throw new Error(`cannot reach the server (${err.message})`);
   }
   if (res.status === 404) throw new Error('this server needs a token (open the link you were given, with ?token=...)');
+  if (res.status === 400) {
+    const body = await res.json().catch(() => null);
+    throw new Error(`token request refused: ${(body && body.message) || 'bad request'}`);
+  }
   if (!res.ok) throw new Error(`token request failed: HTTP ${res.status}`);
   const body = await res.json();
   if (!body || typeof body.token !== 'string') throw new Error('token request returned no token');

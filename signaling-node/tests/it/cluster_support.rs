@@ -76,13 +76,7 @@ pub fn spawn_media_node_with(
     capacity: u32,
     extra: &[&str],
 ) -> (Proc, String, String) {
-    let mut child = Command::new(media_node_bin())
-        .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
-        .args(["--redis-url", redis_url, "--node-id", id])
-        .args(["--capacity", &capacity.to_string()])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+    let mut child = media_node_command(redis_url, id, capacity, extra)
         .stderr(Stdio::null())
         .spawn()
         .expect("media-node starts");
@@ -99,6 +93,19 @@ pub fn spawn_media_node_with(
     let link_url = format!("ws://{}/internal/link", field("internal=http://"));
     let udp = field("udp=");
     (Proc(child), link_url, udp)
+}
+
+/// The command line of a media-node in cluster mode (stdout piped: its readiness line).
+pub fn media_node_command(redis_url: &str, id: &str, capacity: u32, extra: &[&str]) -> Command {
+    let mut command = Command::new(media_node_bin());
+    command
+        .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
+        .args(["--redis-url", redis_url, "--node-id", id])
+        .args(["--capacity", &capacity.to_string()])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    command
 }
 
 pub fn now_ms() -> u64 {
@@ -163,17 +170,7 @@ pub fn spawn_signaling_node(
     id: &str,
     extra: &[&str],
 ) -> (SignalingProc, TestServer) {
-    let mut child = Command::new(sibling_bin("signaling-node"))
-        .args(["--listen", "127.0.0.1:0", "--redis-url", redis_url])
-        .args(["--internal-listen", "127.0.0.1:0"])
-        .args(["--signaling-id", id, "--workers", "1"])
-        .args(extra)
-        .env(
-            "CONCLAVE_TOKEN_SECRET",
-            std::str::from_utf8(crate::support::SECRET).unwrap(),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+    let mut child = signaling_node_command(redis_url, id, extra)
         .stderr(Stdio::null())
         .spawn()
         .expect("signaling-node starts");
@@ -195,6 +192,24 @@ pub fn spawn_signaling_node(
         internal,
     };
     (proc, TestServer::at(url))
+}
+
+/// The command line of a signaling-node in cluster mode (token secret: `support::SECRET`;
+/// stdout piped: its readiness line).
+pub fn signaling_node_command(redis_url: &str, id: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(sibling_bin("signaling-node"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--redis-url", redis_url])
+        .args(["--internal-listen", "127.0.0.1:0"])
+        .args(["--signaling-id", id, "--workers", "1"])
+        .args(extra)
+        .env(
+            "CONCLAVE_TOKEN_SECRET",
+            std::str::from_utf8(crate::support::SECRET).unwrap(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    command
 }
 
 impl Proc {

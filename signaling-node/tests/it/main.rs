@@ -4,6 +4,7 @@
 mod cluster;
 mod cluster_heartbeat;
 mod cluster_support;
+mod redis_secured;
 mod support;
 mod tls;
 mod web_client;
