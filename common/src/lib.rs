@@ -20,8 +20,8 @@
 //! - `layers` (feature `test-support`): the import-circle check each crate's `tests/layers.rs`
 //!   runs on its own `src/`.
 //!
-//! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol` and `names`; the others
-//! use no sibling.
+//! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol` and
+//! `names`; the others use no sibling.
 
 pub mod cluster;
 pub mod frame_limit;

@@ -56,10 +56,27 @@ mod tests {
 
     #[test]
     fn separators_and_odd_characters_are_refused() {
-        for ok in ["general", "x", "room-1", "a_b.c", "A9", &"r".repeat(NAME_MAX_LEN)] {
+        for ok in [
+            "general",
+            "x",
+            "room-1",
+            "a_b.c",
+            "A9",
+            &"r".repeat(NAME_MAX_LEN),
+        ] {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["x:members", "a/b", "r*", "r?", "r[1]", "a b", "é", "x\n", "{x}"] {
+        for bad in [
+            "x:members",
+            "a/b",
+            "r*",
+            "r?",
+            "r[1]",
+            "a b",
+            "é",
+            "x\n",
+            "{x}",
+        ] {
             assert_eq!(check_name(bad), Err(NameError::Charset), "{bad:?}");
         }
         assert_eq!(check_name(""), Err(NameError::Length));

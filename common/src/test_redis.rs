@@ -189,10 +189,8 @@ fn write_tls_files(port: u16) -> PathBuf {
     let cert = params
         .signed_by(&key, &ca, &ca_key)
         .expect("server certificate");
-    let dir = std::env::temp_dir().join(format!(
-        "conclave-test-redis-{}-{port}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("conclave-test-redis-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a directory for TLS files");
     for (name, pem) in [
         ("ca.pem", ca.pem()),

@@ -115,7 +115,10 @@ async fn a_password_or_an_acl_user_is_required_and_the_right_one_is_enough() {
     // it), and no password in the error.
     for (what, attempt) in [
         ("no password", settings(url_with(&redis, ""), None)),
-        ("wrong password", settings(url_with(&redis, ""), Some(WRONG))),
+        (
+            "wrong password",
+            settings(url_with(&redis, ""), Some(WRONG)),
+        ),
         (
             "wrong password in the URL",
             settings(url_with(&redis, &format!(":{WRONG}@")), None),
@@ -152,11 +155,17 @@ async fn a_password_or_an_acl_user_is_required_and_the_right_one_is_enough() {
         ),
         (
             "ACL user in the URL",
-            settings(url_with(&redis, &format!("{APP_USER}:{APP_PASSWORD}@")), None),
+            settings(
+                url_with(&redis, &format!("{APP_USER}:{APP_PASSWORD}@")),
+                None,
+            ),
         ),
         (
             "ACL user with the password setting",
-            settings(url_with(&redis, &format!("{APP_USER}@")), Some(APP_PASSWORD)),
+            settings(
+                url_with(&redis, &format!("{APP_USER}@")),
+                Some(APP_PASSWORD),
+            ),
         ),
     ] {
         let store = connect(attempt)
@@ -291,7 +300,9 @@ async fn a_room_named_x_members_cannot_take_room_xs_member_hash() {
         Err(ClusterError::InvalidName { .. })
     ));
     assert!(matches!(
-        store.signaling_heartbeat("sig:members", "http://x", NOW).await,
+        store
+            .signaling_heartbeat("sig:members", "http://x", NOW)
+            .await,
         Err(ClusterError::InvalidName { .. })
     ));
 }

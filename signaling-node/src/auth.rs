@@ -1,9 +1,9 @@
 //! Access tokens: a JWT (HS256, shared secret) minted by the chat backend for its logged-in
 //! user, naming the user, the room and the community.
 
+use conclave_common::names::check_name;
 use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey};
 use jsonwebtoken::{Header, Validation};
-use conclave_common::names::check_name;
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::TokenError;
@@ -68,8 +68,7 @@ impl TokenKeys {
         // `community/room` is a room's id in Redis and on media nodes, and both name Redis
         // keys: one charset without separators (a room `x:members` would be `x`'s hash).
         for (field, value) in [("room", &c.room), ("community", &c.community)] {
-            check_name(value)
-                .map_err(|e| TokenError::Invalid(format!("claim {field} {e}")))?;
+            check_name(value).map_err(|e| TokenError::Invalid(format!("claim {field} {e}")))?;
         }
         Ok(c)
     }

@@ -11,8 +11,8 @@ use conclave_common::cluster::{ClusterStore, RedisSettings};
 use conclave_common::test_redis::{Security, TestRedis};
 
 use crate::cluster_support::{
-    eventually, join_and_offer, media_node_command, signaling_node_command,
-    spawn_media_node_with, Proc,
+    eventually, join_and_offer, media_node_command, signaling_node_command, spawn_media_node_with,
+    Proc,
 };
 use crate::support::TestServer;
 
@@ -128,7 +128,10 @@ async fn with_the_password_a_call_works_and_without_it_each_node_stops_saying_wh
     let mut wrong_user = signaling_node_command(&acl_url, "sig-wrong", &[]);
     wrong_user.env("CONCLAVE_REDIS_PASSWORD", WRONG);
     let cases = [
-        ("media, no password", media_node_command(&redis.url, "m-none", 10, &[])),
+        (
+            "media, no password",
+            media_node_command(&redis.url, "m-none", 10, &[]),
+        ),
         ("media, wrong password in the env", wrong_env),
         (
             "signaling, no password",
