@@ -33,7 +33,10 @@ async fn connect(url: &str) -> ConnectionManager {
         .set_max_delay(500)
         .set_connection_timeout(Duration::from_secs(1))
         .set_response_timeout(Duration::from_secs(2));
-    ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config)
+    let client = conclave_common::cluster::RedisSettings::from(url)
+        .client()
+        .unwrap();
+    ConnectionManager::new_with_config(client, config)
         .await
         .unwrap()
 }
@@ -129,7 +132,8 @@ async fn whole_stream(conn: &mut ConnectionManager, community: &str) -> Vec<Pres
 async fn stream_and_channel_hold_every_event_in_order_per_community() {
     let redis = start_redis();
     let mut conn = connect(&redis.url).await;
-    let mut pubsub = redis::Client::open(redis.url.as_str())
+    let mut pubsub = conclave_common::cluster::RedisSettings::from(&redis.url)
+        .client()
         .unwrap()
         .get_async_pubsub()
         .await

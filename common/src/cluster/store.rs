@@ -314,4 +314,19 @@ mod tests {
             "redis://127.0.0.1:6379/"
         );
     }
+
+    #[test]
+    fn settings_print_no_password() {
+        let settings = super::RedisSettings {
+            url: "redis://app:in-url-pw@redis:6379/".into(),
+            password: Some("flag-pw".into()),
+            ca_file: None,
+        };
+        let shown = format!("{settings:?} {}", settings.redacted_url());
+        assert!(
+            !shown.contains("in-url-pw") && !shown.contains("flag-pw"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://app:***@redis:6379/"), "{shown}");
+    }
 }
