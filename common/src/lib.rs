@@ -9,6 +9,8 @@
 //!   `cluster/nodes.rs` (media nodes, placement), `cluster/rooms.rs` (rooms and members),
 //!   `cluster/instances.rs` (signaling instances), `cluster/events.rs` (room events), and
 //!   `cluster/scripts/*.lua` (the Lua scripts).
+//! - [`link_auth`]: the internal link's authentication (signed upgrade, hello proof) and the
+//!   per-peer adoption key.
 //! - [`frame_limit`]: a WebSocket frame-size limit checked from each frame's header, before its
 //!   payload is buffered (the browser socket and the internal link).
 //! - [`presence`]: presence events for listeners outside the call (format and key names).
@@ -26,6 +28,7 @@ pub mod frame_limit;
 #[cfg(feature = "test-support")]
 pub mod layers;
 pub mod link;
+pub mod link_auth;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

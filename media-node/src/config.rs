@@ -10,9 +10,24 @@ use clap::{Args, Parser};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct NodeConfig {
-    /// Internal HTTP address (link endpoint for signaling nodes, /healthz). Keep it private.
+    /// Internal HTTP address: /healthz, /readyz, /metrics, and the link endpoint for
+    /// signaling nodes unless `--link-listen` gives it its own. Keep it private.
     #[arg(long, env = "CONCLAVE_MEDIA_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
+    /// Serve the internal link (`/internal/link`) here instead of on `--listen`: an address
+    /// on the cluster-internal interface, so that the link is not on the public address
+    /// browsers send media to (docs/security.md, "The internal link").
+    #[arg(long, env = "CONCLAVE_LINK_LISTEN")]
+    pub link_listen: Option<SocketAddr>,
+    /// Shared secret of the internal link, 32 bytes or more, the same on every node of the
+    /// cluster: signaling nodes sign each link upgrade with it and the node proves it holds
+    /// it. Required unless `--dev`.
+    #[arg(long, env = "CONCLAVE_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
+    /// Development mode: without `--link-secret`, accept unauthenticated links (anyone who
+    /// reaches the link can then control every room). Never in production.
+    #[arg(long, env = "CONCLAVE_DEV")]
+    pub dev: bool,
     #[command(flatten)]
     pub media: MediaConfig,
     /// Redis URL of the cluster (`redis://host:6379/`): register and heartbeat there so

@@ -40,11 +40,12 @@ impl MediaNodeHandle {
         self.node.clone().recipient()
     }
 
-    /// The `hello` sent on every new link.
-    pub fn hello(&self) -> MediaEvent {
+    /// The `hello` sent on a new link, with the proof that we hold the link secret.
+    pub fn hello(&self, proof: Option<String>) -> MediaEvent {
         MediaEvent::Hello {
             node_id: self.node_id.clone(),
             udp_addr: self.advertised.to_string(),
+            proof,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The media node's internal HTTP server: the link endpoint for signaling nodes, health,
 //! readiness and metrics. Never exposed to browsers.
 
+use std::sync::Mutex;
+
 use actix_web::error::PayloadError;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use conclave_common::frame_limit::FrameLimit;
+use conclave_common::link_auth::{self, LinkAuthError, LinkSecret, ReplayGuard};
 
 use crate::handle::MediaNodeHandle;
 use crate::link::LinkSession;
@@ -13,12 +16,57 @@ use crate::node::RoomCount;
 /// Largest link frame: a server offer for a full room is tens of KiB.
 const MAX_LINK_FRAME: usize = 1024 * 1024;
 
+/// Who may open a link: holders of the link secret (`None`: anyone, `--dev` only).
+pub struct LinkGate {
+    secret: Option<LinkSecret>,
+    replay: Mutex<ReplayGuard>,
+}
+
+impl LinkGate {
+    pub fn new(secret: Option<LinkSecret>) -> Self {
+        LinkGate {
+            secret,
+            replay: Mutex::default(),
+        }
+    }
+
+    /// Check an upgrade; `Ok` carries the hello's proof (none without a secret). A refusal
+    /// is logged and counted here.
+    fn admit(&self, req: &HttpRequest, node_id: &str) -> Result<Option<String>, LinkAuthError> {
+        let Some(secret) = &self.secret else {
+            return Ok(None);
+        };
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        let checked = secret.verify_upgrade(header, link_auth::unix_now(), &mut replay);
+        match checked {
+            Ok(nonce) => Ok(Some(secret.hello_proof(&nonce, node_id))),
+            Err(e) => {
+                let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::warn!(%peer, reason = %e, "internal link upgrade refused");
+                crate::metrics::LINK_UPGRADES_REFUSED
+                    .with_label_values(&[e.label()])
+                    .inc();
+                Err(e)
+            }
+        }
+    }
+}
+
 async fn link(
     req: HttpRequest,
     stream: web::Payload,
     media: web::Data<MediaNodeHandle>,
+    gate: web::Data<LinkGate>,
 ) -> actix_web::Result<HttpResponse> {
-    let session = LinkSession::new(media.node.clone(), media.hello());
+    let Ok(proof) = gate.admit(&req, &media.node_id) else {
+        // No detail for the caller: it either holds the secret or learns nothing.
+        return Ok(HttpResponse::Unauthorized().body("unauthorized\n"));
+    };
+    let session = LinkSession::new(media.node.clone(), media.hello(proof));
     // Frames over the limit end the link from their header, before their payload is buffered.
     let payload = FrameLimit::new(stream, MAX_LINK_FRAME, || PayloadError::Overflow);
     let session = session.with_frame_limit(payload.tripped());
@@ -62,19 +110,42 @@ async fn metrics(media: web::Data<MediaNodeHandle>) -> HttpResponse {
         .body(conclave_common::metrics::encode())
 }
 
-/// Serve the internal API on `listener` until the server is stopped.
+/// What one HTTP listener serves.
+pub enum Endpoints {
+    /// Probes, metrics and the link (no `--link-listen`).
+    All(web::Data<LinkGate>),
+    /// Probes and metrics (the link has its own listener).
+    Probes,
+    /// The link alone (`--link-listen`).
+    Link(web::Data<LinkGate>),
+}
+
+/// Serve `endpoints` on `listener` until the server is stopped.
 pub fn serve(
     listener: std::net::TcpListener,
     media: MediaNodeHandle,
+    endpoints: Endpoints,
 ) -> std::io::Result<actix_web::dev::Server> {
     let media = web::Data::new(media);
+    let (probes, gate) = match endpoints {
+        Endpoints::All(gate) => (true, Some(gate)),
+        Endpoints::Probes => (true, None),
+        Endpoints::Link(gate) => (false, Some(gate)),
+    };
     Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(media.clone())
-            .route("/internal/link", web::get().to(link))
-            .route("/healthz", web::get().to(health))
-            .route("/readyz", web::get().to(ready))
-            .route("/metrics", web::get().to(metrics))
+        let mut app = App::new().app_data(media.clone());
+        if let Some(gate) = &gate {
+            app = app
+                .app_data(gate.clone())
+                .route("/internal/link", web::get().to(link));
+        }
+        if probes {
+            app = app
+                .route("/healthz", web::get().to(health))
+                .route("/readyz", web::get().to(ready))
+                .route("/metrics", web::get().to(metrics));
+        }
+        app
     })
     .workers(1)
     // SIGTERM drains (main.rs); the server is stopped when that is done.

@@ -89,12 +89,14 @@ impl Handler<ToMediaNode> for MediaNode {
                 room,
                 participant_id,
                 offer,
+                adopt_verifier,
             } => {
                 let entry = self.room_for_add(&room, ctx);
                 entry.adds_sent += 1;
                 entry.addr.do_send(AddPeer {
                     participant_id,
                     offer,
+                    adopt_verifier,
                     link: reply_to,
                 });
             }
@@ -124,6 +126,7 @@ impl Handler<ToMediaNode> for MediaNode {
                     entry.addr.do_send(PeerCandidate {
                         participant_id,
                         candidate,
+                        link: reply_to,
                     });
                 }
             }
@@ -143,9 +146,13 @@ impl Handler<ToMediaNode> for MediaNode {
             MediaCommand::AdoptPeer {
                 room,
                 participant_id,
+                adopt_key,
+                next_adopt_verifier,
             } => match self.rooms.get(&room) {
                 Some(entry) => entry.addr.do_send(AdoptPeer {
                     participant_id,
+                    adopt_key,
+                    next_adopt_verifier,
                     link: reply_to,
                 }),
                 None => reply_to.do_send(FromMediaNode(MediaEvent::PeerError {

@@ -32,6 +32,12 @@ pub struct Config {
     /// node are not used.
     #[arg(long, env = "CONCLAVE_REDIS_URL", conflicts_with = "media_node")]
     pub redis_url: Option<String>,
+    /// Shared secret of the internal link to separate media nodes (`--media-node`, cluster
+    /// mode), 32 bytes or more, the same on every node: each link upgrade is signed with it
+    /// and the media node must prove it holds it. Required with separate media nodes
+    /// unless `--dev`.
+    #[arg(long, env = "CONCLAVE_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
     /// Prefix of every cluster key in Redis.
     #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
     pub redis_prefix: String,

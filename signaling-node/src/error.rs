@@ -178,6 +178,10 @@ pub enum StartError {
         "a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)"
     )]
     NoTokenSecret,
+    #[error("a link secret is required to reach separate media nodes: set --link-secret or CONCLAVE_LINK_SECRET, the same on every node (or use --dev for an unauthenticated link)")]
+    NoLinkSecret,
+    #[error("--link-secret: {0}")]
+    LinkSecret(#[from] conclave_common::link_auth::LinkAuthError),
     /// The embedded media node could not start (its UDP socket).
     #[error("{0}")]
     Media(#[from] conclave_media_node::StartError),

@@ -14,12 +14,13 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 
 use conclave_common::cluster::ClusterStore;
+use conclave_common::link_auth::LinkSecret;
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::http::{self, AppState};
-use crate::media_link::{MediaLink, MediaTarget};
+use crate::media_link::{MediaLink, MediaTarget, RemoteMedia};
 use crate::metrics;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
@@ -41,12 +42,17 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// (`listening url=... internal=...`) on stdout once both listeners are bound.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let token_secret = token_secret(&config)?;
+    let link_secret = link_secret(&config)?;
     let mut udp_note = String::new();
     let media = match (&config.redis_url, &config.media_node) {
         (Some(redis_url), _) => {
             MediaSetup::Cluster(connect_cluster(redis_url, &config.redis_prefix).await)
         }
-        (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(url.clone())),
+        (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(RemoteMedia {
+            url: url.clone(),
+            secret: link_secret.clone(),
+            node_id: None,
+        })),
         (None, None) => {
             let media = conclave_media_node::start(&config.media)?;
             udp_note = format!(" udp={}", media.udp_local);
@@ -62,7 +68,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     } else {
         format!("{scheme}://{local}")
     };
-    let services = start_services(settings(&config, media, token_secret, shown.clone()));
+    let mut settings = settings(&config, media, token_secret, shown.clone());
+    settings.link_secret = link_secret;
+    let services = start_services(settings);
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     let internal = bind(config.internal_listen)?;
     let internal_addr = internal.local_addr()?;
@@ -90,6 +98,21 @@ fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
             Ok(uuid::Uuid::new_v4().as_bytes().to_vec())
         }
         _ => Err(StartError::NoTokenSecret),
+    }
+}
+
+/// The internal link's secret: needed to reach separate media nodes (`--media-node`, cluster
+/// mode), except in `--dev`, where an unauthenticated link is allowed with a warning.
+fn link_secret(config: &Config) -> Result<Option<LinkSecret>, StartError> {
+    let remote = config.media_node.is_some() || config.redis_url.is_some();
+    match (&config.link_secret, remote, config.dev) {
+        (Some(secret), _, _) => Ok(Some(LinkSecret::new(secret)?)),
+        (None, true, true) => {
+            tracing::warn!("dev mode: no --link-secret; links to media nodes are NOT authenticated (the media nodes must run with --dev too)");
+            Ok(None)
+        }
+        (None, true, false) => Err(StartError::NoLinkSecret),
+        (None, false, _) => Ok(None),
     }
 }
 
@@ -133,6 +156,7 @@ fn settings(
         }),
         presence_stream_len: config.presence_stream_len,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        link_secret: None,
     }
 }
 
@@ -181,6 +205,8 @@ pub struct ServiceSettings {
     pub presence_webhook: Option<WebhookSettings>,
     pub presence_stream_len: usize,
     pub api_key: Option<String>,
+    /// Signs links to separate media nodes in cluster mode (`None`: unauthenticated, `--dev`).
+    pub link_secret: Option<LinkSecret>,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -224,7 +250,10 @@ pub fn start_services(s: ServiceSettings) -> Services {
     });
     let placement = match s.media {
         MediaSetup::Single(target) => Placement::Fixed(MediaLink::new(target).start()),
-        MediaSetup::Cluster(store) => Placement::Cluster(store),
+        MediaSetup::Cluster(store) => Placement::Cluster {
+            store,
+            link_secret: s.link_secret,
+        },
     };
     tracing::info!(%instance, cluster = cluster.is_some(), "signaling instance starting");
     let room_deps = RoomDeps {

@@ -75,8 +75,11 @@ pub struct Peer {
     pub key: PeerKey,
     pub participant_id: String,
     pub rtc: Rtc,
-    /// Where this peer's events go (the signaling node that asked for it).
+    /// Where this peer's events go (the signaling node that asked for it). Only this link
+    /// may answer, trickle or remove for the peer.
     pub link: Recipient<FromMediaNode>,
+    /// Checks the key of an `adoptPeer` (another link taking the peer over).
+    pub adopt_verifier: String,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
     /// Incoming SSRC -> publisher m-line.
@@ -131,6 +134,7 @@ impl Peer {
         participant_id: String,
         rtc: Rtc,
         link: Recipient<FromMediaNode>,
+        adopt_verifier: String,
         tracks_out: Vec<TrackOut>,
         now: Instant,
     ) -> Peer {
@@ -139,6 +143,7 @@ impl Peer {
             participant_id,
             rtc,
             link,
+            adopt_verifier,
             tracks_in: Vec::new(),
             tracks_out,
             rx_mids: Vec::new(),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaEvent};
+use conclave_common::link_auth;
 use conclave_common::protocol::{ErrorCode, MediaConnectionState};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::net::{Protocol, Receive};
@@ -123,6 +124,22 @@ impl RoomSfu {
             .position(|p| p.participant_id == participant_id)
     }
 
+    /// The participant's peer, if `link` owns it. A command about another link's peer is
+    /// refused as if the peer did not exist (a link cannot steer or probe others' peers).
+    fn owned_peer_index(
+        &self,
+        participant_id: &str,
+        link: &Recipient<FromMediaNode>,
+    ) -> Option<usize> {
+        let i = self.peer_index(participant_id)?;
+        if self.peers[i].link != *link {
+            tracing::warn!(room = %self.room, participant = %participant_id, "command from a link that does not own the peer refused");
+            metrics::LINK_COMMANDS_REFUSED.inc();
+            return None;
+        }
+        Some(i)
+    }
+
     fn peer_error(&self, link: &Recipient<FromMediaNode>, pid: &str, code: ErrorCode, msg: String) {
         link.do_send(FromMediaNode(MediaEvent::PeerError {
             room: self.room.clone(),
@@ -196,13 +213,14 @@ impl RoomSfu {
             msg.participant_id,
             rtc,
             msg.link,
+            msg.adopt_verifier,
             tracks_out,
             now,
         ));
     }
 
     fn peer_answer(&mut self, msg: PeerAnswer) {
-        let Some(i) = self.peer_index(&msg.participant_id) else {
+        let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) else {
             let text = "no media peer for this participant".to_string();
             self.peer_error(
                 &msg.link,
@@ -437,7 +455,7 @@ impl Handler<PeerCandidate> for RoomSfu {
     type Result = ();
     /// A trickled remote candidate.
     fn handle(&mut self, msg: PeerCandidate, ctx: &mut Context<Self>) {
-        if let Some(i) = self.peer_index(&msg.participant_id) {
+        if let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) {
             self.peers[i].add_remote_candidate(&msg.candidate);
         }
         self.drive(ctx);
@@ -475,8 +493,22 @@ impl Handler<AdoptPeer> for RoomSfu {
             );
             return;
         };
+        if !link_auth::adopt_key_matches(&msg.adopt_key, &self.peers[i].adopt_verifier) {
+            // The same answer as for a missing peer: a prober learns nothing.
+            tracing::warn!(room = %self.room, participant = %msg.participant_id, "adoptPeer with a wrong key refused");
+            metrics::LINK_COMMANDS_REFUSED.inc();
+            let text = "no media peer for this participant (it expired)".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        }
         let peer = &mut self.peers[i];
         peer.link = msg.link;
+        peer.adopt_verifier = msg.next_adopt_verifier;
         if peer.connected {
             peer.send_state(&self.room, MediaConnectionState::Connected);
         }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::cluster::now_ms;
+use conclave_common::link_auth;
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
@@ -168,6 +169,18 @@ impl Room {
             cluster,
             deps,
             owner,
+        }
+    }
+
+    /// The key that adopts this member's media peer (`link_auth::adopt_key`): bound to its
+    /// resume secret, so only an instance that holds the member can take the peer over.
+    fn adopt_key(&self, participant_id: &str) -> String {
+        match self.local.get(participant_id) {
+            Some(local) => {
+                link_auth::adopt_key(&local.resume_secret, &self.media_id, participant_id)
+            }
+            // Not a member of ours: a key nobody holds.
+            None => link_auth::random_hex(32),
         }
     }
 

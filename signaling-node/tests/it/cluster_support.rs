@@ -82,6 +82,7 @@ pub fn spawn_media_node_with(
         .args(["--capacity", &capacity.to_string()])
         .args(extra)
         .env("RUST_LOG", "warn")
+        .env("CONCLAVE_LINK_SECRET", crate::support::LINK_SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -172,6 +173,7 @@ pub fn spawn_signaling_node(
             "CONCLAVE_TOKEN_SECRET",
             std::str::from_utf8(crate::support::SECRET).unwrap(),
         )
+        .env("CONCLAVE_LINK_SECRET", crate::support::LINK_SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -4,6 +4,7 @@
 mod cluster;
 mod cluster_heartbeat;
 mod cluster_support;
+mod link_auth;
 mod support;
 mod tls;
 mod web_client;

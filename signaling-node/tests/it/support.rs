@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::ws;
+use conclave_common::link_auth::LinkSecret;
 use conclave_common::protocol::ServerMessage;
 use conclave_media_node::config::MediaConfig;
 use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
-use conclave_signaling_node::media_link::MediaTarget;
+use conclave_signaling_node::media_link::{MediaTarget, RemoteMedia};
 use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
 
@@ -39,6 +40,23 @@ impl Default for Options {
             signaling_id: "sig-test".into(),
         }
     }
+}
+
+/// The internal link's secret of every node the tests start (processes get it as
+/// CONCLAVE_LINK_SECRET).
+pub const LINK_SECRET: &str = "signaling-test-link-secret-0123456789";
+
+pub fn link_secret() -> LinkSecret {
+    LinkSecret::new(LINK_SECRET).expect("long enough")
+}
+
+/// A separate media node at `url`, reached with the tests' link secret.
+pub fn remote_media(url: String) -> MediaTarget {
+    MediaTarget::Remote(RemoteMedia {
+        url,
+        secret: Some(link_secret()),
+        node_id: None,
+    })
 }
 
 /// Start a signaling node with an embedded media node, on 127.0.0.1 ports chosen by the OS.
@@ -93,6 +111,7 @@ fn start_setup(
         presence_webhook: None,
         presence_stream_len: 1000,
         api_key: Some(API_KEY.into()),
+        link_secret: Some(link_secret()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
