@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::ClusterStore;
 
 use crate::auth::TokenKeys;
@@ -133,6 +134,7 @@ fn settings(
         }),
         presence_stream_len: config.presence_stream_len,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        caps: config.media.caps.caps(),
     }
 }
 
@@ -181,6 +183,8 @@ pub struct ServiceSettings {
     pub presence_webhook: Option<WebhookSettings>,
     pub presence_stream_len: usize,
     pub api_key: Option<String>,
+    /// Caps on what one participant creates (`--max-sdp-bytes` and the others).
+    pub caps: ParticipantCaps,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -234,6 +238,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         instance: instance.clone(),
         presence: presence.clone(),
         cluster,
+        caps: s.caps,
     };
     let registry = Registry::start(placement, room_deps);
     Services {
@@ -243,6 +248,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 keys: Arc::new(TokenKeys::new(&s.token_secret)),
                 heartbeat_interval: s.heartbeat_interval,
                 client_timeout: s.client_timeout,
+                caps: s.caps,
             },
             dev: s.dev,
             api: http::ApiState {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::ws;
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::protocol::ServerMessage;
 use conclave_media_node::config::MediaConfig;
 use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
@@ -27,6 +28,10 @@ pub struct Options {
     pub client_timeout: Duration,
     pub resume_grace: Duration,
     pub signaling_id: String,
+    /// Caps the signaling node checks.
+    pub caps: ParticipantCaps,
+    /// Caps the (embedded) media node checks.
+    pub media_caps: ParticipantCaps,
 }
 
 impl Default for Options {
@@ -37,7 +42,21 @@ impl Default for Options {
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(1),
             signaling_id: "sig-test".into(),
+            caps: ParticipantCaps::default(),
+            media_caps: ParticipantCaps::default(),
         }
+    }
+}
+
+/// The settings of an in-process media node on 127.0.0.1, port chosen by the OS.
+pub fn media_config(caps: ParticipantCaps) -> MediaConfig {
+    MediaConfig {
+        udp_listen: "127.0.0.1:0".parse().unwrap(),
+        advertise_ip: None,
+        node_id: "media-test".into(),
+        media_threads: Some(2),
+        orphan_grace_secs: 20,
+        caps: caps.into(),
     }
 }
 
@@ -72,14 +91,8 @@ fn start_setup(
     tls: Option<rustls::ServerConfig>,
     setup: impl FnOnce(actix::Recipient<conclave_common::link::ToMediaNode>) -> MediaSetup,
 ) -> TestServer {
-    let media = conclave_media_node::start(&MediaConfig {
-        udp_listen: "127.0.0.1:0".parse().unwrap(),
-        advertise_ip: None,
-        node_id: "media-test".into(),
-        media_threads: Some(2),
-        orphan_grace_secs: 20,
-    })
-    .expect("media node starts");
+    let media =
+        conclave_media_node::start(&media_config(opts.media_caps)).expect("media node starts");
     let services = start_services(ServiceSettings {
         media: setup(media.commands()),
         token_secret: SECRET.to_vec(),
@@ -93,6 +106,7 @@ fn start_setup(
         presence_webhook: None,
         presence_stream_len: 1000,
         api_key: Some(API_KEY.into()),
+        caps: opts.caps,
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
