@@ -101,7 +101,7 @@ async fn hostile_sdp_and_candidates_are_refused_and_the_call_goes_on() {
     mallory.send(json!({"id": "offer", "sdp": many})).await;
     let e = mallory.expect_error("too_many_m_lines").await;
     assert!(e["message"].as_str().unwrap().contains('4'), "{e}");
-    // An SDP over the size cap (200 KiB: the cap is 192 KiB, a frame may hold 256 KiB).
+    // An SDP over the size cap (200 KiB: the cap is 120 KiB, a frame may hold 256 KiB).
     mallory
         .send(json!({"id": "offer", "sdp": offer_of_size(200 * 1024)}))
         .await;
