@@ -21,6 +21,8 @@ fn config(cases: u32) -> ProptestConfig {
         cases,
         // A failing case is shrunk, but not for ever.
         max_shrink_iters: 2_000,
+        // The minimal failing input is printed; no regression file is written into the tree.
+        failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
