@@ -15,8 +15,8 @@ const { Harness, waitMediaFrom, assertMediaGrowing, waitFor } = require('./lib/h
 const { RawWebSocket } = require('./lib/raw-ws');
 const { roomName, assertNoClientErrors } = require('./lib/scenarios');
 
-// Bounded attack: this many rounds, this far apart (≈ 8 s in all).
-const ROUNDS = 8;
+// Bounded attack: this many rounds, this far apart (≈ 10 s in all).
+const ROUNDS = 10;
 const ROUND_GAP_MS = 1000;
 // The server's defaults (docs/security.md, "Caps on what one participant creates").
 const MAX_CANDIDATES = 64;
