@@ -4,6 +4,8 @@
 //! - [`protocol`]: browser <-> signaling-node messages (JSON over WebSocket).
 //! - [`link`]: signaling-node <-> media-node messages (JSON over the internal WebSocket, or
 //!   actix messages in-process).
+//! - [`caps`]: caps on what one participant creates (SDP size, m-lines, tracks, candidates),
+//!   checked alike by the signaling and the media node.
 //! - [`cluster`]: the cluster store, all shared state in Redis behind one `ClusterStore`:
 //!   `cluster/store.rs` (connection, errors, key names), then one file per keyspace:
 //!   `cluster/nodes.rs` (media nodes, placement), `cluster/rooms.rs` (rooms and members),
@@ -20,9 +22,10 @@
 //! - `layers` (feature `test-support`): the import-circle check each crate's `tests/layers.rs`
 //!   runs on its own `src/`.
 //!
-//! Dependencies point one way: `link` uses `protocol`; `cluster` uses `protocol`; the others
+//! Dependencies point one way: `link`, `caps` and `cluster` use `protocol`; the others
 //! use no sibling.
 
+pub mod caps;
 pub mod cluster;
 pub mod frame_limit;
 #[cfg(feature = "test-support")]

@@ -82,6 +82,7 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
     }
     let stats = udp_stats.clone();
     let orphan_grace = std::time::Duration::from_secs(config.orphan_grace_secs);
+    let caps = config.caps.caps();
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
         // Inside the arbiter: its runtime owns the socket's receive side and the loop.
         let (router, updates) = tokio::sync::mpsc::unbounded_channel();
@@ -92,6 +93,7 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
                 router,
                 advertised,
                 participants: counter,
+                caps,
             },
             room_arbiters,
             orphan_grace,

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 
+use conclave_common::caps::CapExceeded;
 use conclave_common::cluster::ClusterError;
 use conclave_common::protocol::ErrorCode;
 
@@ -153,6 +154,9 @@ pub enum RequestError {
     /// A binary or fragmented frame.
     #[error("only unfragmented JSON text frames are accepted")]
     NotText,
+    /// Over a cap on what one participant creates (SDP size, m-lines, candidates).
+    #[error(transparent)]
+    Cap(#[from] CapExceeded),
 }
 
 impl RequestError {
@@ -167,6 +171,7 @@ impl RequestError {
             }
             RequestError::RoomMoving | RequestError::MediaNodeUnreachable => ErrorCode::Unavailable,
             RequestError::NotText => ErrorCode::BadMessage,
+            RequestError::Cap(e) => e.code(),
         }
     }
 }
@@ -240,6 +245,14 @@ mod tests {
             (RequestError::RoomMoving, "unavailable"),
             (RequestError::MediaNodeUnreachable, "unavailable"),
             (RequestError::NotText, "bad_message"),
+            (
+                CapExceeded::SdpTooLarge { size: 2, limit: 1 }.into(),
+                "sdp_too_large",
+            ),
+            (
+                CapExceeded::TooManyCandidates { limit: 1 }.into(),
+                "too_many_candidates",
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(error.code().as_str(), code, "{error:?}");

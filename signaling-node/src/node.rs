@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::ClusterStore;
 use conclave_common::link_auth::LinkSecret;
 
@@ -157,6 +158,7 @@ fn settings(
         presence_stream_len: config.presence_stream_len,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         link_secret: None,
+        caps: config.media.caps.caps(),
     }
 }
 
@@ -207,6 +209,8 @@ pub struct ServiceSettings {
     pub api_key: Option<String>,
     /// Signs links to separate media nodes in cluster mode (`None`: unauthenticated, `--dev`).
     pub link_secret: Option<LinkSecret>,
+    /// Caps on what one participant creates (`--max-sdp-bytes` and the others).
+    pub caps: ParticipantCaps,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -263,6 +267,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         instance: instance.clone(),
         presence: presence.clone(),
         cluster,
+        caps: s.caps,
     };
     let registry = Registry::start(placement, room_deps);
     Services {
@@ -272,6 +277,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 keys: Arc::new(TokenKeys::new(&s.token_secret)),
                 heartbeat_interval: s.heartbeat_interval,
                 client_timeout: s.client_timeout,
+                caps: s.caps,
             },
             dev: s.dev,
             api: http::ApiState {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
 use conclave_common::frame_limit::Tripped;
 use conclave_common::protocol::{
@@ -44,6 +45,8 @@ pub struct SessionDeps {
     pub heartbeat_interval: Duration,
     /// Silence after which we close (the browser or network is gone).
     pub client_timeout: Duration,
+    /// Caps on SDP size and offer m-lines, checked here before anything goes to the room.
+    pub caps: ParticipantCaps,
 }
 
 struct Membership {
@@ -142,6 +145,15 @@ impl Session {
         let Some(m) = &self.joined else {
             return Self::reject(ctx, RequestError::NotJoined);
         };
+        // Cheap scans of the text, before the room, the link or a parser sees it.
+        let capped = match &request {
+            ParticipantRequest::Offer(sdp) => self.deps.caps.check_offer(sdp),
+            ParticipantRequest::Answer(sdp) => self.deps.caps.check_answer(sdp),
+            _ => Ok(()),
+        };
+        if let Err(e) = capped {
+            return Self::reject(ctx, e.into());
+        }
         m.room.do_send(FromParticipant {
             participant_id: m.participant_id.clone(),
             request,

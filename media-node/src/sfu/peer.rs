@@ -102,6 +102,11 @@ pub struct Peer {
     pub dead: bool,
     /// NACKs received per outgoing track so far (str0m's stats are cumulative).
     pub nacks_seen: Vec<(Mid, u64)>,
+    /// Remote candidates trickled so far (capped: `ParticipantCaps::max_remote_candidates`).
+    pub remote_candidates: u32,
+    /// Most tracks this peer may publish (`ParticipantCaps::max_tracks`); the offer was
+    /// checked, this holds whatever str0m reports.
+    max_tracks: u32,
 }
 
 /// What one peer's output means for the others.
@@ -137,6 +142,7 @@ impl Peer {
         adopt_verifier: String,
         tracks_out: Vec<TrackOut>,
         now: Instant,
+        max_tracks: u32,
     ) -> Peer {
         Peer {
             key,
@@ -156,6 +162,8 @@ impl Peer {
             disconnected_since: None,
             dead: false,
             nacks_seen: Vec::new(),
+            remote_candidates: 0,
+            max_tracks,
         }
     }
 
@@ -254,6 +262,11 @@ impl Peer {
                 if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv)
                     && !self.tracks_in.iter().any(|t| t.mid == added.mid) =>
             {
+                if self.tracks_in.len() >= self.max_tracks as usize {
+                    // Not forwarded to anyone: no subscriber's offer grows for it.
+                    tracing::info!(participant = %self.participant_id, mid = %added.mid, "track over the cap ignored");
+                    return;
+                }
                 self.tracks_in.push(TrackIn {
                     mid: added.mid,
                     kind: added.kind,

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use conclave_common::caps::{CapExceeded, ParticipantCaps};
 use conclave_common::link::{FromMediaNode, MediaEvent};
 use conclave_common::link_auth;
 use conclave_common::protocol::{ErrorCode, MediaConnectionState};
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::Direction;
 use str0m::net::{Protocol, Receive};
 use str0m::{IceCreds, Input};
 
@@ -48,6 +50,9 @@ pub struct SfuShared {
     pub advertised: SocketAddr,
     /// Peers on this node, over all rooms: the true count its cluster heartbeat reports.
     pub participants: Arc<std::sync::atomic::AtomicU64>,
+    /// Caps on what one participant creates (the signaling node checks them first; the
+    /// link is a second way in).
+    pub caps: ParticipantCaps,
 }
 
 /// The SFU of one room.
@@ -161,6 +166,10 @@ impl RoomSfu {
             );
             return;
         }
+        // Before parsing: an over-long text or thousands of m-lines cost nothing more.
+        if let Err(e) = self.shared.caps.check_offer(&msg.offer) {
+            return self.refuse_cap(&msg.link, &msg.participant_id, e);
+        }
         let offer = match SdpOffer::from_sdp_string(&msg.offer) {
             Ok(o) => o,
             Err(e) => {
@@ -171,6 +180,16 @@ impl RoomSfu {
                 return;
             }
         };
+        // The m-lines the client sends on are the tracks it publishes.
+        let publishing = offer
+            .media_lines
+            .iter()
+            .filter(|m| !m.disabled)
+            .filter(|m| matches!(m.direction(), Direction::SendOnly | Direction::SendRecv))
+            .count();
+        if let Err(e) = self.shared.caps.check_tracks(publishing) {
+            return self.refuse_cap(&msg.link, &msg.participant_id, e);
+        }
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let now = Instant::now();
@@ -216,7 +235,14 @@ impl RoomSfu {
             msg.adopt_verifier,
             tracks_out,
             now,
+            self.shared.caps.max_tracks,
         ));
+    }
+
+    /// Refuse a command that goes over a cap (the peer, if any, is left as it was).
+    fn refuse_cap(&self, link: &Recipient<FromMediaNode>, pid: &str, e: CapExceeded) {
+        tracing::info!(room = %self.room, participant = %pid, error = %e, "refused: over a cap");
+        self.peer_error(link, pid, e.code(), e.to_string());
     }
 
     fn peer_answer(&mut self, msg: PeerAnswer) {
@@ -230,6 +256,10 @@ impl RoomSfu {
             );
             return;
         };
+        if let Err(e) = self.shared.caps.check_answer(&msg.sdp) {
+            // Like an answer that does not parse: the offer stays pending.
+            return self.refuse_cap(&msg.link, &msg.participant_id, e);
+        }
         let answer = match SdpAnswer::from_sdp_string(&msg.sdp) {
             Ok(a) => a,
             Err(e) => {
@@ -456,7 +486,14 @@ impl Handler<PeerCandidate> for RoomSfu {
     /// A trickled remote candidate.
     fn handle(&mut self, msg: PeerCandidate, ctx: &mut Context<Self>) {
         if let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) {
-            self.peers[i].add_remote_candidate(&msg.candidate);
+            let peer = &mut self.peers[i];
+            match self.shared.caps.check_candidate(peer.remote_candidates) {
+                Ok(()) => {
+                    peer.remote_candidates += 1;
+                    peer.add_remote_candidate(&msg.candidate);
+                }
+                Err(e) => self.refuse_cap(&self.peers[i].link, &msg.participant_id, e),
+            }
         }
         self.drive(ctx);
     }

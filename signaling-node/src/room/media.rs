@@ -64,11 +64,14 @@ impl Room {
                 self.refuse_request(&pid, RequestError::AnswerWithoutOffer)
             }
             ParticipantRequest::Candidate(candidate) if has_peer => {
-                self.media(MediaCommand::Candidate {
-                    room: self.media_id.clone(),
-                    participant_id: pid,
-                    candidate,
-                })
+                match self.roster.take_candidate(&pid, &self.deps.caps) {
+                    Ok(()) => self.media(MediaCommand::Candidate {
+                        room: self.media_id.clone(),
+                        participant_id: pid,
+                        candidate,
+                    }),
+                    Err(e) => self.refuse_request(&pid, e),
+                }
             }
             // Before the offer a candidate has no peer to go to; ICE does not need it.
             ParticipantRequest::Candidate(_) => {}

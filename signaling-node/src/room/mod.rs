@@ -37,6 +37,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
 use conclave_common::link_auth;
 use conclave_common::presence::{PresenceEvent, PresenceKind};
@@ -62,6 +63,8 @@ pub struct RoomDeps {
     pub presence: Option<Addr<PresenceSink>>,
     /// Cluster mode: the store and the bus; `None` on a single node.
     pub cluster: Option<RoomCluster>,
+    /// Caps on what one participant creates (the room counts trickled candidates).
+    pub caps: ParticipantCaps,
 }
 
 /// Whoever opened the room (the registry), as the room sees it: where it reports that it

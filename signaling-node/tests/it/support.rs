@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::ws;
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::link_auth::LinkSecret;
 use conclave_common::protocol::ServerMessage;
 use conclave_media_node::config::MediaConfig;
@@ -28,6 +29,10 @@ pub struct Options {
     pub client_timeout: Duration,
     pub resume_grace: Duration,
     pub signaling_id: String,
+    /// Caps the signaling node checks.
+    pub caps: ParticipantCaps,
+    /// Caps the (embedded) media node checks.
+    pub media_caps: ParticipantCaps,
 }
 
 impl Default for Options {
@@ -38,6 +43,8 @@ impl Default for Options {
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(1),
             signaling_id: "sig-test".into(),
+            caps: ParticipantCaps::default(),
+            media_caps: ParticipantCaps::default(),
         }
     }
 }
@@ -57,6 +64,18 @@ pub fn remote_media(url: String) -> MediaTarget {
         secret: Some(link_secret()),
         node_id: None,
     })
+}
+
+/// The settings of an in-process media node on 127.0.0.1, port chosen by the OS.
+pub fn media_config(caps: ParticipantCaps) -> MediaConfig {
+    MediaConfig {
+        udp_listen: "127.0.0.1:0".parse().unwrap(),
+        advertise_ip: None,
+        node_id: "media-test".into(),
+        media_threads: Some(2),
+        orphan_grace_secs: 20,
+        caps: caps.into(),
+    }
 }
 
 /// Start a signaling node with an embedded media node, on 127.0.0.1 ports chosen by the OS.
@@ -90,14 +109,8 @@ fn start_setup(
     tls: Option<rustls::ServerConfig>,
     setup: impl FnOnce(actix::Recipient<conclave_common::link::ToMediaNode>) -> MediaSetup,
 ) -> TestServer {
-    let media = conclave_media_node::start(&MediaConfig {
-        udp_listen: "127.0.0.1:0".parse().unwrap(),
-        advertise_ip: None,
-        node_id: "media-test".into(),
-        media_threads: Some(2),
-        orphan_grace_secs: 20,
-    })
-    .expect("media node starts");
+    let media =
+        conclave_media_node::start(&media_config(opts.media_caps)).expect("media node starts");
     let services = start_services(ServiceSettings {
         media: setup(media.commands()),
         token_secret: SECRET.to_vec(),
@@ -112,6 +125,7 @@ fn start_setup(
         presence_stream_len: 1000,
         api_key: Some(API_KEY.into()),
         link_secret: Some(link_secret()),
+        caps: opts.caps,
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
