@@ -16,11 +16,14 @@ use actix_web::{web, App, HttpServer};
 use conclave_common::cluster::ClusterStore;
 
 use crate::auth::TokenKeys;
+use crate::client_ip::ConnectionsPerIp;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::http::{self, AppState};
+use crate::limits::Limits;
 use crate::media_link::{MediaLink, MediaTarget};
 use crate::metrics;
+use crate::outbound::ConnectionSocket;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
 use crate::room::{RoomCluster, RoomDeps};
@@ -133,6 +136,7 @@ fn settings(
         }),
         presence_stream_len: config.presence_stream_len,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        limits: config.limits(),
     }
 }
 
@@ -181,6 +185,8 @@ pub struct ServiceSettings {
     pub presence_webhook: Option<WebhookSettings>,
     pub presence_stream_len: usize,
     pub api_key: Option<String>,
+    /// What one client may do (rates, queues, deadlines, connections per address).
+    pub limits: Limits,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -220,6 +226,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         RoomCluster {
             store: store.clone(),
             bus: RoomBus::new(store.clone(), instance.clone()).start(),
+            queue_capacity: s.limits.room_redis_queue,
         }
     });
     let placement = match s.media {
@@ -243,6 +250,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 keys: Arc::new(TokenKeys::new(&s.token_secret)),
                 heartbeat_interval: s.heartbeat_interval,
                 client_timeout: s.client_timeout,
+                limits: Arc::new(s.limits.session.clone()),
             },
             dev: s.dev,
             api: http::ApiState {
@@ -252,6 +260,8 @@ pub fn start_services(s: ServiceSettings) -> Services {
             },
             instance,
             draining: Arc::default(),
+            connections: ConnectionsPerIp::new(s.limits.max_connections_per_ip),
+            trusted_proxies: Arc::new(s.limits.trusted_proxies.clone()),
         },
     }
 }
@@ -266,6 +276,13 @@ pub fn serve(
     let state = web::Data::new(services.state);
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            // A handle on each connection's socket, to cut a WebSocket whose client stops
+            // reading (`outbound.rs`).
+            .on_connect(|conn, data| {
+                if let Some(socket) = ConnectionSocket::of_connection(conn) {
+                    data.insert(Arc::new(socket));
+                }
+            })
             // Open WebSockets would hold a graceful stop for the default 30 s.
             .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
             // SIGTERM drains (`drain_on_signal`); the servers are stopped when that is done.

@@ -4,6 +4,7 @@
 mod cluster;
 mod cluster_heartbeat;
 mod cluster_support;
+mod limits;
 mod support;
 mod tls;
 mod web_client;

@@ -93,6 +93,7 @@ fn start_setup(
         presence_webhook: None,
         presence_stream_len: 1000,
         api_key: Some(API_KEY.into()),
+        limits: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
