@@ -666,3 +666,120 @@ async fn connections_per_ip_are_limited_and_forwarded_for_is_believed_only_from_
             >= 3.0
     );
 }
+
+/// Cluster mode, Redis stalled (`CLIENT PAUSE`): a member toggling its state fills its room's
+/// Redis queue (bound 8). The room carries on live (every state reaches the other member at
+/// once), the operations over the bound are dropped (counted), a join meanwhile is refused
+/// with `unavailable` at once instead of waiting behind the backlog, and once Redis answers
+/// again the room's records converge to the final state (the re-assertion repairs what was
+/// dropped).
+#[actix_rt::test]
+async fn a_room_whose_redis_stalls_keeps_a_bounded_queue_and_converges_after() {
+    use crate::cluster_support::{eventually, spawn_media_node, spawn_signaling_node, TestRedis};
+    use conclave_common::cluster::ClusterStore;
+    const TOGGLES: usize = 301;
+
+    let redis = TestRedis::start();
+    let (_media, _, _) = spawn_media_node(&redis.url, "m-rq", 50);
+    let store = ClusterStore::connect(&redis.url, "conclave:")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "media node registered", || async {
+        store.node_participants("m-rq").await.unwrap().is_some()
+    })
+    .await;
+    let (sig, server) = spawn_signaling_node(
+        &redis.url,
+        "sig-rq",
+        &["--room-redis-queue", "8", "--rate-state", "1000:1000"],
+    );
+    let (mut ann, _) = server.join("ann", "rq").await;
+    let (mut bob, bob_joined) = server.join("bob", "rq").await;
+    let bob_id = bob_joined["participantId"].as_str().unwrap().to_string();
+    ann.expect("participantJoined").await;
+
+    // Redis stalls for 5 s: every command waits.
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("ALL")
+        .query(&mut admin)
+        .unwrap();
+    let paused = Instant::now();
+    // The last two toggles go once the queue's runner surely holds its first operation, so
+    // that they fill the slot it freed.
+    for batch in [0..TOGGLES - 2, TOGGLES - 2..TOGGLES] {
+        for i in batch.clone() {
+            bob.send(json!({"id": "setAudio", "enabled": i % 2 == 1}))
+                .await;
+        }
+        // Live in the room: ann gets every state, in order, while Redis is stalled.
+        for i in batch {
+            let state = ann.expect("participantState").await;
+            assert_eq!(state["audio"], i % 2 == 1, "{state}");
+        }
+    }
+    assert!(
+        paused.elapsed() < Duration::from_secs(4),
+        "states waited for Redis"
+    );
+    let internal = sig.internal.clone().expect("internal listener");
+    let dropped = async |op: &str| -> f64 {
+        let body = awc::Client::new()
+            .get(format!("{internal}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .body()
+            .await
+            .unwrap();
+        let series = format!("conclave_signaling_room_redis_dropped_total{{operation=\"{op}\"}} ");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (updates, publishes) = (dropped("update").await, dropped("publish").await);
+    eprintln!("dropped while Redis stalled: {updates} updates, {publishes} publishes");
+    // Each toggle makes two operations (rewrite the record, publish the event); the queue
+    // holds 8 and runs 1 (a few may have run before the pause took hold).
+    assert!(
+        updates + publishes >= (2 * TOGGLES - 20) as f64,
+        "{updates} + {publishes}"
+    );
+    // A join meanwhile is refused at once (the queue is full), not parked behind it.
+    let mut cat = server.connect().await;
+    let asked = Instant::now();
+    cat.send(json!({"id": "join", "token": server.token("cat", "rq")}))
+        .await;
+    cat.expect_error("unavailable").await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // Redis answers again: bob's record ends with his last state (audio off).
+    eventually(
+        Duration::from_secs(20),
+        "bob's record converged",
+        || async {
+            store
+                .room_members("test/rq")
+                .await
+                .map(|members| {
+                    members
+                        .iter()
+                        .any(|m| m.participant.participant_id == bob_id && !m.participant.audio)
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    ann.heartbeat_roundtrip().await;
+    drop(sig);
+}
