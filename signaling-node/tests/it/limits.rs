@@ -783,3 +783,125 @@ async fn a_room_whose_redis_stalls_keeps_a_bounded_queue_and_converges_after() {
     ann.heartbeat_roundtrip().await;
     drop(sig);
 }
+
+/// nginx with the shipped config (`deploy/nginx/conclave.conf.template`) in front of a node
+/// that trusts it: the node counts WebSockets per client address, as nginx reports it in
+/// `X-Forwarded-For`, and a client's own forged header changes nothing.
+#[actix_rt::test]
+async fn behind_the_shipped_nginx_config_each_client_address_counts_on_its_own() {
+    let node = spawn_node(&[
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.1",
+    ]);
+    let nginx = Nginx::start(node.addr);
+    let through = |from: u8, headers: Vec<String>| {
+        let to = nginx.addr;
+        async move {
+            upgrade(lo(from), to, &headers, None)
+                .await
+                .expect("connects")
+        }
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        match through(21, vec![]).await {
+            Upgrade::Open(ws) => open.push(ws),
+            Upgrade::Refused(status, body) => panic!("refused early: {status} {body}"),
+        }
+    }
+    // A third from 127.0.0.21 is refused by the node, forged header or not.
+    for headers in [vec![], vec!["X-Forwarded-For: 198.51.100.7".to_string()]] {
+        match through(21, headers).await {
+            Upgrade::Refused(status, body) => {
+                assert_eq!(status, 429, "{body}");
+                assert!(body.contains("too_many_connections"), "{body}");
+            }
+            Upgrade::Open(_) => panic!("over the limit through nginx"),
+        }
+    }
+    // Another client behind the same nginx is counted on its own, and its socket works.
+    let Upgrade::Open(mut other) = through(22, vec![]).await else {
+        panic!("127.0.0.22 refused: nginx's address counted for everyone");
+    };
+    other
+        .send(json!({"id": "join", "token": node.token("o", "nginx")}))
+        .await
+        .unwrap();
+    other.expect("joined", Duration::from_secs(10)).await;
+}
+
+/// An nginx we started from the shipped template, stopped (with its workers) by its PID.
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Nginx {
+    fn start(upstream: SocketAddr) -> Nginx {
+        let template = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/nginx/conclave.conf.template"
+        );
+        let dir =
+            std::env::temp_dir().join(format!("conclave-limits-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+        let dir = TempDir(dir);
+        let port = crate::cluster_support::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let conf = std::fs::read_to_string(template)
+            .expect("the nginx template")
+            .replace("@PREFIX@", dir.0.to_str().unwrap())
+            .replace("@LISTEN@", &addr.to_string())
+            .replace("@SIGNALING@", &format!("        server {upstream};"));
+        let conf_path = dir.0.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.0.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed (the test command installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (a SIGKILL would leave them behind).
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
