@@ -112,7 +112,7 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_JOIN_DEADLINE", default_value_t = 10)]
     pub join_deadline_secs: u64,
     /// Bytes of server messages that may wait for a client that does not read; over it the
-    /// connection is closed (1008) and, if the client still does not read, reset.
+    /// connection is closed (1013) and, if the client still does not read, reset.
     #[arg(long, env = "CONCLAVE_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub outbound_queue_bytes: usize,
     /// Most WebSockets open at once from one client address (IPv6: one /64); 0: no limit.

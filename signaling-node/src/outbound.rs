@@ -6,8 +6,8 @@
 //! then actix's; from then on the session actor is not even polled, and every room event for
 //! it piles up in its mailbox without bound. So the actor runs in a task of its own (the
 //! *pump*), which moves each encoded frame into a queue that counts its bytes; the HTTP body
-//! only drains that queue. Over the limit the queue is dropped, a 1008 close is put in its
-//! place, the actor is stopped, and if the socket has not taken the close within
+//! only drains that queue. Over the limit the queue is dropped, a 1013 close (try again
+//! later: the client may reconnect and resume) is put in its place, the actor is stopped, and if the socket has not taken the close within
 //! [`CLOSE_GRACE`] it is cut (reset): nothing of the connection is left waiting on a reader
 //! that does not read. The same cut ends any connection whose session has stopped but whose
 //! socket stays blocked (a heartbeat timeout on a client that is gone without a FIN).
@@ -137,7 +137,7 @@ async fn pump(
                     Parser::write_close(
                         &mut close,
                         Some(CloseReason {
-                            code: CloseCode::Policy,
+                            code: CloseCode::Again,
                             description: Some(format!(
                                 "outbound queue over {limit} bytes: the client is not reading"
                             )),
