@@ -115,6 +115,10 @@ pub struct Config {
     /// connection is closed (1013) and, if the client still does not read, reset.
     #[arg(long, env = "CONCLAVE_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub outbound_queue_bytes: usize,
+    /// Kernel send buffer of each connection, in bytes (0: the kernel's autotuning, which
+    /// grows it to 4 MiB for a client that does not read).
+    #[arg(long, env = "CONCLAVE_SOCKET_SEND_BUFFER", default_value_t = 128 * 1024)]
+    pub socket_send_buffer_bytes: usize,
     /// Most WebSockets open at once from one client address (IPv6: one /64); 0: no limit.
     /// Behind a proxy, set `--trusted-proxies`, or every client has the proxy's address.
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
@@ -155,6 +159,7 @@ impl Config {
                 },
                 join_deadline: Duration::from_secs(self.join_deadline_secs.max(1)),
                 outbound_queue_bytes: self.outbound_queue_bytes.max(64 * 1024),
+                socket_send_buffer: self.socket_send_buffer_bytes,
             },
             max_connections_per_ip: self.max_connections_per_ip,
             trusted_proxies: TrustedProxies(self.trusted_proxies.clone()),
@@ -179,6 +184,10 @@ mod tests {
         assert_eq!(
             limits.session.outbound_queue_bytes,
             defaults.session.outbound_queue_bytes
+        );
+        assert_eq!(
+            limits.session.socket_send_buffer,
+            defaults.session.socket_send_buffer
         );
         assert_eq!(
             limits.max_connections_per_ip,

@@ -224,6 +224,8 @@ pub struct SessionLimits {
     /// Bytes of server frames allowed to wait for a client that reads slowly; over it the
     /// connection is cut.
     pub outbound_queue_bytes: usize,
+    /// Kernel send buffer of each connection (0: the kernel's autotuning, up to 4 MiB).
+    pub socket_send_buffer: usize,
 }
 
 impl Default for SessionLimits {
@@ -232,6 +234,8 @@ impl Default for SessionLimits {
             rates: RateLimits::default(),
             join_deadline: Duration::from_secs(10),
             outbound_queue_bytes: 1024 * 1024,
+            // Signaling messages are small: ample for a browser on a slow link.
+            socket_send_buffer: 128 * 1024,
         }
     }
 }

@@ -273,13 +273,14 @@ pub fn serve(
     services: Services,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let send_buffer = services.state.deps.limits.socket_send_buffer;
     let state = web::Data::new(services.state);
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             // A handle on each connection's socket, to cut a WebSocket whose client stops
             // reading (`outbound.rs`).
-            .on_connect(|conn, data| {
-                if let Some(socket) = ConnectionSocket::of_connection(conn) {
+            .on_connect(move |conn, data| {
+                if let Some(socket) = ConnectionSocket::of_connection(conn, send_buffer) {
                     data.insert(Arc::new(socket));
                 }
             })

@@ -29,10 +29,6 @@ use crate::metrics;
 
 /// How long a closing connection may take to send its last frames before its socket is cut.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Kernel send buffer of each connection. Left alone, Linux grows it up to `tcp_wmem`'s
-/// maximum (4 MiB here) for a client that does not read: kernel memory held for nobody.
-/// Signaling messages are small; this is ample for a browser on a slow link.
-pub const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 
 /// A second descriptor of a connection's socket (a `dup`), taken when the connection is
 /// accepted: the server can then cut a connection whose writer is blocked, which actix
@@ -43,8 +39,10 @@ pub struct ConnectionSocket(socket2::Socket);
 
 impl ConnectionSocket {
     /// For `HttpServer::on_connect`: the connection is a `TcpStream`, or one inside TLS.
-    /// Also fixes its kernel send buffer at [`SOCKET_SEND_BUFFER`].
-    pub fn of_connection(conn: &dyn Any) -> Option<ConnectionSocket> {
+    /// Also fixes its kernel send buffer at `send_buffer` bytes (0: the kernel's default).
+    /// Left alone, Linux grows it up to `tcp_wmem`'s maximum (4 MiB here) for a client that
+    /// does not read: kernel memory held for nobody.
+    pub fn of_connection(conn: &dyn Any, send_buffer: usize) -> Option<ConnectionSocket> {
         use actix_web::rt::net::TcpStream;
         let tcp = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
             tcp
@@ -54,8 +52,10 @@ impl ConnectionSocket {
             tls.get_ref().0
         };
         let socket = socket2::SockRef::from(tcp);
-        if let Err(e) = socket.set_send_buffer_size(SOCKET_SEND_BUFFER) {
-            tracing::warn!(error = %e, "cannot bound the connection's send buffer");
+        if send_buffer > 0 {
+            if let Err(e) = socket.set_send_buffer_size(send_buffer) {
+                tracing::warn!(error = %e, "cannot bound the connection's send buffer");
+            }
         }
         match socket.try_clone() {
             Ok(socket) => Some(ConnectionSocket(socket)),
