@@ -10,6 +10,9 @@ use conclave_common::protocol::ParticipantInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{now_secs, Claims};
+use crate::client_ip::{ConnectionsPerIp, TrustedProxies};
+use crate::metrics;
+use crate::outbound::{self, ConnectionSocket};
 use crate::registry::{CommunityRooms, RoomCount};
 use crate::room::messages::Snapshot;
 use crate::session::{Session, SessionDeps, MAX_FRAME};
@@ -27,6 +30,10 @@ pub struct AppState {
     pub instance: String,
     /// Set on SIGTERM: not ready, no new WebSockets.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Open WebSockets per client address (shared by every worker).
+    pub connections: ConnectionsPerIp,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: std::sync::Arc<TrustedProxies>,
 }
 
 impl AppState {
@@ -73,12 +80,44 @@ async fn websocket(
             "error": "unavailable", "message": "this node is draining; connect to another"
         })));
     }
+    let slot = match req.peer_addr() {
+        Some(peer) => {
+            let forwarded: Vec<&str> = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let client = state
+                .trusted_proxies
+                .client_ip(peer.ip(), forwarded.into_iter());
+            match state.connections.acquire(client) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::CONNECTIONS_REFUSED
+                        .with_label_values(&["per_ip"])
+                        .inc();
+                    tracing::info!(%client, "too many connections from one address: refused");
+                    return Ok(HttpResponse::TooManyRequests().json(serde_json::json!({
+                        "error": "too_many_connections",
+                        "message": "too many connections from your address"
+                    })));
+                }
+            }
+        }
+        None => None, // Not a TCP connection (tests over a Unix socket).
+    };
+    let mut response = ws::handshake(&req)?;
     // Frames over the limit are refused from their header, before their payload is buffered.
     let payload = FrameLimit::new(stream, MAX_FRAME, || PayloadError::Overflow);
-    let session = Session::new(state.deps.clone()).with_frame_limit(payload.tripped());
-    ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(MAX_FRAME)
-        .start()
+    let session = Session::new(state.deps.clone())
+        .with_frame_limit(payload.tripped())
+        .with_ip_slot(slot);
+    let codec = actix_http::ws::Codec::new().max_size(MAX_FRAME);
+    let frames = ws::WebsocketContext::with_codec(session, payload, codec);
+    // The session's frames go through a bounded queue: a client that stops reading is cut.
+    let socket = req.conn_data::<std::sync::Arc<ConnectionSocket>>().cloned();
+    let limit = state.deps.limits.outbound_queue_bytes;
+    Ok(response.streaming(outbound::bounded(frames, limit, socket)))
 }
 
 #[derive(Deserialize)]

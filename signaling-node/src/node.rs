@@ -18,11 +18,14 @@ use conclave_common::cluster::ClusterStore;
 use conclave_common::link_auth::LinkSecret;
 
 use crate::auth::TokenKeys;
+use crate::client_ip::ConnectionsPerIp;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::http::{self, AppState};
+use crate::limits::Limits;
 use crate::media_link::{MediaLink, MediaTarget, RemoteMedia};
 use crate::metrics;
+use crate::outbound::ConnectionSocket;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
 use crate::room::{RoomCluster, RoomDeps};
@@ -159,6 +162,7 @@ fn settings(
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         link_secret: None,
         caps: config.media.caps.caps(),
+        limits: config.limits(),
     }
 }
 
@@ -211,6 +215,8 @@ pub struct ServiceSettings {
     pub link_secret: Option<LinkSecret>,
     /// Caps on what one participant creates (`--max-sdp-bytes` and the others).
     pub caps: ParticipantCaps,
+    /// What one client may do (rates, queues, deadlines, connections per address).
+    pub limits: Limits,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -250,6 +256,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         RoomCluster {
             store: store.clone(),
             bus: RoomBus::new(store.clone(), instance.clone()).start(),
+            queue_capacity: s.limits.room_redis_queue,
         }
     });
     let placement = match s.media {
@@ -278,6 +285,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 heartbeat_interval: s.heartbeat_interval,
                 client_timeout: s.client_timeout,
                 caps: s.caps,
+                limits: Arc::new(s.limits.session.clone()),
             },
             dev: s.dev,
             api: http::ApiState {
@@ -287,6 +295,8 @@ pub fn start_services(s: ServiceSettings) -> Services {
             },
             instance,
             draining: Arc::default(),
+            connections: ConnectionsPerIp::new(s.limits.max_connections_per_ip),
+            trusted_proxies: Arc::new(s.limits.trusted_proxies.clone()),
         },
     }
 }
@@ -298,9 +308,17 @@ pub fn serve(
     services: Services,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let send_buffer = services.state.deps.limits.socket_send_buffer;
     let state = web::Data::new(services.state);
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            // A handle on each connection's socket, to cut a WebSocket whose client stops
+            // reading (`outbound.rs`).
+            .on_connect(move |conn, data| {
+                if let Some(socket) = ConnectionSocket::of_connection(conn, send_buffer) {
+                    data.insert(Arc::new(socket));
+                }
+            })
             // Open WebSockets would hold a graceful stop for the default 30 s.
             .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
             // SIGTERM drains (`drain_on_signal`); the servers are stopped when that is done.

@@ -5,6 +5,7 @@ mod caps;
 mod cluster;
 mod cluster_heartbeat;
 mod cluster_support;
+mod limits;
 mod link_auth;
 mod support;
 mod tls;

@@ -126,6 +126,7 @@ fn start_setup(
         api_key: Some(API_KEY.into()),
         link_secret: Some(link_secret()),
         caps: opts.caps,
+        limits: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
