@@ -91,7 +91,9 @@ async function devToken(url, room, user) {
 test('hostile SDP, candidates and joins are refused with their codes while a 3-person call keeps decoding', { timeout: 240000 }, async (t) => {
   const h = new Harness('caps');
   t.after(() => h.close());
-  const { url, signaling } = await h.startEmbedded();
+  // The caps are under test here, not the message rates (limits.rs): the candidate budget is
+  // raised so that the 1,000 candidates meet the cap rather than the rate limit.
+  const { url, signaling } = await h.startEmbedded({ args: ['--rate-candidate', '1000:2000'] });
   await h.launchBrowser();
   const room = roomName('caps');
   const names = ['Amy', 'Bert', 'Cleo'];

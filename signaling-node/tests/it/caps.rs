@@ -5,6 +5,7 @@
 //! scans, before anything goes to the link); the media node refuses the same inputs when they
 //! reach it another way (the link is a second way in).
 
+use conclave_signaling_node::limits::{Limits, Rate};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -83,7 +84,14 @@ async fn drain(c: &mut Client, wait: Duration) -> Vec<serde_json::Value> {
 
 #[actix_rt::test]
 async fn hostile_sdp_and_candidates_are_refused_and_the_call_goes_on() {
-    let server = start(Options::default());
+    // The caps are under test, not the message rates (limits.rs): the candidate budget is
+    // raised so that the 1,000 candidates meet the cap rather than the rate limit.
+    let mut limits = Limits::default();
+    limits.session.rates.candidate = Rate::new(1000.0, 2000);
+    let server = start(Options {
+        limits,
+        ..Options::default()
+    });
     let (mut alice, _) = server.join("alice", "call").await;
     let (mut bob, _) = server.join("bob", "call").await;
     let (mut mallory, _) = server.join("mallory", "call").await;

@@ -10,6 +10,7 @@ use conclave_common::link_auth::LinkSecret;
 use conclave_common::protocol::ServerMessage;
 use conclave_media_node::config::MediaConfig;
 use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
+use conclave_signaling_node::limits::Limits;
 use conclave_signaling_node::media_link::{MediaTarget, RemoteMedia};
 use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
@@ -33,6 +34,8 @@ pub struct Options {
     pub caps: ParticipantCaps,
     /// Caps the (embedded) media node checks.
     pub media_caps: ParticipantCaps,
+    /// Rates, queues and deadlines per client.
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             signaling_id: "sig-test".into(),
             caps: ParticipantCaps::default(),
             media_caps: ParticipantCaps::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -126,7 +130,7 @@ fn start_setup(
         api_key: Some(API_KEY.into()),
         link_secret: Some(link_secret()),
         caps: opts.caps,
-        limits: Default::default(),
+        limits: opts.limits,
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
