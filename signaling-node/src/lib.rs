@@ -22,7 +22,8 @@
 //! - [`presence`]: presence events to Redis and a webhook.
 //! - [`upkeep`]: cluster mode, this instance's heartbeat and the cleanup after dead ones.
 //! - [`error`]: every error enum and its wire code, in one place.
-//! - [`web_client`]: the browser client (`static/`), embedded as one table.
+//! - [`web_client`]: the browser client (`static/`), embedded as one table, with its CSP.
+//! - [`origin`]: which web origins may open `/ws` (pure logic).
 //! - [`auth`]: access tokens. [`tls`]: HTTPS. [`config`]: flags. [`metrics`]: Prometheus.
 //!
 //! Order: node → http → session → registry → room → {media link, room bus, presence} →
@@ -35,6 +36,7 @@ pub mod http;
 pub mod media_link;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 pub mod presence;
 pub mod registry;
 pub mod room;

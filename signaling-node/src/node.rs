@@ -21,6 +21,7 @@ use crate::error::StartError;
 use crate::http::{self, AppState};
 use crate::media_link::{MediaLink, MediaTarget};
 use crate::metrics;
+use crate::origin::AllowedOrigins;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
 use crate::room::{RoomCluster, RoomDeps};
@@ -40,6 +41,9 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// inside an actix system (`#[actix_web::main]`). Prints the machine-readable readiness line
 /// (`listening url=... internal=...`) on stdout once both listeners are bound.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    check_dev_mode(&config)?;
+    let allowed_origins =
+        AllowedOrigins::parse(&config.allowed_origins).map_err(StartError::AllowedOrigins)?;
     let token_secret = token_secret(&config)?;
     let mut udp_note = String::new();
     let media = match (&config.redis_url, &config.media_node) {
@@ -62,7 +66,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     } else {
         format!("{scheme}://{local}")
     };
-    let services = start_services(settings(&config, media, token_secret, shown.clone()));
+    let mut settings = settings(&config, media, token_secret, shown.clone());
+    settings.allowed_origins = allowed_origins;
+    let services = start_services(settings);
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     let internal = bind(config.internal_listen)?;
     let internal_addr = internal.local_addr()?;
@@ -79,6 +85,36 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     let (a, b) = futures_util::future::join(public_server, internal_server).await;
     Ok(a.and(b)?)
+}
+
+/// `--dev` opens `/dev/token` and the query API to anyone: next to a real Redis or a real
+/// token secret that is a production node minting tokens for strangers, unless the operator
+/// said explicitly that this is a test cluster (`--dev-with-real-services`), and then loudly.
+fn check_dev_mode(config: &Config) -> Result<(), StartError> {
+    if !config.dev {
+        return Ok(());
+    }
+    let mut uses = Vec::new();
+    if config.redis_url.is_some() {
+        uses.push("--redis-url");
+    }
+    if config.token_secret.as_deref().is_some_and(|s| !s.is_empty()) {
+        uses.push("--token-secret");
+    }
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let uses = uses.join(" and ");
+    if !config.dev_with_real_services {
+        return Err(StartError::DevWithRealServices { uses });
+    }
+    let warning = format!(
+        "DEV MODE WITH REAL SERVICES ({uses}): anyone who reaches this node can mint tokens \
+         at /dev/token and read the query API. Never run this in production."
+    );
+    tracing::warn!(uses = %uses, "{warning}");
+    eprintln!("\n!!! WARNING !!! {warning}\n");
+    Ok(())
 }
 
 /// Token mode: the configured secret, or a random one in dev mode.
@@ -133,6 +169,7 @@ fn settings(
         }),
         presence_stream_len: config.presence_stream_len,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        allowed_origins: AllowedOrigins::default(),
     }
 }
 
@@ -181,6 +218,8 @@ pub struct ServiceSettings {
     pub presence_webhook: Option<WebhookSettings>,
     pub presence_stream_len: usize,
     pub api_key: Option<String>,
+    /// Origins whose pages may open `/ws` (besides the node's own host).
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -252,6 +291,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
             },
             instance,
             draining: Arc::default(),
+            allowed_origins: Arc::new(s.allowed_origins),
         },
     }
 }

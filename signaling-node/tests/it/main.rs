@@ -4,6 +4,7 @@
 mod cluster;
 mod cluster_heartbeat;
 mod cluster_support;
+mod operator_safety;
 mod support;
 mod tls;
 mod web_client;
