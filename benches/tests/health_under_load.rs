@@ -284,14 +284,21 @@ fn liveness_and_metrics_answer_within_100_ms_while_the_media_thread_is_saturated
     }
     eprintln!("{report}");
     if let Ok(s) = &summary {
-        eprintln!("load: {} joined, {} failed, loss {:.3} %", s.participants, s.failed, s.loss_percent);
+        eprintln!(
+            "load: {} joined, {} failed, loss {:.3} %",
+            s.participants, s.failed, s.loss_percent
+        );
     }
     // The load really saturated the media thread (else the bound proves nothing).
     assert!(
         runnable >= SATURATED,
         "the media thread was not saturated; the test proves nothing:\n{report}"
     );
-    assert_eq!(still_there, Some(total), "the call lasted the window:\n{report}");
+    assert_eq!(
+        still_there,
+        Some(total),
+        "the call lasted the window:\n{report}"
+    );
     for (what, times, bad) in &results {
         assert!(bad.is_empty(), "{what} answered badly: {bad:?}\n{report}");
         assert!(times.len() >= POLLS / 2, "{what}: too few polls\n{report}");

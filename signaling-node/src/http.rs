@@ -73,7 +73,10 @@ async fn websocket(
     // Before anything else: a foreign page must not even learn whether this node drains.
     let host = req.headers().get("host").and_then(|v| v.to_str().ok());
     // A present but non-ASCII Origin is foreign, not absent.
-    let origin = req.headers().get("origin").map(|v| v.to_str().unwrap_or(""));
+    let origin = req
+        .headers()
+        .get("origin")
+        .map(|v| v.to_str().unwrap_or(""));
     if !state.allowed_origins.allows(origin, host) {
         tracing::info!(origin = ?origin.map(|o| o.chars().take(100).collect::<String>()), "websocket from a foreign origin refused");
         return Ok(HttpResponse::Forbidden().json(serde_json::json!({

@@ -98,7 +98,11 @@ fn check_dev_mode(config: &Config) -> Result<(), StartError> {
     if config.redis_url.is_some() {
         uses.push("--redis-url");
     }
-    if config.token_secret.as_deref().is_some_and(|s| !s.is_empty()) {
+    if config
+        .token_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
         uses.push("--token-secret");
     }
     if uses.is_empty() {

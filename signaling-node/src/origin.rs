@@ -95,8 +95,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
         Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
         _ => (authority, None),
     };
-    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
     Some((host, port))
@@ -143,13 +142,19 @@ mod tests {
         let o = AllowedOrigins::default();
         assert!(o.allows(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
         assert!(o.allows(Some("https://Meet.Example.com"), Some("meet.example.com")));
-        assert!(o.allows(Some("https://meet.example.com"), Some("meet.example.com:443")));
+        assert!(o.allows(
+            Some("https://meet.example.com"),
+            Some("meet.example.com:443")
+        ));
         assert!(o.allows(Some("http://[::1]:8080"), Some("[::1]:8080")));
         // Behind a proxy that forwards `$host` (no port), or one that terminates TLS.
         assert!(o.allows(Some("http://127.0.0.1:18001"), Some("127.0.0.1")));
         assert!(o.allows(Some("https://meet.example.com"), Some("meet.example.com")));
         // A port in `Host` must be the origin's (its scheme's default when it has none).
-        assert!(!o.allows(Some("https://meet.example.com"), Some("meet.example.com:80")));
+        assert!(!o.allows(
+            Some("https://meet.example.com"),
+            Some("meet.example.com:80")
+        ));
         for (origin, host) in [
             ("https://evil.example", "meet.example.com"),
             ("http://127.0.0.1:9999", "127.0.0.1:8080"),
@@ -174,7 +179,10 @@ mod tests {
     fn listed_origins_are_allowed_as_well() {
         let o = list(&["https://App.example.com/", "http://localhost:3000"]);
         assert!(o.allows(Some("https://app.example.com"), Some("meet.example.com")));
-        assert!(o.allows(Some("https://app.example.com:443"), Some("meet.example.com")));
+        assert!(o.allows(
+            Some("https://app.example.com:443"),
+            Some("meet.example.com")
+        ));
         assert!(o.allows(Some("http://localhost:3000"), Some("meet.example.com")));
         assert!(o.allows(Some("https://meet.example.com"), Some("meet.example.com")));
         assert!(!o.allows(Some("http://app.example.com"), Some("meet.example.com")));
@@ -203,6 +211,9 @@ mod tests {
             let err = AllowedOrigins::parse(&[bad.to_string()]).unwrap_err();
             assert!(err.contains("--allowed-origins"), "{bad}: {err}");
         }
-        assert_eq!(AllowedOrigins::parse(&[]).unwrap(), AllowedOrigins::default());
+        assert_eq!(
+            AllowedOrigins::parse(&[]).unwrap(),
+            AllowedOrigins::default()
+        );
     }
 }

@@ -22,12 +22,17 @@ enum Started {
 /// Every `signaling-node` process of this file is started here (its flags in one place).
 fn signaling_node(args: &[&str], env: &[(&str, &str)]) -> Started {
     let mut cmd = Command::new(sibling_bin("signaling-node"));
-    cmd.args(["--listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0"])
-        .args(["--udp-listen", "127.0.0.1:0", "--workers", "1"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--internal-listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--udp-listen", "127.0.0.1:0", "--workers", "1"])
+    .args(args)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     // Only what the test says, not whatever the environment running the tests holds.
     for var in [
         "CONCLAVE_DEV",
@@ -75,12 +80,27 @@ fn signaling_node(args: &[&str], env: &[(&str, &str)]) -> Started {
     Started::Exited(status.code(), err.join("\n"))
 }
 
+/// Flags, environment, and the flag the refusal must name.
+type DevCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn dev_mode_next_to_redis_or_a_token_secret_is_refused_with_a_clear_message() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
-        (&["--dev", "--redis-url", "redis://127.0.0.1:1/"], &[], "--redis-url"),
-        (&["--dev"], &[("CONCLAVE_TOKEN_SECRET", "a-real-secret")], "--token-secret"),
-        (&[], &[("CONCLAVE_DEV", "true"), ("CONCLAVE_TOKEN_SECRET", "s")], "--token-secret"),
+    let cases: [DevCase; 3] = [
+        (
+            &["--dev", "--redis-url", "redis://127.0.0.1:1/"],
+            &[],
+            "--redis-url",
+        ),
+        (
+            &["--dev"],
+            &[("CONCLAVE_TOKEN_SECRET", "a-real-secret")],
+            "--token-secret",
+        ),
+        (
+            &[],
+            &[("CONCLAVE_DEV", "true"), ("CONCLAVE_TOKEN_SECRET", "s")],
+            "--token-secret",
+        ),
     ];
     for (args, env, names) in cases {
         let started = Instant::now();
@@ -231,7 +251,10 @@ async fn the_embedded_media_nodes_gauges_show_a_call() {
             if got == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "gauges {got:?}, expected {want:?}");
+            assert!(
+                Instant::now() < deadline,
+                "gauges {got:?}, expected {want:?}"
+            );
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
     };

@@ -149,9 +149,7 @@ impl TestServer {
         }
         match req.connect().await {
             Ok((_, framed)) => Ok(Client { framed }),
-            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
-                Err(status.as_u16())
-            }
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => Err(status.as_u16()),
             Err(e) => panic!("websocket handshake failed: {e}"),
         }
     }

@@ -164,19 +164,28 @@ fn the_page_has_no_inline_script_or_style() {
     let mut files = Vec::new();
     files_under(&root, &root, &mut files);
     for rel in files.iter().filter(|f| f.ends_with(".html")) {
-        let html = std::fs::read_to_string(root.join(rel)).unwrap().to_ascii_lowercase();
+        let html = std::fs::read_to_string(root.join(rel))
+            .unwrap()
+            .to_ascii_lowercase();
         for (i, _) in html.match_indices("<script") {
             let tag = &html[i..i + html[i..].find('>').unwrap()];
-            assert!(tag.contains(" src="), "static/{rel}: inline <script>: {tag}");
+            assert!(
+                tag.contains(" src="),
+                "static/{rel}: inline <script>: {tag}"
+            );
         }
         assert!(!html.contains("<style"), "static/{rel}: inline <style>");
         let attrs = html.split(|c: char| c.is_whitespace()).filter(|w| {
             w.starts_with("style=")
-                || (w.starts_with("on") && w.split_once('=').is_some_and(|(n, _)| {
-                    n.len() > 2 && n.chars().all(|c| c.is_ascii_lowercase())
-                }))
+                || (w.starts_with("on")
+                    && w.split_once('=').is_some_and(|(n, _)| {
+                        n.len() > 2 && n.chars().all(|c| c.is_ascii_lowercase())
+                    }))
         });
         let found: Vec<_> = attrs.collect();
-        assert!(found.is_empty(), "static/{rel}: inline attributes {found:?}");
+        assert!(
+            found.is_empty(),
+            "static/{rel}: inline attributes {found:?}"
+        );
     }
 }
