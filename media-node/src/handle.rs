@@ -28,6 +28,9 @@ pub struct MediaNodeHandle {
     pub udp_stats: Arc<UdpStats>,
     /// Peers on this node right now, over all rooms.
     pub participants: Arc<AtomicU64>,
+    /// Rooms on this node right now. Like `participants`, read without asking the node's
+    /// actor (health and metrics must answer while the media thread is saturated).
+    pub rooms: Arc<AtomicU64>,
     /// Set on SIGTERM: placement skips the node, readiness is false.
     pub draining: Arc<AtomicBool>,
     /// Wakes the cluster heartbeat at once (to announce draining without waiting).
@@ -64,6 +67,8 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
     let udp_stats = Arc::new(UdpStats::default());
     let participants = Arc::new(AtomicU64::new(0));
     let counter = participants.clone();
+    let rooms = Arc::new(AtomicU64::new(0));
+    let room_count = rooms.clone();
 
     // One crypto provider for every Rtc of the process (str0m's default backend).
     str0m::crypto::from_feature_flags().install_process_default();
@@ -97,6 +102,7 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
             },
             room_arbiters,
             orphan_grace,
+            room_count,
         )
     });
     std::mem::forget(arbiter);
@@ -108,6 +114,7 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
         node_id,
         udp_stats,
         participants,
+        rooms,
         draining: Arc::default(),
         heartbeat_now: Arc::default(),
     })

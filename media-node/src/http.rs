@@ -1,5 +1,9 @@
 //! The media node's internal HTTP server: the link endpoint for signaling nodes, health,
 //! readiness and metrics. Never exposed to browsers.
+//!
+//! Health, readiness and metrics read shared atomics only and never send a message to the
+//! node's actor: that actor shares its thread with the receive loop and the first rooms, so
+//! a saturated (but working) media thread would make a probe wait behind it and fail.
 
 use std::sync::Mutex;
 
@@ -9,9 +13,10 @@ use actix_web_actors::ws;
 use conclave_common::frame_limit::FrameLimit;
 use conclave_common::link_auth::{self, LinkAuthError, LinkSecret, ReplayGuard};
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::handle::MediaNodeHandle;
 use crate::link::LinkSession;
-use crate::node::RoomCount;
 
 /// Largest link frame: a server offer for a full room is tens of KiB.
 const MAX_LINK_FRAME: usize = 1024 * 1024;
@@ -75,36 +80,39 @@ async fn link(
         .start()
 }
 
+/// Liveness: the process answers and the node's actor still runs (its mailbox is open; it
+/// is not asked anything, so a busy media thread does not delay the answer).
 async fn health(media: web::Data<MediaNodeHandle>) -> HttpResponse {
-    let rooms = media.node.send(RoomCount).await.unwrap_or(0);
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
+    let alive = media.node.connected();
+    let body = serde_json::json!({
+        "status": if alive { "ok" } else { "node stopped" },
         "nodeId": media.node_id,
         "udp": media.advertised.to_string(),
-        "rooms": rooms,
-    }))
-}
-
-/// Ready to take rooms: not while draining.
-async fn ready(media: web::Data<MediaNodeHandle>) -> HttpResponse {
-    let draining = media.draining.load(std::sync::atomic::Ordering::Relaxed);
-    let body = serde_json::json!({ "ready": !draining, "draining": draining });
-    if draining {
-        HttpResponse::ServiceUnavailable().json(body)
-    } else {
+        "rooms": media.rooms.load(Relaxed),
+        "participants": media.participants.load(Relaxed),
+    });
+    if alive {
         HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
-/// Prometheus text format; gauges that mirror state elsewhere are read now.
-async fn metrics(media: web::Data<MediaNodeHandle>) -> HttpResponse {
-    let participants = media
-        .participants
-        .load(std::sync::atomic::Ordering::Relaxed);
-    crate::metrics::PARTICIPANTS.set(participants as i64);
-    if let Ok(rooms) = media.node.send(RoomCount).await {
-        crate::metrics::ROOMS.set(rooms as i64);
+/// Ready to take rooms: not while draining, nor once the node's actor has stopped.
+async fn ready(media: web::Data<MediaNodeHandle>) -> HttpResponse {
+    let draining = media.draining.load(Relaxed);
+    let alive = media.node.connected();
+    let body = serde_json::json!({ "ready": alive && !draining, "draining": draining });
+    if alive && !draining {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Prometheus text format. Every gauge is kept current where its state changes (room and
+/// peer start/stop), so a scrape only reads atomics.
+async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(conclave_common::metrics::CONTENT_TYPE)
         .body(conclave_common::metrics::encode())

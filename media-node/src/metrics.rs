@@ -1,6 +1,8 @@
-//! The media node's Prometheus metrics (documented in `docs/metrics.md`). Counters are plain
-//! atomics, cheap enough for the data path; gauges that mirror state elsewhere (participants,
-//! rooms) are set when `/metrics` is read.
+//! The media node's Prometheus metrics (documented in `docs/metrics.md`). Counters and gauges
+//! are plain atomics, cheap enough for the data path, and each gauge is kept current where
+//! its state changes (rooms in `node.rs`, participants and tracks in `sfu/room.rs`): a scrape
+//! asks no actor, and the signaling node's embedded media node exports them on its own
+//! `/metrics` (same process, same registry). They count every media node of the process.
 
 use std::sync::LazyLock;
 

@@ -51,6 +51,11 @@ pub struct Config {
     /// is used if none is given. Never in production.
     #[arg(long, env = "CONCLAVE_DEV")]
     pub dev: bool,
+    /// Allow `--dev` together with `--redis-url` or `--token-secret` (a local test cluster):
+    /// without it such a start is refused, since dev mode would let anyone mint tokens for
+    /// those real services. Starts with a loud warning. No effect without `--dev`.
+    #[arg(long, env = "CONCLAVE_DEV_WITH_REAL_SERVICES")]
+    pub dev_with_real_services: bool,
     /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
     #[arg(long, env = "CONCLAVE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -92,6 +97,11 @@ pub struct Config {
     /// except in `--dev` mode where it is open.
     #[arg(long, env = "CONCLAVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Web origins (besides the node's own host) whose pages may open `/ws`, comma-separated
+    /// `scheme://host[:port]` (an app embedding the call); `*` for any. A handshake with
+    /// another `Origin` gets 403; one without `Origin` (not a browser) is allowed.
+    #[arg(long, env = "CONCLAVE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "CONCLAVE_WORKERS")]
     pub workers: Option<usize>,

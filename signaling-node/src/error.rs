@@ -187,6 +187,17 @@ pub enum StartError {
     NoLinkSecret,
     #[error("--link-secret: {0}")]
     LinkSecret(#[from] conclave_common::link_auth::LinkAuthError),
+    /// `--dev` next to real services (`uses`): its open token minting and query API would
+    /// reach them. Allowed only with the explicit `--dev-with-real-services`.
+    #[error(
+        "--dev with {uses} looks like a real deployment: dev mode lets anyone mint tokens \
+         at /dev/token and read the query API. Remove --dev, or, for a local test cluster \
+         only, add --dev-with-real-services (CONCLAVE_DEV_WITH_REAL_SERVICES=true)"
+    )]
+    DevWithRealServices { uses: String },
+    /// `--allowed-origins` has an entry that is not an origin.
+    #[error("{0}")]
+    AllowedOrigins(String),
     /// The embedded media node could not start (its UDP socket).
     #[error("{0}")]
     Media(#[from] conclave_media_node::StartError),

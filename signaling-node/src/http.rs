@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{now_secs, Claims};
 use crate::client_ip::{ConnectionsPerIp, TrustedProxies};
 use crate::metrics;
+use crate::origin::AllowedOrigins;
 use crate::outbound::{self, ConnectionSocket};
-use crate::registry::{CommunityRooms, RoomCount};
+use crate::registry::CommunityRooms;
 use crate::room::messages::Snapshot;
 use crate::session::{Session, SessionDeps, MAX_FRAME};
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub connections: ConnectionsPerIp,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: std::sync::Arc<TrustedProxies>,
+    /// Whose pages may open `/ws`.
+    pub allowed_origins: std::sync::Arc<AllowedOrigins>,
 }
 
 impl AppState {
@@ -74,6 +77,19 @@ async fn websocket(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    // Before anything else: a foreign page must not even learn whether this node drains.
+    let host = req.headers().get("host").and_then(|v| v.to_str().ok());
+    // A present but non-ASCII Origin is foreign, not absent.
+    let origin = req
+        .headers()
+        .get("origin")
+        .map(|v| v.to_str().unwrap_or(""));
+    if !state.allowed_origins.allows(origin, host) {
+        tracing::info!(origin = ?origin.map(|o| o.chars().take(100).collect::<String>()), "websocket from a foreign origin refused");
+        return Ok(HttpResponse::Forbidden().json(serde_json::json!({
+            "error": "forbidden", "message": "this page's origin may not connect here"
+        })));
+    }
     if state.is_draining() {
         // The load balancer retries another node (nginx: proxy_next_upstream http_503).
         return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
@@ -171,14 +187,19 @@ async fn dev_token(
     HttpResponse::Ok().json(serde_json::json!({ "token": state.deps.keys.mint(&claims) }))
 }
 
-/// Liveness: the process answers and its registry runs.
+/// Liveness: the process answers and its registry runs (its mailbox is open: the registry
+/// is not asked anything, so a busy actor cannot make the probe wait). Probes and `/metrics`
+/// read atomics only.
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.deps.registry.send(RoomCount).await {
-        Ok(rooms) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ok", "rooms": rooms, "instance": state.instance
-        })),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "status": "registry stopped" })),
+    let body = serde_json::json!({
+        "status": "ok",
+        "rooms": crate::metrics::ROOMS.get(),
+        "instance": state.instance,
+    });
+    if state.deps.registry.connected() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "registry stopped" }))
     }
 }
 

@@ -27,6 +27,8 @@
 //!   [`outbound`]: each WebSocket's bounded outbound queue (a client that stops reading is
 //!   cut off); [`client_ip`]: the client's address behind trusted proxies, connections per
 //!   address.
+//! - [`web_client`]: the browser client (`static/`), embedded as one table, with its CSP.
+//! - [`origin`]: which web origins may open `/ws` (pure logic).
 //! - [`auth`]: access tokens. [`tls`]: HTTPS. [`config`]: flags. [`metrics`]: Prometheus.
 //!
 //! Order: node → http → session → registry → room → {media link, room bus, presence} →
@@ -41,6 +43,7 @@ pub mod limits;
 pub mod media_link;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 pub mod outbound;
 pub mod presence;
 pub mod registry;

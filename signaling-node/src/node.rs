@@ -25,6 +25,7 @@ use crate::http::{self, AppState};
 use crate::limits::Limits;
 use crate::media_link::{MediaLink, MediaTarget, RemoteMedia};
 use crate::metrics;
+use crate::origin::AllowedOrigins;
 use crate::outbound::ConnectionSocket;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
@@ -45,6 +46,9 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// inside an actix system (`#[actix_web::main]`). Prints the machine-readable readiness line
 /// (`listening url=... internal=...`) on stdout once both listeners are bound.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    check_dev_mode(&config)?;
+    let allowed_origins =
+        AllowedOrigins::parse(&config.allowed_origins).map_err(StartError::AllowedOrigins)?;
     let token_secret = token_secret(&config)?;
     let link_secret = link_secret(&config)?;
     let mut udp_note = String::new();
@@ -74,6 +78,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let mut settings = settings(&config, media, token_secret, shown.clone());
     settings.link_secret = link_secret;
+    settings.allowed_origins = allowed_origins;
     let services = start_services(settings);
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     let internal = bind(config.internal_listen)?;
@@ -91,6 +96,40 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     let (a, b) = futures_util::future::join(public_server, internal_server).await;
     Ok(a.and(b)?)
+}
+
+/// `--dev` opens `/dev/token` and the query API to anyone: next to a real Redis or a real
+/// token secret that is a production node minting tokens for strangers, unless the operator
+/// said explicitly that this is a test cluster (`--dev-with-real-services`), and then loudly.
+fn check_dev_mode(config: &Config) -> Result<(), StartError> {
+    if !config.dev {
+        return Ok(());
+    }
+    let mut uses = Vec::new();
+    if config.redis_url.is_some() {
+        uses.push("--redis-url");
+    }
+    if config
+        .token_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        uses.push("--token-secret");
+    }
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let uses = uses.join(" and ");
+    if !config.dev_with_real_services {
+        return Err(StartError::DevWithRealServices { uses });
+    }
+    let warning = format!(
+        "DEV MODE WITH REAL SERVICES ({uses}): anyone who reaches this node can mint tokens \
+         at /dev/token and read the query API. Never run this in production."
+    );
+    tracing::warn!(uses = %uses, "{warning}");
+    eprintln!("\n!!! WARNING !!! {warning}\n");
+    Ok(())
 }
 
 /// Token mode: the configured secret, or a random one in dev mode.
@@ -163,6 +202,7 @@ fn settings(
         link_secret: None,
         caps: config.media.caps.caps(),
         limits: config.limits(),
+        allowed_origins: AllowedOrigins::default(),
     }
 }
 
@@ -217,6 +257,8 @@ pub struct ServiceSettings {
     pub caps: ParticipantCaps,
     /// What one client may do (rates, queues, deadlines, connections per address).
     pub limits: Limits,
+    /// Origins whose pages may open `/ws` (besides the node's own host).
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -297,6 +339,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
             draining: Arc::default(),
             connections: ConnectionsPerIp::new(s.limits.max_connections_per_ip),
             trusted_proxies: Arc::new(s.limits.trusted_proxies.clone()),
+            allowed_origins: Arc::new(s.allowed_origins),
         },
     }
 }

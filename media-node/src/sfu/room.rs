@@ -89,6 +89,7 @@ impl Actor for RoomSfu {
         self.shared
             .participants
             .fetch_sub(self.peers.len() as u64, Relaxed);
+        metrics::PARTICIPANTS.sub(self.peers.len() as i64);
         for peer in &self.peers {
             metrics::TRACKS.sub(peer.tracks_in.len() as i64);
             let _ = self
@@ -227,6 +228,7 @@ impl RoomSfu {
         }));
         tracing::info!(room = %self.room, participant = %msg.participant_id, peer = key, "peer added");
         self.shared.participants.fetch_add(1, Relaxed);
+        metrics::PARTICIPANTS.inc();
         self.peers.push(Peer::new(
             key,
             msg.participant_id,
@@ -298,6 +300,7 @@ impl RoomSfu {
     fn remove_peer(&mut self, i: usize, state: Option<MediaConnectionState>) {
         let mut peer = self.peers.swap_remove(i);
         self.shared.participants.fetch_sub(1, Relaxed);
+        metrics::PARTICIPANTS.dec();
         metrics::TRACKS.sub(peer.tracks_in.len() as i64);
         let _ = self
             .shared

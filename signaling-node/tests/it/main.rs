@@ -7,6 +7,7 @@ mod cluster_heartbeat;
 mod cluster_support;
 mod limits;
 mod link_auth;
+mod operator_safety;
 mod support;
 mod tls;
 mod web_client;

@@ -12,6 +12,7 @@ use conclave_media_node::config::MediaConfig;
 use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
 use conclave_signaling_node::limits::Limits;
 use conclave_signaling_node::media_link::{MediaTarget, RemoteMedia};
+use conclave_signaling_node::origin::AllowedOrigins;
 use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
 
@@ -36,6 +37,8 @@ pub struct Options {
     pub media_caps: ParticipantCaps,
     /// Rates, queues and deadlines per client.
     pub limits: Limits,
+    /// `--allowed-origins` (empty: the server's own host only).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             caps: ParticipantCaps::default(),
             media_caps: ParticipantCaps::default(),
             limits: Limits::default(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -131,6 +135,7 @@ fn start_setup(
         link_secret: Some(link_secret()),
         caps: opts.caps,
         limits: opts.limits,
+        allowed_origins: AllowedOrigins::parse(&opts.allowed_origins).expect("valid origins"),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -169,14 +174,22 @@ impl TestServer {
     }
 
     pub async fn connect(&self) -> Client {
+        self.connect_from(None).await.expect("websocket connects")
+    }
+
+    /// Open `/ws` as a page of `origin` would (`None`: no `Origin` header, as non-browser
+    /// clients do); the handshake's HTTP status if the server refuses the upgrade.
+    pub async fn connect_from(&self, origin: Option<&str>) -> Result<Client, u16> {
         let url = format!("{}/ws?room=x", self.base.replace("http", "ws"));
-        let (_, framed) = awc::Client::new()
-            .ws(url)
-            .max_frame_size(2 * 1024 * 1024)
-            .connect()
-            .await
-            .expect("websocket connects");
-        Client { framed }
+        let mut req = awc::Client::new().ws(url).max_frame_size(2 * 1024 * 1024);
+        if let Some(origin) = origin {
+            req = req.origin(origin);
+        }
+        match req.connect().await {
+            Ok((_, framed)) => Ok(Client { framed }),
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => Err(status.as_u16()),
+            Err(e) => panic!("websocket handshake failed: {e}"),
+        }
     }
 
     /// Connect and join `room` as `user`; returns the client and its `joined` message.
