@@ -16,6 +16,7 @@
 //!    against the verifier. Documented in docs/security.md ("The internal link").
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -68,10 +69,10 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The shared link secret, as an HMAC key.
+/// The shared link secret, as an HMAC key (shared: every link of a node clones it).
 #[derive(Clone)]
 pub struct LinkSecret {
-    key: hmac::Key,
+    key: Arc<hmac::Key>,
 }
 
 impl std::fmt::Debug for LinkSecret {
@@ -87,7 +88,7 @@ impl LinkSecret {
             return Err(LinkAuthError::SecretTooShort);
         }
         Ok(LinkSecret {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+            key: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes())),
         })
     }
 

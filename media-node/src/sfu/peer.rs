@@ -131,6 +131,12 @@ pub enum Propagated {
     },
 }
 
+/// Who controls a new peer: the link that added it, and what adopting it must prove.
+pub struct PeerControl {
+    pub link: Recipient<FromMediaNode>,
+    pub adopt_verifier: String,
+}
+
 impl Peer {
     /// A peer whose offer was just answered; `tracks_out` are the tracks already published in
     /// the room, to offer it next.
@@ -138,12 +144,15 @@ impl Peer {
         key: PeerKey,
         participant_id: String,
         rtc: Rtc,
-        link: Recipient<FromMediaNode>,
-        adopt_verifier: String,
+        control: PeerControl,
         tracks_out: Vec<TrackOut>,
         now: Instant,
         max_tracks: u32,
     ) -> Peer {
+        let PeerControl {
+            link,
+            adopt_verifier,
+        } = control;
         Peer {
             key,
             participant_id,

@@ -26,7 +26,7 @@ use super::messages::{
     AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, StopRoom,
 };
 use super::negotiate;
-use super::peer::{Peer, Propagated};
+use super::peer::{Peer, PeerControl, Propagated};
 use super::rtc::{answer_offer, guarded};
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
@@ -233,8 +233,10 @@ impl RoomSfu {
             key,
             msg.participant_id,
             rtc,
-            msg.link,
-            msg.adopt_verifier,
+            PeerControl {
+                link: msg.link,
+                adopt_verifier: msg.adopt_verifier,
+            },
             tracks_out,
             now,
             self.shared.caps.max_tracks,
