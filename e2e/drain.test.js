@@ -51,7 +51,7 @@ test('SIGTERM on a media node with a live call: drain, no new rooms, exit 0 when
   const sig = await h.startProcess(
     'signaling',
     bin('signaling-node'),
-    ['--listen', '127.0.0.1:0', '--internal-listen', '127.0.0.1:0', '--dev', '--redis-url', redisUrl],
+    ['--listen', '127.0.0.1:0', '--internal-listen', '127.0.0.1:0', '--dev', '--dev-with-real-services', '--redis-url', redisUrl],
     /listening\b.*?\burl=(http:\/\/[^\s"]+)/
   );
   const url = sig.match[1];

@@ -15,15 +15,17 @@ use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo};
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MediaCommand {
     /// Create the participant's peer from its offer. Answered by `answer` or `peerError`.
+    /// `adoptVerifier` checks a later `adoptPeer`'s key (`link_auth::adopt_verifier`).
     ///
     /// ```json
-    /// {"type":"addPeer","room":"acme/general","participantId":"p-1f2e","offer":"v=0\r\n..."}
+    /// {"type":"addPeer","room":"acme/general","participantId":"p-1f2e","offer":"v=0\r\n...","adoptVerifier":"9f86d0..."}
     /// ```
     #[serde(rename_all = "camelCase")]
     AddPeer {
         room: String,
         participant_id: String,
         offer: String,
+        adopt_verifier: String,
     },
     /// The client's answer to a server `offer`.
     ///
@@ -60,15 +62,18 @@ pub enum MediaCommand {
     /// From now on send this peer's events over this link: the participant resumed its
     /// session on this signaling node (its old one died or lost the WebSocket). Answered by
     /// `peerState` (and the server offer still awaiting an answer, if any), or `peerError`
-    /// when the peer is gone.
+    /// when the peer is gone or `adoptKey` does not match the peer's `adoptVerifier`. On
+    /// success `nextAdoptVerifier` replaces the verifier (the member's resume secret rotated).
     ///
     /// ```json
-    /// {"type":"adoptPeer","room":"acme/general","participantId":"p-1f2e"}
+    /// {"type":"adoptPeer","room":"acme/general","participantId":"p-1f2e","adoptKey":"3a7bd3...","nextAdoptVerifier":"c4ca42..."}
     /// ```
     #[serde(rename_all = "camelCase")]
     AdoptPeer {
         room: String,
         participant_id: String,
+        adopt_key: String,
+        next_adopt_verifier: String,
     },
 }
 
@@ -88,13 +93,20 @@ impl MediaCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MediaEvent {
-    /// Sent once when the link opens.
+    /// Sent once when the link opens. `proof` (absent only on a node without a link secret,
+    /// `--dev`) shows the node holds the link secret: `link_auth::LinkSecret::hello_proof`
+    /// of the upgrade's nonce and `nodeId`.
     ///
     /// ```json
-    /// {"type":"hello","nodeId":"media-1","udpAddr":"203.0.113.7:3478"}
+    /// {"type":"hello","nodeId":"media-1","udpAddr":"203.0.113.7:3478","proof":"5d41a..."}
     /// ```
     #[serde(rename_all = "camelCase")]
-    Hello { node_id: String, udp_addr: String },
+    Hello {
+        node_id: String,
+        udp_addr: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
+    },
     /// The answer to `addPeer`.
     ///
     /// ```json

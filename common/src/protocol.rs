@@ -311,6 +311,14 @@ pub enum ErrorCode {
     /// `resume` named no participant that can be resumed (unknown, expired, or another
     /// room): join again.
     ResumeFailed,
+    /// An `offer` or `answer` whose SDP is over the size cap (refused before parsing).
+    SdpTooLarge,
+    /// An `offer` with more m-lines than a client sends (refused before parsing).
+    TooManyMLines,
+    /// An `offer` that publishes more tracks than one participant may.
+    TooManyTracks,
+    /// An `iceCandidate` past the cap of trickled candidates for this peer.
+    TooManyCandidates,
 }
 
 impl ErrorCode {
@@ -330,6 +338,10 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::SdpTooLarge => "sdp_too_large",
+            ErrorCode::TooManyMLines => "too_many_m_lines",
+            ErrorCode::TooManyTracks => "too_many_tracks",
+            ErrorCode::TooManyCandidates => "too_many_candidates",
         }
     }
 }
@@ -476,6 +488,11 @@ mod tests {
             ErrorCode::NoCapacity,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::ResumeFailed,
+            ErrorCode::SdpTooLarge,
+            ErrorCode::TooManyMLines,
+            ErrorCode::TooManyTracks,
+            ErrorCode::TooManyCandidates,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

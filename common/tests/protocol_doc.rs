@@ -138,6 +138,10 @@ fn all_error_codes() -> Vec<ErrorCode> {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::ResumeFailed,
+        ErrorCode::SdpTooLarge,
+        ErrorCode::TooManyMLines,
+        ErrorCode::TooManyTracks,
+        ErrorCode::TooManyCandidates,
     ];
     // Exhaustive: a new code breaks the build until it is listed above.
     for code in &codes {
@@ -154,7 +158,11 @@ fn all_error_codes() -> Vec<ErrorCode> {
             | ErrorCode::NoCapacity
             | ErrorCode::Unavailable
             | ErrorCode::Internal
-            | ErrorCode::ResumeFailed => {}
+            | ErrorCode::ResumeFailed
+            | ErrorCode::SdpTooLarge
+            | ErrorCode::TooManyMLines
+            | ErrorCode::TooManyTracks
+            | ErrorCode::TooManyCandidates => {}
         }
     }
     codes

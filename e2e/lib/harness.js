@@ -14,6 +14,9 @@ const { chromium } = require('playwright-core');
 const REPO = path.resolve(__dirname, '..', '..');
 const SIGNALING_BIN = process.env.CONCLAVE_SIGNALING_BIN || path.join(REPO, 'target/debug/signaling-node');
 const MEDIA_BIN = process.env.CONCLAVE_MEDIA_BIN || path.join(REPO, 'target/debug/media-node');
+// The internal link's shared secret for every process a test starts (media nodes refuse
+// unauthenticated links outside --dev).
+const LINK_SECRET = 'e2e-link-secret-0123456789abcdef0123456789';
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const LOG_DIR = process.env.E2E_LOG_DIR || path.join(__dirname, '..', 'logs');
 const RUST_LOG = process.env.E2E_RUST_LOG || process.env.RUST_LOG || 'info';
@@ -211,7 +214,7 @@ class Harness {
     log.write(`# ${bin} ${args.join(' ')}\n`);
     const child = spawn(bin, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: Object.assign({}, process.env, { RUST_LOG, NO_COLOR: '1', RUST_BACKTRACE: '1' }),
+      env: Object.assign({}, process.env, { RUST_LOG, NO_COLOR: '1', RUST_BACKTRACE: '1', CONCLAVE_LINK_SECRET: LINK_SECRET }),
     });
     live.set(child.pid, child);
     this.children.push({ label, child, logPath });

@@ -5,14 +5,30 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use clap::{Args, Parser};
+use conclave_common::caps::{self, ParticipantCaps};
 
 /// Conclave media node: forwards WebRTC media between the participants of its rooms.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct NodeConfig {
-    /// Internal HTTP address (link endpoint for signaling nodes, /healthz). Keep it private.
+    /// Internal HTTP address: /healthz, /readyz, /metrics, and the link endpoint for
+    /// signaling nodes unless `--link-listen` gives it its own. Keep it private.
     #[arg(long, env = "CONCLAVE_MEDIA_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
+    /// Serve the internal link (`/internal/link`) here instead of on `--listen`: an address
+    /// on the cluster-internal interface, so that the link is not on the public address
+    /// browsers send media to (docs/security.md, "The internal link").
+    #[arg(long, env = "CONCLAVE_LINK_LISTEN")]
+    pub link_listen: Option<SocketAddr>,
+    /// Shared secret of the internal link, 32 bytes or more, the same on every node of the
+    /// cluster: signaling nodes sign each link upgrade with it and the node proves it holds
+    /// it. Required unless `--dev`.
+    #[arg(long, env = "CONCLAVE_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
+    /// Development mode: without `--link-secret`, accept unauthenticated links (anyone who
+    /// reaches the link can then control every room). Never in production.
+    #[arg(long, env = "CONCLAVE_DEV")]
+    pub dev: bool,
     #[command(flatten)]
     pub media: MediaConfig,
     /// Redis URL of the cluster (`redis://host:6379/`): register and heartbeat there so
@@ -69,6 +85,63 @@ pub struct MediaConfig {
     /// nodes' `--resume-grace-secs`.
     #[arg(long, env = "CONCLAVE_ORPHAN_GRACE", default_value_t = 20)]
     pub orphan_grace_secs: u64,
+    #[command(flatten)]
+    pub caps: CapsConfig,
+}
+
+/// Caps on what one participant creates (`conclave_common::caps`). The signaling node has the
+/// same flags and checks them first; the media node checks them again, since its link is a
+/// second way in. Give both the same values.
+#[derive(Debug, Clone, Args)]
+pub struct CapsConfig {
+    /// Largest SDP offer or answer, in bytes; a larger one is refused (`sdp_too_large`) before
+    /// it is parsed. The default holds a full room's answer with room to spare.
+    #[arg(long, env = "CONCLAVE_MAX_SDP_BYTES", default_value_t = caps::DEFAULT_MAX_SDP_BYTES,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_sdp_bytes: u32,
+    /// Most m-lines in a client's offer (`too_many_m_lines`): microphone, camera, and a
+    /// screen share's video and audio.
+    #[arg(long, env = "CONCLAVE_MAX_OFFER_M_LINES", default_value_t = caps::DEFAULT_MAX_OFFER_M_LINES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_offer_m_lines: u32,
+    /// Most tracks one participant publishes (`too_many_tracks`).
+    #[arg(long, env = "CONCLAVE_MAX_TRACKS", default_value_t = caps::DEFAULT_MAX_TRACKS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tracks: u32,
+    /// Most ICE candidates a participant may trickle per peer connection
+    /// (`too_many_candidates`).
+    #[arg(long, env = "CONCLAVE_MAX_REMOTE_CANDIDATES", default_value_t = caps::DEFAULT_MAX_REMOTE_CANDIDATES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_remote_candidates: u32,
+}
+
+impl Default for CapsConfig {
+    fn default() -> Self {
+        ParticipantCaps::default().into()
+    }
+}
+
+impl From<ParticipantCaps> for CapsConfig {
+    fn from(c: ParticipantCaps) -> Self {
+        CapsConfig {
+            max_sdp_bytes: c.max_sdp_bytes,
+            max_offer_m_lines: c.max_offer_m_lines,
+            max_tracks: c.max_tracks,
+            max_remote_candidates: c.max_remote_candidates,
+        }
+    }
+}
+
+impl CapsConfig {
+    /// The caps these flags set.
+    pub fn caps(&self) -> ParticipantCaps {
+        ParticipantCaps {
+            max_sdp_bytes: self.max_sdp_bytes,
+            max_offer_m_lines: self.max_offer_m_lines,
+            max_tracks: self.max_tracks,
+            max_remote_candidates: self.max_remote_candidates,
+        }
+    }
 }
 
 impl MediaConfig {

@@ -17,6 +17,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("no link secret: give --link-secret (CONCLAVE_LINK_SECRET), 32 bytes or more, the same on every node (or --dev on a development machine, for an unauthenticated link)")]
+    NoLinkSecret,
+    #[error("--link-secret: {0}")]
+    LinkSecret(#[from] conclave_common::link_auth::LinkAuthError),
     #[error("internal HTTP server: {0}")]
     Serve(#[from] std::io::Error),
     /// The cluster's Redis refused our credentials, or its settings cannot work.

@@ -28,6 +28,9 @@ pub struct MediaNodeHandle {
     pub udp_stats: Arc<UdpStats>,
     /// Peers on this node right now, over all rooms.
     pub participants: Arc<AtomicU64>,
+    /// Rooms on this node right now. Like `participants`, read without asking the node's
+    /// actor (health and metrics must answer while the media thread is saturated).
+    pub rooms: Arc<AtomicU64>,
     /// Set on SIGTERM: placement skips the node, readiness is false.
     pub draining: Arc<AtomicBool>,
     /// Wakes the cluster heartbeat at once (to announce draining without waiting).
@@ -40,11 +43,12 @@ impl MediaNodeHandle {
         self.node.clone().recipient()
     }
 
-    /// The `hello` sent on every new link.
-    pub fn hello(&self) -> MediaEvent {
+    /// The `hello` sent on a new link, with the proof that we hold the link secret.
+    pub fn hello(&self, proof: Option<String>) -> MediaEvent {
         MediaEvent::Hello {
             node_id: self.node_id.clone(),
             udp_addr: self.advertised.to_string(),
+            proof,
         }
     }
 }
@@ -63,6 +67,8 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
     let udp_stats = Arc::new(UdpStats::default());
     let participants = Arc::new(AtomicU64::new(0));
     let counter = participants.clone();
+    let rooms = Arc::new(AtomicU64::new(0));
+    let room_count = rooms.clone();
 
     // One crypto provider for every Rtc of the process (str0m's default backend).
     str0m::crypto::from_feature_flags().install_process_default();
@@ -81,6 +87,7 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
     }
     let stats = udp_stats.clone();
     let orphan_grace = std::time::Duration::from_secs(config.orphan_grace_secs);
+    let caps = config.caps.caps();
     let node = MediaNode::start_in_arbiter(&arbiter.handle(), move |_ctx| {
         // Inside the arbiter: its runtime owns the socket's receive side and the loop.
         let (router, updates) = tokio::sync::mpsc::unbounded_channel();
@@ -91,9 +98,11 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
                 router,
                 advertised,
                 participants: counter,
+                caps,
             },
             room_arbiters,
             orphan_grace,
+            room_count,
         )
     });
     std::mem::forget(arbiter);
@@ -105,6 +114,7 @@ pub fn start(config: &MediaConfig) -> Result<MediaNodeHandle, StartError> {
         node_id,
         udp_stats,
         participants,
+        rooms,
         draining: Arc::default(),
         heartbeat_now: Arc::default(),
     })

@@ -119,6 +119,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LinkSession {
             | MediaCommand::AdoptPeer {
                 room,
                 participant_id,
+                ..
             } => {
                 self.peers.insert(participant_id.clone(), room.clone());
             }

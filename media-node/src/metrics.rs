@@ -1,6 +1,8 @@
-//! The media node's Prometheus metrics (documented in `docs/metrics.md`). Counters are plain
-//! atomics, cheap enough for the data path; gauges that mirror state elsewhere (participants,
-//! rooms) are set when `/metrics` is read.
+//! The media node's Prometheus metrics (documented in `docs/metrics.md`). Counters and gauges
+//! are plain atomics, cheap enough for the data path, and each gauge is kept current where
+//! its state changes (rooms in `node.rs`, participants and tracks in `sfu/room.rs`): a scrape
+//! asks no actor, and the signaling node's embedded media node exports them on its own
+//! `/metrics` (same process, same registry). They count every media node of the process.
 
 use std::sync::LazyLock;
 
@@ -100,6 +102,24 @@ counter!(
     "conclave_media_udp_errors_total",
     "Errors receiving or sending on the media socket"
 );
+counter!(
+    LINK_COMMANDS_REFUSED,
+    "conclave_media_link_commands_refused_total",
+    "Link commands refused: about a peer another link owns, or adoptPeer with a wrong key"
+);
+
+/// `conclave_media_link_upgrades_refused_total{reason}`.
+pub static LINK_UPGRADES_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "conclave_media_link_upgrades_refused_total",
+            "Internal link upgrades refused, by reason: missing, malformed, bad_signature, stale, replayed",
+        ),
+        &["reason"],
+    ))
+});
+pub const LINK_REFUSAL_REASONS: [&str; 5] =
+    ["missing", "malformed", "bad_signature", "stale", "replayed"];
 
 /// `conclave_media_dropped_packets_total{reason}`.
 pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -166,11 +186,15 @@ pub fn init() {
         &ICE_FAILURES,
         &DTLS_FAILURES,
         &UDP_ERRORS,
+        &LINK_COMMANDS_REFUSED,
     ] {
         LazyLock::force(c);
     }
     for reason in DROP_REASONS {
         DROPPED.with_label_values(&[reason]);
+    }
+    for reason in LINK_REFUSAL_REASONS {
+        LINK_UPGRADES_REFUSED.with_label_values(&[reason]);
     }
     for h in [&RTT, &LOSS, &JITTER, &FORWARD_SECONDS] {
         LazyLock::force(h);

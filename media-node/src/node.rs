@@ -2,6 +2,8 @@
 //! to them. Control traffic only; media never passes through here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -34,6 +36,9 @@ pub struct MediaNode {
     rooms_created: u64,
     /// How long peers of a closed link keep forwarding, waiting to be adopted.
     orphan_grace: Duration,
+    /// `rooms.len()`, shared: health and metrics read it without a message to this actor,
+    /// which may be busy behind a saturated room thread.
+    room_count: Arc<AtomicU64>,
 }
 
 impl MediaNode {
@@ -41,6 +46,7 @@ impl MediaNode {
         shared: SfuShared,
         room_arbiters: Vec<ArbiterHandle>,
         orphan_grace: Duration,
+        room_count: Arc<AtomicU64>,
     ) -> Self {
         MediaNode {
             shared,
@@ -48,6 +54,7 @@ impl MediaNode {
             rooms: HashMap::new(),
             rooms_created: 0,
             orphan_grace,
+            room_count,
         }
     }
 
@@ -69,6 +76,8 @@ impl MediaNode {
                     adds_sent: 0,
                 },
             );
+            self.room_count.fetch_add(1, Relaxed);
+            crate::metrics::ROOMS.inc();
         }
         // Invariant: inserted just above if it was missing.
         self.rooms.get_mut(room).expect("room entry exists")
@@ -89,12 +98,14 @@ impl Handler<ToMediaNode> for MediaNode {
                 room,
                 participant_id,
                 offer,
+                adopt_verifier,
             } => {
                 let entry = self.room_for_add(&room, ctx);
                 entry.adds_sent += 1;
                 entry.addr.do_send(AddPeer {
                     participant_id,
                     offer,
+                    adopt_verifier,
                     link: reply_to,
                 });
             }
@@ -124,6 +135,7 @@ impl Handler<ToMediaNode> for MediaNode {
                     entry.addr.do_send(PeerCandidate {
                         participant_id,
                         candidate,
+                        link: reply_to,
                     });
                 }
             }
@@ -143,9 +155,13 @@ impl Handler<ToMediaNode> for MediaNode {
             MediaCommand::AdoptPeer {
                 room,
                 participant_id,
+                adopt_key,
+                next_adopt_verifier,
             } => match self.rooms.get(&room) {
                 Some(entry) => entry.addr.do_send(AdoptPeer {
                     participant_id,
+                    adopt_key,
+                    next_adopt_verifier,
                     link: reply_to,
                 }),
                 None => reply_to.do_send(FromMediaNode(MediaEvent::PeerError {
@@ -200,21 +216,10 @@ impl Handler<RoomEmpty> for MediaNode {
             .is_some_and(|e| e.adds_sent == msg.adds_seen);
         if idle {
             if let Some(entry) = self.rooms.remove(&msg.room) {
+                self.room_count.fetch_sub(1, Relaxed);
+                crate::metrics::ROOMS.dec();
                 entry.addr.do_send(StopRoom);
             }
         }
-    }
-}
-
-/// Rooms currently hosted (for health and tests).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct RoomCount;
-
-impl Handler<RoomCount> for MediaNode {
-    type Result = usize;
-    /// How many rooms the node hosts.
-    fn handle(&mut self, _: RoomCount, _: &mut Context<Self>) -> usize {
-        self.rooms.len()
     }
 }

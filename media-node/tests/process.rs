@@ -1,11 +1,13 @@
 //! The `media-node` process, run for real: it refuses to start with a clear message naming
-//! what it could not bind (`StartError`, exit status 1), and its internal link refuses a frame
-//! over the limit from its header.
+//! what it could not bind or a missing link secret (`StartError`, exit status 1), and its
+//! internal link refuses a frame over the limit from its header.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use conclave_common::link_auth::{self, LinkSecret};
 
 fn run_media_node(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_media-node"))
@@ -19,10 +21,36 @@ fn run_media_node(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
+fn without_a_link_secret_the_node_does_not_start() {
+    let (code, stderr) =
+        run_media_node(&["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("media-node: no link secret"), "{stderr}");
+    let short = &LINK_SECRET[..31];
+    let (code, stderr) = run_media_node(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--udp-listen",
+        "127.0.0.1:0",
+        "--link-secret",
+        short,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("shorter than 32 bytes"), "{stderr}");
+}
+
+#[test]
 fn a_taken_udp_port_is_named_in_the_error() {
     let taken = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let addr = taken.local_addr().expect("addr").to_string();
-    let (code, stderr) = run_media_node(&["--listen", "127.0.0.1:0", "--udp-listen", &addr]);
+    let (code, stderr) = run_media_node(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--udp-listen",
+        &addr,
+        "--link-secret",
+        LINK_SECRET,
+    ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("media-node: cannot bind media UDP {addr}")),
@@ -34,7 +62,14 @@ fn a_taken_udp_port_is_named_in_the_error() {
 fn a_taken_internal_port_is_named_in_the_error() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
     let addr = taken.local_addr().expect("addr").to_string();
-    let (code, stderr) = run_media_node(&["--listen", &addr, "--udp-listen", "127.0.0.1:0"]);
+    let (code, stderr) = run_media_node(&[
+        "--listen",
+        &addr,
+        "--udp-listen",
+        "127.0.0.1:0",
+        "--link-secret",
+        LINK_SECRET,
+    ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("media-node: cannot listen on {addr}")),
@@ -48,10 +83,18 @@ struct MediaNode {
     internal: String,
 }
 
+/// The link secret of the nodes these tests start.
+const LINK_SECRET: &str = "media-node-test-link-secret-0123456789";
+
+fn link_secret() -> LinkSecret {
+    LinkSecret::new(LINK_SECRET).expect("long enough")
+}
+
 impl MediaNode {
     fn start() -> MediaNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_media-node"))
             .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
+            .args(["--link-secret", LINK_SECRET])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -87,10 +130,12 @@ fn a_link_frame_over_the_limit_is_refused_from_its_header() {
     let node = MediaNode::start();
     let mut tcp = TcpStream::connect(&node.internal).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (authorization, _) = link_secret().sign_upgrade(link_auth::unix_now());
     write!(
         tcp,
         "GET /internal/link HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: {authorization}\r\n\r\n",
         node.internal
     )
     .unwrap();

@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use conclave_media_node::config::MediaConfig;
 
+use crate::client_ip::{Cidr, TrustedProxies};
+use crate::limits::{Limits, Rate, RateLimits, SessionLimits};
+
 /// Conclave signaling node: WebSocket signaling for browsers, rooms, and (with no
 /// `--media-node`) an embedded media node.
 #[derive(Debug, Clone, Parser)]
@@ -32,6 +35,12 @@ pub struct Config {
     /// node are not used.
     #[arg(long, env = "CONCLAVE_REDIS_URL", conflicts_with = "media_node")]
     pub redis_url: Option<String>,
+    /// Shared secret of the internal link to separate media nodes (`--media-node`, cluster
+    /// mode), 32 bytes or more, the same on every node: each link upgrade is signed with it
+    /// and the media node must prove it holds it. Required with separate media nodes
+    /// unless `--dev`.
+    #[arg(long, env = "CONCLAVE_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
     /// Prefix of every cluster key in Redis.
     #[arg(long, env = "CONCLAVE_REDIS_PREFIX", default_value = "conclave:")]
     pub redis_prefix: String,
@@ -51,6 +60,11 @@ pub struct Config {
     /// is used if none is given. Never in production.
     #[arg(long, env = "CONCLAVE_DEV")]
     pub dev: bool,
+    /// Allow `--dev` together with `--redis-url` or `--token-secret` (a local test cluster):
+    /// without it such a start is refused, since dev mode would let anyone mint tokens for
+    /// those real services. Starts with a loud warning. No effect without `--dev`.
+    #[arg(long, env = "CONCLAVE_DEV_WITH_REAL_SERVICES")]
+    pub dev_with_real_services: bool,
     /// Serve HTTPS with this PEM certificate chain (needs `--tls-key`).
     #[arg(long, env = "CONCLAVE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -94,9 +108,56 @@ pub struct Config {
     /// except in `--dev` mode where it is open.
     #[arg(long, env = "CONCLAVE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Web origins (besides the node's own host) whose pages may open `/ws`, comma-separated
+    /// `scheme://host[:port]` (an app embedding the call); `*` for any. A handshake with
+    /// another `Origin` gets 403; one without `Origin` (not a browser) is allowed.
+    #[arg(long, env = "CONCLAVE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "CONCLAVE_WORKERS")]
     pub workers: Option<usize>,
+    /// Budget per WebSocket of `setAudio`/`setVideo`: `RATE:BURST` (messages per second
+    /// sustained, messages at once). A session over any budget is closed with 1008.
+    #[arg(long, env = "CONCLAVE_RATE_STATE", default_value = "5:30")]
+    pub rate_state: Rate,
+    /// Budget per WebSocket of `iceCandidate` (`RATE:BURST`).
+    #[arg(long, env = "CONCLAVE_RATE_CANDIDATE", default_value = "20:200")]
+    pub rate_candidate: Rate,
+    /// Budget per WebSocket of `offer` and `answer` (`RATE:BURST`).
+    #[arg(long, env = "CONCLAVE_RATE_NEGOTIATION", default_value = "10:50")]
+    pub rate_negotiation: Rate,
+    /// Budget per WebSocket of `join`, `resume` and `leave` (`RATE:BURST`).
+    #[arg(long, env = "CONCLAVE_RATE_MEMBERSHIP", default_value = "1:10")]
+    pub rate_membership: Rate,
+    /// Budget per WebSocket of `heartbeat` messages and ping/pong frames (`RATE:BURST`).
+    #[arg(long, env = "CONCLAVE_RATE_HEARTBEAT", default_value = "2:20")]
+    pub rate_heartbeat: Rate,
+    /// Budget per WebSocket of frames that are not a client message (`RATE:BURST`).
+    #[arg(long, env = "CONCLAVE_RATE_INVALID", default_value = "1:10")]
+    pub rate_invalid: Rate,
+    /// Seconds a new WebSocket has to send `join` or `resume` before it is closed (1008).
+    #[arg(long, env = "CONCLAVE_JOIN_DEADLINE", default_value_t = 10)]
+    pub join_deadline_secs: u64,
+    /// Bytes of server messages that may wait for a client that does not read; over it the
+    /// connection is closed (1013) and, if the client still does not read, reset.
+    #[arg(long, env = "CONCLAVE_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+    /// Kernel send buffer of each connection, in bytes (0: the kernel's autotuning, which
+    /// grows it to 4 MiB for a client that does not read).
+    #[arg(long, env = "CONCLAVE_SOCKET_SEND_BUFFER", default_value_t = 128 * 1024)]
+    pub socket_send_buffer_bytes: usize,
+    /// Most WebSockets open at once from one client address (IPv6: one /64); 0: no limit.
+    /// Behind a proxy, set `--trusted-proxies`, or every client has the proxy's address.
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+    /// Reverse proxies (IPs or CIDR blocks, comma-separated) whose `X-Forwarded-For` gives
+    /// the client's address. From any other peer the header is ignored.
+    #[arg(long, env = "CONCLAVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Cluster mode: most Redis operations one room may have waiting; over it, events and
+    /// record rewrites are dropped (re-asserted within seconds) and joins get `unavailable`.
+    #[arg(long, env = "CONCLAVE_ROOM_REDIS_QUEUE", default_value_t = 256)]
+    pub room_redis_queue: usize,
     #[command(flatten)]
     pub media: MediaConfig,
 }
@@ -110,5 +171,72 @@ impl Config {
     }
     pub fn resume_grace(&self) -> Duration {
         Duration::from_secs(self.resume_grace_secs)
+    }
+    /// What one client may do (rates, queues, deadlines, connections).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            session: SessionLimits {
+                rates: RateLimits {
+                    state: self.rate_state,
+                    candidate: self.rate_candidate,
+                    negotiation: self.rate_negotiation,
+                    membership: self.rate_membership,
+                    heartbeat: self.rate_heartbeat,
+                    invalid: self.rate_invalid,
+                },
+                join_deadline: Duration::from_secs(self.join_deadline_secs.max(1)),
+                outbound_queue_bytes: self.outbound_queue_bytes.max(64 * 1024),
+                socket_send_buffer: self.socket_send_buffer_bytes,
+            },
+            max_connections_per_ip: self.max_connections_per_ip,
+            trusted_proxies: TrustedProxies(self.trusted_proxies.clone()),
+            room_redis_queue: self.room_redis_queue.max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the library's defaults (tests and embedders get what the
+    /// binary gets).
+    #[test]
+    fn limit_flags_default_to_the_library_defaults() {
+        let config = Config::parse_from(["signaling-node", "--dev"]);
+        let limits = config.limits();
+        let defaults = Limits::default();
+        assert_eq!(limits.session.rates, defaults.session.rates);
+        assert_eq!(limits.session.join_deadline, defaults.session.join_deadline);
+        assert_eq!(
+            limits.session.outbound_queue_bytes,
+            defaults.session.outbound_queue_bytes
+        );
+        assert_eq!(
+            limits.session.socket_send_buffer,
+            defaults.session.socket_send_buffer
+        );
+        assert_eq!(
+            limits.max_connections_per_ip,
+            defaults.max_connections_per_ip
+        );
+        assert_eq!(limits.room_redis_queue, defaults.room_redis_queue);
+        assert!(limits.trusted_proxies.0.is_empty());
+    }
+
+    #[test]
+    fn limit_flags_parse() {
+        let config = Config::parse_from([
+            "signaling-node",
+            "--dev",
+            "--rate-state",
+            "100:500",
+            "--trusted-proxies",
+            "10.0.0.0/8,127.0.0.5",
+        ]);
+        assert_eq!(config.rate_state, Rate::new(100.0, 500));
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(Config::try_parse_from(["signaling-node", "--rate-state", "5"]).is_err());
+        assert!(Config::try_parse_from(["signaling-node", "--trusted-proxies", "x"]).is_err());
     }
 }

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 
+use conclave_common::caps::CapExceeded;
 use conclave_common::cluster::ClusterError;
 use conclave_common::protocol::ErrorCode;
 
@@ -153,6 +154,9 @@ pub enum RequestError {
     /// A binary or fragmented frame.
     #[error("only unfragmented JSON text frames are accepted")]
     NotText,
+    /// Over a cap on what one participant creates (SDP size, m-lines, candidates).
+    #[error(transparent)]
+    Cap(#[from] CapExceeded),
 }
 
 impl RequestError {
@@ -167,6 +171,7 @@ impl RequestError {
             }
             RequestError::RoomMoving | RequestError::MediaNodeUnreachable => ErrorCode::Unavailable,
             RequestError::NotText => ErrorCode::BadMessage,
+            RequestError::Cap(e) => e.code(),
         }
     }
 }
@@ -178,6 +183,21 @@ pub enum StartError {
         "a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)"
     )]
     NoTokenSecret,
+    #[error("a link secret is required to reach separate media nodes: set --link-secret or CONCLAVE_LINK_SECRET, the same on every node (or use --dev for an unauthenticated link)")]
+    NoLinkSecret,
+    #[error("--link-secret: {0}")]
+    LinkSecret(#[from] conclave_common::link_auth::LinkAuthError),
+    /// `--dev` next to real services (`uses`): its open token minting and query API would
+    /// reach them. Allowed only with the explicit `--dev-with-real-services`.
+    #[error(
+        "--dev with {uses} looks like a real deployment: dev mode lets anyone mint tokens \
+         at /dev/token and read the query API. Remove --dev, or, for a local test cluster \
+         only, add --dev-with-real-services (CONCLAVE_DEV_WITH_REAL_SERVICES=true)"
+    )]
+    DevWithRealServices { uses: String },
+    /// `--allowed-origins` has an entry that is not an origin.
+    #[error("{0}")]
+    AllowedOrigins(String),
     /// The embedded media node could not start (its UDP socket).
     #[error("{0}")]
     Media(#[from] conclave_media_node::StartError),
@@ -239,6 +259,14 @@ mod tests {
             (RequestError::RoomMoving, "unavailable"),
             (RequestError::MediaNodeUnreachable, "unavailable"),
             (RequestError::NotText, "bad_message"),
+            (
+                CapExceeded::SdpTooLarge { size: 2, limit: 1 }.into(),
+                "sdp_too_large",
+            ),
+            (
+                CapExceeded::TooManyCandidates { limit: 1 }.into(),
+                "too_many_candidates",
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(error.code().as_str(), code, "{error:?}");

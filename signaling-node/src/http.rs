@@ -10,7 +10,11 @@ use conclave_common::protocol::ParticipantInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{now_secs, Claims};
-use crate::registry::{CommunityRooms, RoomCount};
+use crate::client_ip::{ConnectionsPerIp, TrustedProxies};
+use crate::metrics;
+use crate::origin::AllowedOrigins;
+use crate::outbound::{self, ConnectionSocket};
+use crate::registry::CommunityRooms;
 use crate::room::messages::Snapshot;
 use crate::session::{Session, SessionDeps, MAX_FRAME};
 
@@ -27,6 +31,12 @@ pub struct AppState {
     pub instance: String,
     /// Set on SIGTERM: not ready, no new WebSockets.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Open WebSockets per client address (shared by every worker).
+    pub connections: ConnectionsPerIp,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: std::sync::Arc<TrustedProxies>,
+    /// Whose pages may open `/ws`.
+    pub allowed_origins: std::sync::Arc<AllowedOrigins>,
 }
 
 impl AppState {
@@ -67,18 +77,63 @@ async fn websocket(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    // Before anything else: a foreign page must not even learn whether this node drains.
+    let host = req.headers().get("host").and_then(|v| v.to_str().ok());
+    // A present but non-ASCII Origin is foreign, not absent.
+    let origin = req
+        .headers()
+        .get("origin")
+        .map(|v| v.to_str().unwrap_or(""));
+    if !state.allowed_origins.allows(origin, host) {
+        tracing::info!(origin = ?origin.map(|o| o.chars().take(100).collect::<String>()), "websocket from a foreign origin refused");
+        return Ok(HttpResponse::Forbidden().json(serde_json::json!({
+            "error": "forbidden", "message": "this page's origin may not connect here"
+        })));
+    }
     if state.is_draining() {
         // The load balancer retries another node (nginx: proxy_next_upstream http_503).
         return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "error": "unavailable", "message": "this node is draining; connect to another"
         })));
     }
+    let slot = match req.peer_addr() {
+        Some(peer) => {
+            let forwarded: Vec<&str> = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let client = state
+                .trusted_proxies
+                .client_ip(peer.ip(), forwarded.into_iter());
+            match state.connections.acquire(client) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::CONNECTIONS_REFUSED
+                        .with_label_values(&["per_ip"])
+                        .inc();
+                    tracing::info!(%client, "too many connections from one address: refused");
+                    return Ok(HttpResponse::TooManyRequests().json(serde_json::json!({
+                        "error": "too_many_connections",
+                        "message": "too many connections from your address"
+                    })));
+                }
+            }
+        }
+        None => None, // Not a TCP connection (tests over a Unix socket).
+    };
+    let mut response = ws::handshake(&req)?;
     // Frames over the limit are refused from their header, before their payload is buffered.
     let payload = FrameLimit::new(stream, MAX_FRAME, || PayloadError::Overflow);
-    let session = Session::new(state.deps.clone()).with_frame_limit(payload.tripped());
-    ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(MAX_FRAME)
-        .start()
+    let session = Session::new(state.deps.clone())
+        .with_frame_limit(payload.tripped())
+        .with_ip_slot(slot);
+    let codec = actix_http::ws::Codec::new().max_size(MAX_FRAME);
+    let frames = ws::WebsocketContext::with_codec(session, payload, codec);
+    // The session's frames go through a bounded queue: a client that stops reading is cut.
+    let socket = req.conn_data::<std::sync::Arc<ConnectionSocket>>().cloned();
+    let limit = state.deps.limits.outbound_queue_bytes;
+    Ok(response.streaming(outbound::bounded(frames, limit, socket)))
 }
 
 #[derive(Deserialize)]
@@ -139,14 +194,19 @@ async fn dev_token(
     HttpResponse::Ok().json(serde_json::json!({ "token": state.deps.keys.mint(&claims) }))
 }
 
-/// Liveness: the process answers and its registry runs.
+/// Liveness: the process answers and its registry runs (its mailbox is open: the registry
+/// is not asked anything, so a busy actor cannot make the probe wait). Probes and `/metrics`
+/// read atomics only.
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.deps.registry.send(RoomCount).await {
-        Ok(rooms) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ok", "rooms": rooms, "instance": state.instance
-        })),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "status": "registry stopped" })),
+    let body = serde_json::json!({
+        "status": "ok",
+        "rooms": crate::metrics::ROOMS.get(),
+        "instance": state.instance,
+    });
+    if state.deps.registry.connected() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "registry stopped" }))
     }
 }
 

@@ -23,18 +23,28 @@
 //! - [`upkeep`]: cluster mode, this instance's heartbeat and the cleanup after dead ones.
 //! - [`error`]: every error enum and its wire code, in one place.
 //! - [`web_client`]: the browser client (`static/`), embedded as one table.
+//! - [`limits`]: what one client may do (message budgets per class, pure token buckets);
+//!   [`outbound`]: each WebSocket's bounded outbound queue (a client that stops reading is
+//!   cut off); [`client_ip`]: the client's address behind trusted proxies, connections per
+//!   address.
+//! - [`web_client`]: the browser client (`static/`), embedded as one table, with its CSP.
+//! - [`origin`]: which web origins may open `/ws` (pure logic).
 //! - [`auth`]: access tokens. [`tls`]: HTTPS. [`config`]: flags. [`metrics`]: Prometheus.
 //!
 //! Order: node → http → session → registry → room → {media link, room bus, presence} →
 //! {upkeep uses the bus and presence} → error, auth, tls, metrics → `conclave_common`.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod media_link;
 pub mod metrics;
 pub mod node;
+pub mod origin;
+pub mod outbound;
 pub mod presence;
 pub mod registry;
 pub mod room;

@@ -11,23 +11,65 @@ use std::time::Duration;
 use actix::prelude::*;
 use awc::ws;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
+use conclave_common::link_auth::{self, LinkSecret};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::error::RequestError;
+
+/// Whether a new link's first frame is the hello of the node we meant to reach: with a
+/// secret, its proof answers our upgrade's `nonce`. Returns the node id.
+fn check_hello(
+    remote: &RemoteMedia,
+    nonce: Option<&str>,
+    hello: Option<MediaEvent>,
+) -> Result<String, &'static str> {
+    let Some(MediaEvent::Hello { node_id, proof, .. }) = hello else {
+        return Err("no hello from the media node");
+    };
+    if remote
+        .node_id
+        .as_ref()
+        .is_some_and(|expected| *expected != node_id)
+    {
+        return Err("the hello names another node than the one placed in Redis");
+    }
+    if let (Some(secret), Some(nonce)) = (&remote.secret, nonce) {
+        let proven = proof.is_some_and(|p| secret.verify_hello(nonce, &node_id, &p));
+        if !proven {
+            return Err("the media node does not prove it holds the link secret");
+        }
+    }
+    Ok(node_id)
+}
 
 /// Wait between reconnection attempts to a remote media node.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Largest link frame (a server offer for a full room is tens of KiB).
 const MAX_LINK_FRAME: usize = 1024 * 1024;
 
+/// Wait for a new link's `hello` (the media node sends it at once).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where the media node is.
 #[derive(Clone)]
 pub enum MediaTarget {
     /// A media node in this process.
     Local(Recipient<ToMediaNode>),
-    /// A media node's internal link URL (`ws://host:port/internal/link`).
-    Remote(String),
+    /// A media node's internal link.
+    Remote(RemoteMedia),
+}
+
+/// A media node in another process.
+#[derive(Clone, Debug)]
+pub struct RemoteMedia {
+    /// Its internal link URL (`ws://host:port/internal/link`).
+    pub url: String,
+    /// Signs the upgrade and checks the node's hello; `None` only in `--dev` (the node must
+    /// then accept unauthenticated links).
+    pub secret: Option<LinkSecret>,
+    /// The node id its hello must carry (cluster mode: the node placement chose).
+    pub node_id: Option<String>,
 }
 
 struct RoomRoute {
@@ -112,7 +154,7 @@ impl MediaLink {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let MediaTarget::Remote(url) = self.target.clone() else {
+        let MediaTarget::Remote(remote) = self.target.clone() else {
             return;
         };
         let me = ctx.address();
@@ -120,13 +162,33 @@ impl MediaLink {
             let client = awc::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .finish();
-            match client
-                .ws(&url)
-                .max_frame_size(MAX_LINK_FRAME)
-                .connect()
-                .await
-            {
-                Ok((_, framed)) => {
+            let mut request = client.ws(&remote.url).max_frame_size(MAX_LINK_FRAME);
+            let mut nonce = None;
+            if let Some(secret) = &remote.secret {
+                let (authorization, ours) = secret.sign_upgrade(link_auth::unix_now());
+                request = request.set_header(awc::http::header::AUTHORIZATION, authorization);
+                nonce = Some(ours);
+            }
+            let url = &remote.url;
+            match request.connect().await {
+                Ok((_, mut framed)) => {
+                    // Nothing goes out before the node proved it holds the link secret: a
+                    // rewritten link URL must not receive any participant's SDP.
+                    let hello = tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await;
+                    let hello = match hello {
+                        Ok(Some(Ok(ws::Frame::Text(bytes)))) => {
+                            serde_json::from_slice::<MediaEvent>(&bytes).ok()
+                        }
+                        _ => None,
+                    };
+                    match check_hello(&remote, nonce.as_deref(), hello) {
+                        Ok(node_id) => tracing::info!(%url, %node_id, "media link up"),
+                        Err(why) => {
+                            tracing::error!(%url, "media link refused: {why}");
+                            me.do_send(LinkDown);
+                            return;
+                        }
+                    }
                     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
                     me.do_send(LinkUp(tx));
                     let (mut sink, mut stream) = framed.split();
@@ -157,6 +219,11 @@ impl MediaLink {
                             },
                         }
                     }
+                }
+                Err(awc::error::WsClientError::InvalidResponseStatus(status))
+                    if status == awc::http::StatusCode::UNAUTHORIZED =>
+                {
+                    tracing::error!(%url, "media node refused our link upgrade: is --link-secret the same on both?");
                 }
                 Err(e) => tracing::warn!(%url, error = %e, "media node unreachable"),
             }
@@ -228,10 +295,8 @@ impl Handler<FromMediaNode> for MediaLink {
     /// An event from the media node: deliver it to the room it names.
     fn handle(&mut self, msg: FromMediaNode, _: &mut Context<Self>) {
         let room = match &msg.0 {
-            MediaEvent::Hello { node_id, udp_addr } => {
-                tracing::info!(%node_id, %udp_addr, "media link up");
-                return;
-            }
+            // Checked (and logged) when the link opened; a repeat means nothing.
+            MediaEvent::Hello { .. } => return,
             MediaEvent::Answer { room, .. }
             | MediaEvent::Offer { room, .. }
             | MediaEvent::PeerState { room, .. }

@@ -74,6 +74,34 @@ pub static WS_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "type",
     )
 });
+pub static SESSIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "conclave_signaling_sessions_closed_total",
+        "WebSockets the server closed for a limit: rate_limited, outbound_overflow, join_deadline",
+        "reason",
+    )
+});
+pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "conclave_signaling_rate_limited_total",
+        "Sessions closed over a message budget, by message class",
+        "class",
+    )
+});
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "conclave_signaling_connections_refused_total",
+        "WebSocket upgrades refused before a session started, by reason (per_ip)",
+        "reason",
+    )
+});
+pub static ROOM_REDIS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "conclave_signaling_room_redis_dropped_total",
+        "Redis operations a room's full queue did not take, by operation",
+        "operation",
+    )
+});
 pub static JOIN_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register(Histogram::with_opts(
         HistogramOpts::new(
@@ -194,12 +222,22 @@ pub fn init(cluster: bool) {
     }
     LazyLock::force(&JOIN_SECONDS);
     LazyLock::force(&FAILOVERS);
+    for reason in ["rate_limited", "outbound_overflow", "join_deadline"] {
+        SESSIONS_CLOSED.with_label_values(&[reason]);
+    }
+    for class in crate::limits::MessageClass::ALL {
+        RATE_LIMITED.with_label_values(&[class.as_str()]);
+    }
+    CONNECTIONS_REFUSED.with_label_values(&["per_ip"]);
     if cluster {
         LazyLock::force(&PLACEMENT_SECONDS);
         LazyLock::force(&REDIS_UP);
         for op in REDIS_OPERATIONS {
             REDIS_SECONDS.with_label_values(&[op]);
             REDIS_ERRORS.with_label_values(&[op]);
+        }
+        for op in ["publish", "update", "join", "claim", "leave", "assert"] {
+            ROOM_REDIS_DROPPED.with_label_values(&[op]);
         }
     }
     for outcome in [

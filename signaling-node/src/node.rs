@@ -13,14 +13,20 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::{ClusterStore, RedisSettings};
+use conclave_common::link_auth::LinkSecret;
 
 use crate::auth::TokenKeys;
+use crate::client_ip::ConnectionsPerIp;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::http::{self, AppState};
-use crate::media_link::{MediaLink, MediaTarget};
+use crate::limits::Limits;
+use crate::media_link::{MediaLink, MediaTarget, RemoteMedia};
 use crate::metrics;
+use crate::origin::AllowedOrigins;
+use crate::outbound::ConnectionSocket;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
 use crate::room::{RoomCluster, RoomDeps};
@@ -40,7 +46,11 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// inside an actix system (`#[actix_web::main]`). Prints the machine-readable readiness line
 /// (`listening url=... internal=...`) on stdout once both listeners are bound.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    check_dev_mode(&config)?;
+    let allowed_origins =
+        AllowedOrigins::parse(&config.allowed_origins).map_err(StartError::AllowedOrigins)?;
     let token_secret = token_secret(&config)?;
+    let link_secret = link_secret(&config)?;
     let mut udp_note = String::new();
     let media = match (&config.redis_url, &config.media_node) {
         (Some(redis_url), _) => {
@@ -51,7 +61,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             };
             MediaSetup::Cluster(connect_cluster(&redis, &config.redis_prefix).await?)
         }
-        (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(url.clone())),
+        (None, Some(url)) => MediaSetup::Single(MediaTarget::Remote(RemoteMedia {
+            url: url.clone(),
+            secret: link_secret.clone(),
+            node_id: None,
+        })),
         (None, None) => {
             let media = conclave_media_node::start(&config.media)?;
             udp_note = format!(" udp={}", media.udp_local);
@@ -67,7 +81,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     } else {
         format!("{scheme}://{local}")
     };
-    let services = start_services(settings(&config, media, token_secret, shown.clone()));
+    let mut settings = settings(&config, media, token_secret, shown.clone());
+    settings.link_secret = link_secret;
+    settings.allowed_origins = allowed_origins;
+    let services = start_services(settings);
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     let internal = bind(config.internal_listen)?;
     let internal_addr = internal.local_addr()?;
@@ -86,6 +103,40 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(a.and(b)?)
 }
 
+/// `--dev` opens `/dev/token` and the query API to anyone: next to a real Redis or a real
+/// token secret that is a production node minting tokens for strangers, unless the operator
+/// said explicitly that this is a test cluster (`--dev-with-real-services`), and then loudly.
+fn check_dev_mode(config: &Config) -> Result<(), StartError> {
+    if !config.dev {
+        return Ok(());
+    }
+    let mut uses = Vec::new();
+    if config.redis_url.is_some() {
+        uses.push("--redis-url");
+    }
+    if config
+        .token_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        uses.push("--token-secret");
+    }
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let uses = uses.join(" and ");
+    if !config.dev_with_real_services {
+        return Err(StartError::DevWithRealServices { uses });
+    }
+    let warning = format!(
+        "DEV MODE WITH REAL SERVICES ({uses}): anyone who reaches this node can mint tokens \
+         at /dev/token and read the query API. Never run this in production."
+    );
+    tracing::warn!(uses = %uses, "{warning}");
+    eprintln!("\n!!! WARNING !!! {warning}\n");
+    Ok(())
+}
+
 /// Token mode: the configured secret, or a random one in dev mode.
 fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
     match (&config.token_secret, config.dev) {
@@ -95,6 +146,21 @@ fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
             Ok(uuid::Uuid::new_v4().as_bytes().to_vec())
         }
         _ => Err(StartError::NoTokenSecret),
+    }
+}
+
+/// The internal link's secret: needed to reach separate media nodes (`--media-node`, cluster
+/// mode), except in `--dev`, where an unauthenticated link is allowed with a warning.
+fn link_secret(config: &Config) -> Result<Option<LinkSecret>, StartError> {
+    let remote = config.media_node.is_some() || config.redis_url.is_some();
+    match (&config.link_secret, remote, config.dev) {
+        (Some(secret), _, _) => Ok(Some(LinkSecret::new(secret)?)),
+        (None, true, true) => {
+            tracing::warn!("dev mode: no --link-secret; links to media nodes are NOT authenticated (the media nodes must run with --dev too)");
+            Ok(None)
+        }
+        (None, true, false) => Err(StartError::NoLinkSecret),
+        (None, false, _) => Ok(None),
     }
 }
 
@@ -138,6 +204,10 @@ fn settings(
         }),
         presence_stream_len: config.presence_stream_len,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        link_secret: None,
+        caps: config.media.caps.caps(),
+        limits: config.limits(),
+        allowed_origins: AllowedOrigins::default(),
     }
 }
 
@@ -193,6 +263,14 @@ pub struct ServiceSettings {
     pub presence_webhook: Option<WebhookSettings>,
     pub presence_stream_len: usize,
     pub api_key: Option<String>,
+    /// Signs links to separate media nodes in cluster mode (`None`: unauthenticated, `--dev`).
+    pub link_secret: Option<LinkSecret>,
+    /// Caps on what one participant creates (`--max-sdp-bytes` and the others).
+    pub caps: ParticipantCaps,
+    /// What one client may do (rates, queues, deadlines, connections per address).
+    pub limits: Limits,
+    /// Origins whose pages may open `/ws` (besides the node's own host).
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -232,11 +310,15 @@ pub fn start_services(s: ServiceSettings) -> Services {
         RoomCluster {
             store: store.clone(),
             bus: RoomBus::new(store.clone(), instance.clone()).start(),
+            queue_capacity: s.limits.room_redis_queue,
         }
     });
     let placement = match s.media {
         MediaSetup::Single(target) => Placement::Fixed(MediaLink::new(target).start()),
-        MediaSetup::Cluster(store) => Placement::Cluster(store),
+        MediaSetup::Cluster(store) => Placement::Cluster {
+            store,
+            link_secret: s.link_secret,
+        },
     };
     tracing::info!(%instance, cluster = cluster.is_some(), "signaling instance starting");
     let room_deps = RoomDeps {
@@ -246,6 +328,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         instance: instance.clone(),
         presence: presence.clone(),
         cluster,
+        caps: s.caps,
     };
     let registry = Registry::start(placement, room_deps);
     Services {
@@ -255,6 +338,8 @@ pub fn start_services(s: ServiceSettings) -> Services {
                 keys: Arc::new(TokenKeys::new(&s.token_secret)),
                 heartbeat_interval: s.heartbeat_interval,
                 client_timeout: s.client_timeout,
+                caps: s.caps,
+                limits: Arc::new(s.limits.session.clone()),
             },
             dev: s.dev,
             api: http::ApiState {
@@ -264,6 +349,9 @@ pub fn start_services(s: ServiceSettings) -> Services {
             },
             instance,
             draining: Arc::default(),
+            connections: ConnectionsPerIp::new(s.limits.max_connections_per_ip),
+            trusted_proxies: Arc::new(s.limits.trusted_proxies.clone()),
+            allowed_origins: Arc::new(s.allowed_origins),
         },
     }
 }
@@ -275,9 +363,17 @@ pub fn serve(
     services: Services,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let send_buffer = services.state.deps.limits.socket_send_buffer;
     let state = web::Data::new(services.state);
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            // A handle on each connection's socket, to cut a WebSocket whose client stops
+            // reading (`outbound.rs`).
+            .on_connect(move |conn, data| {
+                if let Some(socket) = ConnectionSocket::of_connection(conn, send_buffer) {
+                    data.insert(Arc::new(socket));
+                }
+            })
             // Open WebSockets would hold a graceful stop for the default 30 s.
             .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
             // SIGTERM drains (`drain_on_signal`); the servers are stopped when that is done.

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use actix::prelude::*;
 use conclave_common::cluster::now_ms;
 use conclave_common::cluster::ClusterStore;
+use conclave_common::link_auth::LinkSecret;
 
 use crate::error::Refusal;
-use crate::media_link::{MediaLink, MediaTarget};
+use crate::media_link::{MediaLink, MediaTarget, RemoteMedia};
 use crate::metrics;
 use crate::room::messages::{Drain, MoveRoom, RoomKey};
 use crate::room::{Room, RoomClosed, RoomDeps, RoomOwner};
@@ -23,8 +24,12 @@ use crate::room::{Room, RoomClosed, RoomDeps, RoomOwner};
 pub enum Placement {
     /// Every room uses this link (embedded media node, or one `--media-node`).
     Fixed(Addr<MediaLink>),
-    /// Each new room is placed by the cluster store; links are opened per node on demand.
-    Cluster(ClusterStore),
+    /// Each new room is placed by the cluster store; links are opened per node on demand,
+    /// signed with the link secret (`None` only in `--dev`).
+    Cluster {
+        store: ClusterStore,
+        link_secret: Option<LinkSecret>,
+    },
 }
 
 /// Session -> registry: the room actor for `key`, created (and placed) if needed.
@@ -83,15 +88,26 @@ impl Registry {
 
     /// The link to a media node, opened if needed (a link whose node died has stopped).
     fn link_to(&mut self, node: &str, url: String) -> Addr<MediaLink> {
-        self.links
-            .entry(node.to_string())
-            .and_modify(|link| {
-                if !link.connected() {
-                    *link = MediaLink::on_demand(MediaTarget::Remote(url.clone())).start();
-                }
-            })
-            .or_insert_with(|| MediaLink::on_demand(MediaTarget::Remote(url)).start())
-            .clone()
+        let secret = match &self.placement {
+            Placement::Cluster { link_secret, .. } => link_secret.clone(),
+            Placement::Fixed(_) => None,
+        };
+        let open = || {
+            MediaLink::on_demand(MediaTarget::Remote(RemoteMedia {
+                url,
+                secret,
+                node_id: Some(node.to_string()),
+            }))
+            .start()
+        };
+        match self.links.get(node) {
+            Some(link) if link.connected() => link.clone(),
+            _ => {
+                let link = open();
+                self.links.insert(node.to_string(), link.clone());
+                link
+            }
+        }
     }
 }
 
@@ -126,7 +142,7 @@ impl Handler<GetRoom> for Registry {
                 let room = self.open_room(msg.key, link.clone(), None);
                 return AtomicResponse::new(Box::pin(fut::ready(Ok(room))));
             }
-            Placement::Cluster(store) => store.clone(),
+            Placement::Cluster { store, .. } => store.clone(),
         };
         AtomicResponse::new(Box::pin(place(store, msg.key.id()).into_actor(self).map(
             move |placed, registry, _| {
@@ -144,7 +160,7 @@ impl Handler<MoveRoom> for Registry {
     /// A room's media node died: take it out of placement now (its link dropped; waiting for
     /// the heartbeat to go stale would cost seconds) and place the room on a live node.
     fn handle(&mut self, msg: MoveRoom, _: &mut Context<Self>) -> Self::Result {
-        let Placement::Cluster(store) = &self.placement else {
+        let Placement::Cluster { store, .. } = &self.placement else {
             return Box::pin(fut::ready(Err(Refusal::NotClustered)));
         };
         let store = store.clone();

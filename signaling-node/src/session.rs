@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
 use conclave_common::frame_limit::Tripped;
 use conclave_common::protocol::{
@@ -14,7 +15,9 @@ use conclave_common::protocol::{
 };
 
 use crate::auth::{Claims, TokenKeys};
+use crate::client_ip::IpSlot;
 use crate::error::{Refusal, RequestError};
+use crate::limits::{rate_limit_reason, Budgets, MessageClass, SessionLimits};
 use crate::metrics;
 use crate::registry::{GetRoom, Registry};
 use crate::room::messages::{
@@ -44,6 +47,10 @@ pub struct SessionDeps {
     pub heartbeat_interval: Duration,
     /// Silence after which we close (the browser or network is gone).
     pub client_timeout: Duration,
+    /// Caps on SDP size and offer m-lines, checked here before anything goes to the room.
+    pub caps: ParticipantCaps,
+    /// Message budgets, join deadline, outbound queue bound.
+    pub limits: Arc<SessionLimits>,
 }
 
 struct Membership {
@@ -59,17 +66,33 @@ pub struct Session {
     joining: bool,
     /// Set when the socket declared a frame over [`MAX_FRAME`] (checked from its header).
     frame_limit: Tripped,
+    /// This session's message budgets, one per class.
+    budgets: Budgets,
+    /// Closed for a limit: later frames are ignored.
+    closed: bool,
+    /// Counts this WebSocket against its client address while it lives.
+    _ip_slot: Option<IpSlot>,
 }
 
 impl Session {
     pub fn new(deps: SessionDeps) -> Self {
+        let now = Instant::now();
         Session {
+            budgets: Budgets::new(&deps.limits.rates, now),
             deps,
-            last_heard: Instant::now(),
+            last_heard: now,
             joined: None,
             joining: false,
             frame_limit: Tripped::default(),
+            closed: false,
+            _ip_slot: None,
         }
+    }
+
+    /// Count this session against its client address until it ends.
+    pub fn with_ip_slot(mut self, slot: Option<IpSlot>) -> Self {
+        self._ip_slot = slot;
+        self
     }
 
     /// The flag of the [`FrameLimit`](conclave_common::frame_limit::FrameLimit) in front of
@@ -102,8 +125,60 @@ impl Session {
         Self::error(ctx, error.code(), error.to_string());
     }
 
+    /// Charge one message of `class`; over the budget the session is closed (1008) and
+    /// leaves its room.
+    fn within_budget(&mut self, class: MessageClass, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.budgets.charge(class, Instant::now()) {
+            return true;
+        }
+        metrics::RATE_LIMITED
+            .with_label_values(&[class.as_str()])
+            .inc();
+        metrics::SESSIONS_CLOSED
+            .with_label_values(&["rate_limited"])
+            .inc();
+        tracing::info!(class = class.as_str(), "over its message budget: closing");
+        self.close_for_policy(rate_limit_reason(class), ctx);
+        false
+    }
+
+    /// Close with 1008 (policy violation), ending the membership (no `resume`).
+    fn close_for_policy(&mut self, reason: String, ctx: &mut ws::WebsocketContext<Self>) {
+        self.closed = true;
+        self.drop_membership(LeaveReason::Disconnected, ctx);
+        ctx.close(Some(CloseReason {
+            code: CloseCode::Policy,
+            description: Some(reason),
+        }));
+        ctx.stop();
+    }
+
+    /// Close a session that is in no room `join_deadline` after it connected (or left).
+    fn arm_join_deadline(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let deadline = self.deps.limits.join_deadline;
+        ctx.run_later(deadline, move |session, ctx| {
+            if session.joined.is_none() && !session.joining && !session.closed {
+                metrics::SESSIONS_CLOSED
+                    .with_label_values(&["join_deadline"])
+                    .inc();
+                tracing::debug!("no join before the deadline: closing");
+                session.close_for_policy(
+                    format!("join deadline: no join within {} s", deadline.as_secs()),
+                    ctx,
+                );
+            }
+        });
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let msg = match parse_client_message(text) {
+        let parsed = parse_client_message(text);
+        let class = parsed
+            .as_ref()
+            .map_or(MessageClass::Invalid, MessageClass::of);
+        if !self.within_budget(class, ctx) {
+            return;
+        }
+        let msg = match parsed {
             Ok(m) => m,
             Err((code, message)) => {
                 metrics::WS_RECEIVED.with_label_values(&["invalid"]).inc();
@@ -142,6 +217,15 @@ impl Session {
         let Some(m) = &self.joined else {
             return Self::reject(ctx, RequestError::NotJoined);
         };
+        // Cheap scans of the text, before the room, the link or a parser sees it.
+        let capped = match &request {
+            ParticipantRequest::Offer(sdp) => self.deps.caps.check_offer(sdp),
+            ParticipantRequest::Answer(sdp) => self.deps.caps.check_answer(sdp),
+            _ => Ok(()),
+        };
+        if let Err(e) = capped {
+            return Self::reject(ctx, e.into());
+        }
         m.room.do_send(FromParticipant {
             participant_id: m.participant_id.clone(),
             request,
@@ -294,6 +378,7 @@ impl Session {
                     session: ctx.address().recipient(),
                 });
                 Self::send(ctx, &ServerMessage::Left);
+                self.arm_join_deadline(ctx);
             }
             None => Self::reject(ctx, RequestError::NotInRoom),
         }
@@ -316,6 +401,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::SESSIONS.inc();
+        self.arm_join_deadline(ctx);
         ctx.run_interval(self.deps.heartbeat_interval, |session, ctx| {
             if session.last_heard.elapsed() > session.deps.client_timeout {
                 tracing::info!("session timed out");
@@ -351,7 +437,21 @@ impl Actor for Session {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if self.closed {
+            return;
+        }
         self.last_heard = Instant::now();
+        // Text is charged once parsed (its class depends on its `id`).
+        let class = match &msg {
+            Ok(ws::Message::Ping(_)) | Ok(ws::Message::Pong(_)) => Some(MessageClass::Heartbeat),
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                Some(MessageClass::Invalid)
+            }
+            _ => None,
+        };
+        if class.is_some_and(|class| !self.within_budget(class, ctx)) {
+            return;
+        }
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),

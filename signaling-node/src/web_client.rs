@@ -5,6 +5,9 @@
 //!
 //! A new file in `static/` needs a line in [`FILES`]: `tests/it/web_client.rs` lists the
 //! directory and fails for any file the running server does not serve with its type.
+//!
+//! Every file goes out with [`SECURITY_HEADERS`]: a Content-Security-Policy that lets the page
+//! run only its own files and talk only to its own origin, and no framing by other sites.
 
 use actix_web::{HttpRequest, HttpResponse};
 
@@ -46,6 +49,30 @@ pub const FILES: &[StaticFile] = &[
     embed!("js/session.js", JS),
 ];
 
+/// The page's Content-Security-Policy. The client is ES modules and a stylesheet from this
+/// origin, with no inline script or style attribute, so nothing inline is allowed:
+/// - `script-src 'self'`, `style-src 'self'`: only our own files run (an injected
+///   `<script>` or `onerror=` does not);
+/// - `connect-src 'self'`: `fetch('/dev/token')` and the WebSocket to the same host and
+///   port (CSP 3 lets `'self'` match `ws:`/`wss:` of the page's own host);
+/// - `img-src 'self' data:`: the empty `data:,` favicon; `media-src 'self'`: the videos play
+///   `MediaStream`s (`srcObject`), which no fetch directive governs;
+/// - `frame-ancestors 'none'`: no other site frames the call page (clickjacking the
+///   camera/microphone buttons); `base-uri`, `form-action` and `object-src` closed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; connect-src 'self'; img-src 'self' data:; media-src 'self'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+
+/// Sent with every file of the web client. `X-Frame-Options` is `frame-ancestors` for
+/// browsers older than CSP 2; `nosniff` keeps a browser from running a file as another type;
+/// `no-referrer` because a page URL may carry an access token (`?token=`).
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+];
+
 /// The content type for a file name's extension; `None` for a type the client does not use.
 pub fn content_type_for(path: &str) -> Option<&'static str> {
     match path.rsplit_once('.')?.1 {
@@ -68,10 +95,15 @@ pub fn lookup(request_path: &str) -> Option<&'static StaticFile> {
 /// `GET /{path:.*}`: register it after every other GET route, which it would otherwise shadow.
 pub async fn serve(req: HttpRequest) -> HttpResponse {
     match lookup(req.path()) {
-        Some(file) => HttpResponse::Ok()
-            .content_type(file.content_type)
-            .insert_header(("Cache-Control", "no-cache"))
-            .body(file.body),
+        Some(file) => {
+            let mut res = HttpResponse::Ok();
+            res.content_type(file.content_type)
+                .insert_header(("Cache-Control", "no-cache"));
+            for header in SECURITY_HEADERS {
+                res.insert_header(header);
+            }
+            res.body(file.body)
+        }
         None => HttpResponse::NotFound().finish(),
     }
 }

@@ -11,6 +11,8 @@ use conclave_common::link::FromMediaNode;
 pub struct AddPeer {
     pub participant_id: String,
     pub offer: String,
+    /// Checks the key of a later `AdoptPeer` (`link_auth::adopt_verifier`).
+    pub adopt_verifier: String,
     pub link: Recipient<FromMediaNode>,
 }
 
@@ -23,12 +25,13 @@ pub struct PeerAnswer {
     pub link: Recipient<FromMediaNode>,
 }
 
-/// A remote ICE candidate.
+/// A remote ICE candidate, from the link that sent it (only the peer's own link may).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerCandidate {
     pub participant_id: String,
     pub candidate: String,
+    pub link: Recipient<FromMediaNode>,
 }
 
 /// Drop a participant's peer.
@@ -41,11 +44,14 @@ pub struct RemovePeer {
     pub only_if_link: Option<Recipient<FromMediaNode>>,
 }
 
-/// Send a peer's events to a new link (its participant resumed on another signaling node).
+/// Send a peer's events to a new link (its participant resumed on another signaling node),
+/// if `adopt_key` matches the peer's adoption verifier.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AdoptPeer {
     pub participant_id: String,
+    pub adopt_key: String,
+    pub next_adopt_verifier: String,
     pub link: Recipient<FromMediaNode>,
 }
 

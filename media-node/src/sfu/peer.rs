@@ -75,8 +75,11 @@ pub struct Peer {
     pub key: PeerKey,
     pub participant_id: String,
     pub rtc: Rtc,
-    /// Where this peer's events go (the signaling node that asked for it).
+    /// Where this peer's events go (the signaling node that asked for it). Only this link
+    /// may answer, trickle or remove for the peer.
     pub link: Recipient<FromMediaNode>,
+    /// Checks the key of an `adoptPeer` (another link taking the peer over).
+    pub adopt_verifier: String,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
     /// Incoming SSRC -> publisher m-line.
@@ -99,6 +102,11 @@ pub struct Peer {
     pub dead: bool,
     /// NACKs received per outgoing track so far (str0m's stats are cumulative).
     pub nacks_seen: Vec<(Mid, u64)>,
+    /// Remote candidates trickled so far (capped: `ParticipantCaps::max_remote_candidates`).
+    pub remote_candidates: u32,
+    /// Most tracks this peer may publish (`ParticipantCaps::max_tracks`); the offer was
+    /// checked, this holds whatever str0m reports.
+    max_tracks: u32,
 }
 
 /// What one peer's output means for the others.
@@ -123,6 +131,12 @@ pub enum Propagated {
     },
 }
 
+/// Who controls a new peer: the link that added it, and what adopting it must prove.
+pub struct PeerControl {
+    pub link: Recipient<FromMediaNode>,
+    pub adopt_verifier: String,
+}
+
 impl Peer {
     /// A peer whose offer was just answered; `tracks_out` are the tracks already published in
     /// the room, to offer it next.
@@ -130,15 +144,21 @@ impl Peer {
         key: PeerKey,
         participant_id: String,
         rtc: Rtc,
-        link: Recipient<FromMediaNode>,
+        control: PeerControl,
         tracks_out: Vec<TrackOut>,
         now: Instant,
+        max_tracks: u32,
     ) -> Peer {
+        let PeerControl {
+            link,
+            adopt_verifier,
+        } = control;
         Peer {
             key,
             participant_id,
             rtc,
             link,
+            adopt_verifier,
             tracks_in: Vec::new(),
             tracks_out,
             rx_mids: Vec::new(),
@@ -151,6 +171,8 @@ impl Peer {
             disconnected_since: None,
             dead: false,
             nacks_seen: Vec::new(),
+            remote_candidates: 0,
+            max_tracks,
         }
     }
 
@@ -249,6 +271,11 @@ impl Peer {
                 if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv)
                     && !self.tracks_in.iter().any(|t| t.mid == added.mid) =>
             {
+                if self.tracks_in.len() >= self.max_tracks as usize {
+                    // Not forwarded to anyone: no subscriber's offer grows for it.
+                    tracing::info!(participant = %self.participant_id, mid = %added.mid, "track over the cap ignored");
+                    return;
+                }
                 self.tracks_in.push(TrackIn {
                     mid: added.mid,
                     kind: added.kind,

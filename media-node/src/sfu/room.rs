@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use conclave_common::caps::{CapExceeded, ParticipantCaps};
 use conclave_common::link::{FromMediaNode, MediaEvent};
+use conclave_common::link_auth;
 use conclave_common::protocol::{ErrorCode, MediaConnectionState};
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::Direction;
 use str0m::net::{Protocol, Receive};
 use str0m::{IceCreds, Input};
 
@@ -23,7 +26,7 @@ use super::messages::{
     AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, StopRoom,
 };
 use super::negotiate;
-use super::peer::{Peer, Propagated};
+use super::peer::{Peer, PeerControl, Propagated};
 use super::rtc::{answer_offer, guarded};
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
@@ -47,6 +50,9 @@ pub struct SfuShared {
     pub advertised: SocketAddr,
     /// Peers on this node, over all rooms: the true count its cluster heartbeat reports.
     pub participants: Arc<std::sync::atomic::AtomicU64>,
+    /// Caps on what one participant creates (the signaling node checks them first; the
+    /// link is a second way in).
+    pub caps: ParticipantCaps,
 }
 
 /// The SFU of one room.
@@ -83,6 +89,7 @@ impl Actor for RoomSfu {
         self.shared
             .participants
             .fetch_sub(self.peers.len() as u64, Relaxed);
+        metrics::PARTICIPANTS.sub(self.peers.len() as i64);
         for peer in &self.peers {
             metrics::TRACKS.sub(peer.tracks_in.len() as i64);
             let _ = self
@@ -123,6 +130,22 @@ impl RoomSfu {
             .position(|p| p.participant_id == participant_id)
     }
 
+    /// The participant's peer, if `link` owns it. A command about another link's peer is
+    /// refused as if the peer did not exist (a link cannot steer or probe others' peers).
+    fn owned_peer_index(
+        &self,
+        participant_id: &str,
+        link: &Recipient<FromMediaNode>,
+    ) -> Option<usize> {
+        let i = self.peer_index(participant_id)?;
+        if self.peers[i].link != *link {
+            tracing::warn!(room = %self.room, participant = %participant_id, "command from a link that does not own the peer refused");
+            metrics::LINK_COMMANDS_REFUSED.inc();
+            return None;
+        }
+        Some(i)
+    }
+
     fn peer_error(&self, link: &Recipient<FromMediaNode>, pid: &str, code: ErrorCode, msg: String) {
         link.do_send(FromMediaNode(MediaEvent::PeerError {
             room: self.room.clone(),
@@ -144,6 +167,10 @@ impl RoomSfu {
             );
             return;
         }
+        // Before parsing: an over-long text or thousands of m-lines cost nothing more.
+        if let Err(e) = self.shared.caps.check_offer(&msg.offer) {
+            return self.refuse_cap(&msg.link, &msg.participant_id, e);
+        }
         let offer = match SdpOffer::from_sdp_string(&msg.offer) {
             Ok(o) => o,
             Err(e) => {
@@ -154,6 +181,16 @@ impl RoomSfu {
                 return;
             }
         };
+        // The m-lines the client sends on are the tracks it publishes.
+        let publishing = offer
+            .media_lines
+            .iter()
+            .filter(|m| !m.disabled)
+            .filter(|m| matches!(m.direction(), Direction::SendOnly | Direction::SendRecv))
+            .count();
+        if let Err(e) = self.shared.caps.check_tracks(publishing) {
+            return self.refuse_cap(&msg.link, &msg.participant_id, e);
+        }
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let now = Instant::now();
@@ -191,18 +228,29 @@ impl RoomSfu {
         }));
         tracing::info!(room = %self.room, participant = %msg.participant_id, peer = key, "peer added");
         self.shared.participants.fetch_add(1, Relaxed);
+        metrics::PARTICIPANTS.inc();
         self.peers.push(Peer::new(
             key,
             msg.participant_id,
             rtc,
-            msg.link,
+            PeerControl {
+                link: msg.link,
+                adopt_verifier: msg.adopt_verifier,
+            },
             tracks_out,
             now,
+            self.shared.caps.max_tracks,
         ));
     }
 
+    /// Refuse a command that goes over a cap (the peer, if any, is left as it was).
+    fn refuse_cap(&self, link: &Recipient<FromMediaNode>, pid: &str, e: CapExceeded) {
+        tracing::info!(room = %self.room, participant = %pid, error = %e, "refused: over a cap");
+        self.peer_error(link, pid, e.code(), e.to_string());
+    }
+
     fn peer_answer(&mut self, msg: PeerAnswer) {
-        let Some(i) = self.peer_index(&msg.participant_id) else {
+        let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) else {
             let text = "no media peer for this participant".to_string();
             self.peer_error(
                 &msg.link,
@@ -212,6 +260,10 @@ impl RoomSfu {
             );
             return;
         };
+        if let Err(e) = self.shared.caps.check_answer(&msg.sdp) {
+            // Like an answer that does not parse: the offer stays pending.
+            return self.refuse_cap(&msg.link, &msg.participant_id, e);
+        }
         let answer = match SdpAnswer::from_sdp_string(&msg.sdp) {
             Ok(a) => a,
             Err(e) => {
@@ -250,6 +302,7 @@ impl RoomSfu {
     fn remove_peer(&mut self, i: usize, state: Option<MediaConnectionState>) {
         let mut peer = self.peers.swap_remove(i);
         self.shared.participants.fetch_sub(1, Relaxed);
+        metrics::PARTICIPANTS.dec();
         metrics::TRACKS.sub(peer.tracks_in.len() as i64);
         let _ = self
             .shared
@@ -437,8 +490,15 @@ impl Handler<PeerCandidate> for RoomSfu {
     type Result = ();
     /// A trickled remote candidate.
     fn handle(&mut self, msg: PeerCandidate, ctx: &mut Context<Self>) {
-        if let Some(i) = self.peer_index(&msg.participant_id) {
-            self.peers[i].add_remote_candidate(&msg.candidate);
+        if let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) {
+            let peer = &mut self.peers[i];
+            match self.shared.caps.check_candidate(peer.remote_candidates) {
+                Ok(()) => {
+                    peer.remote_candidates += 1;
+                    peer.add_remote_candidate(&msg.candidate);
+                }
+                Err(e) => self.refuse_cap(&self.peers[i].link, &msg.participant_id, e),
+            }
         }
         self.drive(ctx);
     }
@@ -475,8 +535,22 @@ impl Handler<AdoptPeer> for RoomSfu {
             );
             return;
         };
+        if !link_auth::adopt_key_matches(&msg.adopt_key, &self.peers[i].adopt_verifier) {
+            // The same answer as for a missing peer: a prober learns nothing.
+            tracing::warn!(room = %self.room, participant = %msg.participant_id, "adoptPeer with a wrong key refused");
+            metrics::LINK_COMMANDS_REFUSED.inc();
+            let text = "no media peer for this participant (it expired)".to_string();
+            self.peer_error(
+                &msg.link,
+                &msg.participant_id,
+                ErrorCode::InvalidState,
+                text,
+            );
+            return;
+        }
         let peer = &mut self.peers[i];
         peer.link = msg.link;
+        peer.adopt_verifier = msg.next_adopt_verifier;
         if peer.connected {
             peer.send_state(&self.room, MediaConnectionState::Connected);
         }

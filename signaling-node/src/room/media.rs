@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent};
+use conclave_common::link_auth;
 use conclave_common::protocol::{MediaConnectionState, ServerMessage};
 
 use super::messages::{FromParticipant, MoveRoom, ParticipantRequest};
@@ -48,6 +49,7 @@ impl Room {
             ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid) {
                 Ok(()) => self.media(MediaCommand::AddPeer {
                     room: self.media_id.clone(),
+                    adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(&pid)),
                     participant_id: pid,
                     offer: sdp,
                 }),
@@ -62,11 +64,14 @@ impl Room {
                 self.refuse_request(&pid, RequestError::AnswerWithoutOffer)
             }
             ParticipantRequest::Candidate(candidate) if has_peer => {
-                self.media(MediaCommand::Candidate {
-                    room: self.media_id.clone(),
-                    participant_id: pid,
-                    candidate,
-                })
+                match self.roster.take_candidate(&pid, &self.deps.caps) {
+                    Ok(()) => self.media(MediaCommand::Candidate {
+                        room: self.media_id.clone(),
+                        participant_id: pid,
+                        candidate,
+                    }),
+                    Err(e) => self.refuse_request(&pid, e),
+                }
             }
             // Before the offer a candidate has no peer to go to; ICE does not need it.
             ParticipantRequest::Candidate(_) => {}

@@ -4,6 +4,7 @@
 
 use actix::prelude::*;
 use conclave_common::link::MediaCommand;
+use conclave_common::link_auth;
 use conclave_common::presence::PresenceKind;
 use conclave_common::protocol::{
     LeaveReason, MediaConnectionState, ParticipantInfo, ServerMessage, PROTOCOL_VERSION,
@@ -193,9 +194,12 @@ impl Room {
             ),
             Some(_) => {
                 self.adopting.insert(pid.to_string());
+                let adopt_key = self.adopt_key(pid);
                 self.media(MediaCommand::AdoptPeer {
                     room: self.media_id.clone(),
                     participant_id: pid.to_string(),
+                    next_adopt_verifier: link_auth::adopt_verifier(&adopt_key),
+                    adopt_key,
                 });
             }
             None => {}

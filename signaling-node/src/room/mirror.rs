@@ -30,6 +30,8 @@ const DEPARTURE_RETRIES_SECS: [u64; 6] = [1, 2, 4, 8, 16, 32];
 pub struct RoomCluster {
     pub store: ClusterStore,
     pub bus: Addr<RoomBus>,
+    /// Most Redis operations one room may have waiting (`--room-redis-queue`).
+    pub queue_capacity: usize,
 }
 
 /// A room's part of the cluster: its records in Redis and its events on the bus.
@@ -65,7 +67,7 @@ impl ClusterMirror {
             room,
             community,
             instance,
-            queue: RedisQueue::start(),
+            queue: RedisQueue::start(cluster.queue_capacity),
         }
     }
 
@@ -180,7 +182,7 @@ impl ClusterMirror {
     }
 }
 
-/// Outcome of a queued Redis operation (the queue only stops with the process).
+/// Outcome of a queued Redis operation; one the full queue refused is a timeout.
 pub(super) async fn settled<T>(rx: Pending<T>) -> Result<T, ClusterError> {
     rx.await.unwrap_or(Err(ClusterError::Timeout))
 }
@@ -188,12 +190,17 @@ pub(super) async fn settled<T>(rx: Pending<T>) -> Result<T, ClusterError> {
 type RedisOp = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Redis operations of one room, run one after the other so that its records and events
-/// keep the order in which the room made them.
-struct RedisQueue(mpsc::UnboundedSender<RedisOp>);
+/// keep the order in which the room made them. Bounded: while Redis is slow or away (each
+/// operation may wait [`REDIS_TIMEOUT`]) members keep acting, and their operations must not
+/// pile up. When full, an operation nobody waits for (publish an event, rewrite a record) is
+/// dropped — the room's re-assertion every few seconds rewrites its records, and the other
+/// instances resync from them — and one whose caller waits (join, resume, leave, assert)
+/// fails at once as a timeout (a join then gets `unavailable`).
+struct RedisQueue(mpsc::Sender<RedisOp>);
 
 impl RedisQueue {
-    fn start() -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RedisOp>();
+    fn start(capacity: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<RedisOp>(capacity.max(1));
         actix::spawn(async move {
             while let Some(op) = rx.recv().await {
                 op.await;
@@ -209,13 +216,25 @@ impl RedisQueue {
         what: &'static str,
         op: impl Future<Output = Result<(), ClusterError>> + Send + 'static,
     ) {
-        let _ = self.0.send(Box::pin(async move {
+        let queued = self.0.try_send(Box::pin(async move {
             match tokio::time::timeout(REDIS_TIMEOUT, metrics::timed(what, op)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed"),
                 Err(_) => tracing::warn!("{what} timed out"),
             }
         }));
+        if queued.is_err() {
+            Self::full(what);
+        }
+    }
+
+    /// The queue is full (or gone): count and log the operation that was not queued.
+    fn full(what: &'static str) {
+        metrics::ROOM_REDIS_DROPPED.with_label_values(&[what]).inc();
+        tracing::warn!(
+            operation = what,
+            "room's redis queue full: operation dropped"
+        );
     }
 
     /// Queue `op`; the receiver gets its result (or a timeout error).
@@ -225,12 +244,16 @@ impl RedisQueue {
         op: impl Future<Output = Result<T, ClusterError>> + Send + 'static,
     ) -> Pending<T> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.0.send(Box::pin(async move {
+        // A refused operation drops `tx`: its caller sees a timeout (`settled`).
+        let queued = self.0.try_send(Box::pin(async move {
             let result = tokio::time::timeout(REDIS_TIMEOUT, metrics::timed(what, op))
                 .await
                 .unwrap_or(Err(ClusterError::Timeout));
             let _ = tx.send(result);
         }));
+        if queued.is_err() {
+            Self::full(what);
+        }
         rx
     }
 }

@@ -37,7 +37,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
+use conclave_common::link_auth;
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
@@ -61,6 +63,8 @@ pub struct RoomDeps {
     pub presence: Option<Addr<PresenceSink>>,
     /// Cluster mode: the store and the bus; `None` on a single node.
     pub cluster: Option<RoomCluster>,
+    /// Caps on what one participant creates (the room counts trickled candidates).
+    pub caps: ParticipantCaps,
 }
 
 /// Whoever opened the room (the registry), as the room sees it: where it reports that it
@@ -168,6 +172,18 @@ impl Room {
             cluster,
             deps,
             owner,
+        }
+    }
+
+    /// The key that adopts this member's media peer (`link_auth::adopt_key`): bound to its
+    /// resume secret, so only an instance that holds the member can take the peer over.
+    fn adopt_key(&self, participant_id: &str) -> String {
+        match self.local.get(participant_id) {
+            Some(local) => {
+                link_auth::adopt_key(&local.resume_secret, &self.media_id, participant_id)
+            }
+            // Not a member of ours: a key nobody holds.
+            None => link_auth::random_hex(32),
         }
     }
 

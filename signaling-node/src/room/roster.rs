@@ -1,5 +1,6 @@
 //! Room membership and state, free of actors and I/O so it can be tested directly.
 
+use conclave_common::caps::ParticipantCaps;
 use conclave_common::protocol::ParticipantInfo;
 
 use crate::error::{Refusal, RequestError};
@@ -21,6 +22,8 @@ pub struct Member {
     pub media: MediaPhase,
     /// Its session lives on another signaling instance (cluster mode); we only mirror it.
     pub remote: bool,
+    /// ICE candidates relayed for its current peer (capped; a new offer starts again).
+    pub candidates: u32,
 }
 
 /// What a remote member's record changed here.
@@ -90,6 +93,7 @@ impl Roster {
             info,
             media: MediaPhase::NoPeer,
             remote: false,
+            candidates: 0,
         });
         Ok(others)
     }
@@ -109,6 +113,7 @@ impl Roster {
                     info,
                     media: MediaPhase::NoPeer,
                     remote: true,
+                    candidates: 0,
                 });
                 RemoteChange::Added
             }
@@ -176,6 +181,21 @@ impl Roster {
             return Err(RequestError::OfferAlreadySent);
         }
         m.media = MediaPhase::Offered;
+        m.candidates = 0;
+        Ok(())
+    }
+
+    /// One more trickled candidate for the member's peer, if it is under the cap.
+    pub fn take_candidate(
+        &mut self,
+        participant_id: &str,
+        caps: &ParticipantCaps,
+    ) -> Result<(), RequestError> {
+        let m = self
+            .get_mut(participant_id)
+            .ok_or(RequestError::NotMember)?;
+        caps.check_candidate(m.candidates)?;
+        m.candidates += 1;
         Ok(())
     }
 
@@ -262,6 +282,31 @@ mod tests {
         r.reset_media();
         r.begin_offer("a").unwrap();
         assert_eq!(r.begin_offer("x").unwrap_err().code(), ErrorCode::NotJoined);
+    }
+
+    #[test]
+    fn candidates_are_capped_per_peer_and_counted_again_for_a_new_offer() {
+        let caps = ParticipantCaps {
+            max_remote_candidates: 3,
+            ..ParticipantCaps::default()
+        };
+        let mut r = Roster::new(5);
+        r.join("g", p("a")).unwrap();
+        r.begin_offer("a").unwrap();
+        for _ in 0..3 {
+            r.take_candidate("a", &caps).unwrap();
+        }
+        let e = r.take_candidate("a", &caps).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TooManyCandidates);
+        assert_eq!(r.get("a").unwrap().candidates, 3);
+        // The peer failed; a new offer is a new peer with its own candidates.
+        r.set_media("a", MediaPhase::NoPeer);
+        r.begin_offer("a").unwrap();
+        r.take_candidate("a", &caps).unwrap();
+        assert_eq!(
+            r.take_candidate("zz", &caps).unwrap_err().code(),
+            ErrorCode::NotJoined
+        );
     }
 
     #[test]

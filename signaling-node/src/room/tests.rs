@@ -139,6 +139,7 @@ fn start_room(cap: usize) -> (Addr<Room>, Log<RoomKey>, Log<MediaCommand>) {
         instance: "sig-test".into(),
         presence: None,
         cluster: None,
+        caps: Default::default(),
     };
     let owner = RoomOwner {
         closed: registry.clone().recipient(),

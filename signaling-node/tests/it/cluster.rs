@@ -541,7 +541,8 @@ async fn a_signaling_node_waits_for_an_unreachable_redis_and_says_so() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
     let mut child = std::process::Command::new(sibling_bin("signaling-node"))
-        .args(["--listen", "127.0.0.1:0", "--redis-url", &url, "--dev"])
+        .args(["--listen", "127.0.0.1:0", "--redis-url", &url])
+        .args(["--dev", "--dev-with-real-services"])
         .args(["--internal-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())

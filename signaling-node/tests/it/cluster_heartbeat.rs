@@ -4,11 +4,10 @@
 use std::time::{Duration, Instant};
 
 use conclave_common::cluster::ClusterStore;
-use conclave_signaling_node::media_link::MediaTarget;
 use serde_json::json;
 
 use crate::cluster_support::{eventually, join_and_offer, now_ms, spawn_media_node, start_redis};
-use crate::support::{start_with, valid_offer, Options};
+use crate::support::{remote_media, start_with, valid_offer, Options};
 
 #[actix_rt::test]
 async fn heartbeats_register_the_node_and_carry_the_true_participant_count() {
@@ -30,11 +29,7 @@ async fn heartbeats_register_the_node_and_carry_the_true_participant_count() {
     );
 
     // A signaling node using that media node: a participant offers, and leaves.
-    let server = start_with(
-        Options::default(),
-        None,
-        Some(MediaTarget::Remote(link_url)),
-    );
+    let server = start_with(Options::default(), None, Some(remote_media(link_url)));
     let (mut alice, _) = server.join("alice", "hb").await;
     // The link may still be connecting: retry the offer until the media node answers.
     let deadline = Instant::now() + Duration::from_secs(10);

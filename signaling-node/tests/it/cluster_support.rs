@@ -104,6 +104,7 @@ pub fn media_node_command(redis_url: &str, id: &str, capacity: u32, extra: &[&st
         .args(["--capacity", &capacity.to_string()])
         .args(extra)
         .env("RUST_LOG", "warn")
+        .env("CONCLAVE_LINK_SECRET", crate::support::LINK_SECRET)
         .stdout(Stdio::piped());
     command
 }
@@ -207,6 +208,7 @@ pub fn signaling_node_command(redis_url: &str, id: &str, extra: &[&str]) -> Comm
             "CONCLAVE_TOKEN_SECRET",
             std::str::from_utf8(crate::support::SECRET).unwrap(),
         )
+        .env("CONCLAVE_LINK_SECRET", crate::support::LINK_SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
     command

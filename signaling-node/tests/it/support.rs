@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::ws;
+use conclave_common::caps::ParticipantCaps;
+use conclave_common::link_auth::LinkSecret;
 use conclave_common::protocol::ServerMessage;
 use conclave_media_node::config::MediaConfig;
 use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
-use conclave_signaling_node::media_link::MediaTarget;
+use conclave_signaling_node::limits::Limits;
+use conclave_signaling_node::media_link::{MediaTarget, RemoteMedia};
+use conclave_signaling_node::origin::AllowedOrigins;
 use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
 
@@ -27,6 +31,14 @@ pub struct Options {
     pub client_timeout: Duration,
     pub resume_grace: Duration,
     pub signaling_id: String,
+    /// Caps the signaling node checks.
+    pub caps: ParticipantCaps,
+    /// Caps the (embedded) media node checks.
+    pub media_caps: ParticipantCaps,
+    /// Rates, queues and deadlines per client.
+    pub limits: Limits,
+    /// `--allowed-origins` (empty: the server's own host only).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Options {
@@ -37,7 +49,40 @@ impl Default for Options {
             client_timeout: Duration::from_secs(30),
             resume_grace: Duration::from_secs(1),
             signaling_id: "sig-test".into(),
+            caps: ParticipantCaps::default(),
+            media_caps: ParticipantCaps::default(),
+            limits: Limits::default(),
+            allowed_origins: Vec::new(),
         }
+    }
+}
+
+/// The internal link's secret of every node the tests start (processes get it as
+/// CONCLAVE_LINK_SECRET).
+pub const LINK_SECRET: &str = "signaling-test-link-secret-0123456789";
+
+pub fn link_secret() -> LinkSecret {
+    LinkSecret::new(LINK_SECRET).expect("long enough")
+}
+
+/// A separate media node at `url`, reached with the tests' link secret.
+pub fn remote_media(url: String) -> MediaTarget {
+    MediaTarget::Remote(RemoteMedia {
+        url,
+        secret: Some(link_secret()),
+        node_id: None,
+    })
+}
+
+/// The settings of an in-process media node on 127.0.0.1, port chosen by the OS.
+pub fn media_config(caps: ParticipantCaps) -> MediaConfig {
+    MediaConfig {
+        udp_listen: "127.0.0.1:0".parse().unwrap(),
+        advertise_ip: None,
+        node_id: "media-test".into(),
+        media_threads: Some(2),
+        orphan_grace_secs: 20,
+        caps: caps.into(),
     }
 }
 
@@ -72,14 +117,8 @@ fn start_setup(
     tls: Option<rustls::ServerConfig>,
     setup: impl FnOnce(actix::Recipient<conclave_common::link::ToMediaNode>) -> MediaSetup,
 ) -> TestServer {
-    let media = conclave_media_node::start(&MediaConfig {
-        udp_listen: "127.0.0.1:0".parse().unwrap(),
-        advertise_ip: None,
-        node_id: "media-test".into(),
-        media_threads: Some(2),
-        orphan_grace_secs: 20,
-    })
-    .expect("media node starts");
+    let media =
+        conclave_media_node::start(&media_config(opts.media_caps)).expect("media node starts");
     let services = start_services(ServiceSettings {
         media: setup(media.commands()),
         token_secret: SECRET.to_vec(),
@@ -93,6 +132,10 @@ fn start_setup(
         presence_webhook: None,
         presence_stream_len: 1000,
         api_key: Some(API_KEY.into()),
+        link_secret: Some(link_secret()),
+        caps: opts.caps,
+        limits: opts.limits,
+        allowed_origins: AllowedOrigins::parse(&opts.allowed_origins).expect("valid origins"),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -131,14 +174,22 @@ impl TestServer {
     }
 
     pub async fn connect(&self) -> Client {
+        self.connect_from(None).await.expect("websocket connects")
+    }
+
+    /// Open `/ws` as a page of `origin` would (`None`: no `Origin` header, as non-browser
+    /// clients do); the handshake's HTTP status if the server refuses the upgrade.
+    pub async fn connect_from(&self, origin: Option<&str>) -> Result<Client, u16> {
         let url = format!("{}/ws?room=x", self.base.replace("http", "ws"));
-        let (_, framed) = awc::Client::new()
-            .ws(url)
-            .max_frame_size(2 * 1024 * 1024)
-            .connect()
-            .await
-            .expect("websocket connects");
-        Client { framed }
+        let mut req = awc::Client::new().ws(url).max_frame_size(2 * 1024 * 1024);
+        if let Some(origin) = origin {
+            req = req.origin(origin);
+        }
+        match req.connect().await {
+            Ok((_, framed)) => Ok(Client { framed }),
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => Err(status.as_u16()),
+            Err(e) => panic!("websocket handshake failed: {e}"),
+        }
     }
 
     /// Connect and join `room` as `user`; returns the client and its `joined` message.

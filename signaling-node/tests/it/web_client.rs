@@ -101,3 +101,91 @@ async fn paths_outside_the_table_are_not_found() {
         assert_eq!(status, 404, "{path}");
     }
 }
+
+/// The page's Content-Security-Policy as directive -> sources.
+fn csp_directives(csp: &str) -> std::collections::HashMap<String, Vec<String>> {
+    csp.split(';')
+        .filter_map(|d| {
+            let mut words = d.split_whitespace().map(str::to_string);
+            Some((words.next()?.to_ascii_lowercase(), words.collect()))
+        })
+        .collect()
+}
+
+/// The web client is served with a CSP that runs only its own files and talks only to its
+/// own origin, and with no-framing, nosniff and no-referrer headers (values written out
+/// here, so a weakened policy in `web_client.rs` fails). `e2e/csp.test.js` shows the page
+/// still works under it in Chromium.
+#[actix_rt::test]
+async fn the_web_client_is_served_with_its_security_headers() {
+    let server = start(Options::default());
+    for path in ["/", "/index.html", "/js/main.js", "/style.css"] {
+        let res = awc::Client::new()
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_else(|| panic!("{path}: no {name} header"))
+        };
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        let csp = header("content-security-policy");
+        let d = csp_directives(&csp);
+        let sources = |name: &str| {
+            d.get(name)
+                .unwrap_or_else(|| panic!("{path}: CSP {csp:?} has no {name}"))
+                .join(" ")
+        };
+        assert_eq!(sources("default-src"), "'none'", "{csp}");
+        assert_eq!(sources("script-src"), "'self'", "{csp}");
+        assert_eq!(sources("style-src"), "'self'", "{csp}");
+        assert_eq!(sources("connect-src"), "'self'", "{csp}");
+        assert_eq!(sources("frame-ancestors"), "'none'", "{csp}");
+        assert_eq!(sources("object-src"), "'none'", "{csp}");
+        assert_eq!(sources("base-uri"), "'none'", "{csp}");
+        assert!(
+            !csp.contains("unsafe-") && !csp.contains('*'),
+            "{path}: CSP allows inline, eval or any host: {csp}"
+        );
+    }
+}
+
+/// The policy allows no inline script or style, so the page must have none: no `<script>`
+/// without `src`, no `style` or `on...` attributes, no `<style>` element.
+#[test]
+fn the_page_has_no_inline_script_or_style() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+    let mut files = Vec::new();
+    files_under(&root, &root, &mut files);
+    for rel in files.iter().filter(|f| f.ends_with(".html")) {
+        let html = std::fs::read_to_string(root.join(rel))
+            .unwrap()
+            .to_ascii_lowercase();
+        for (i, _) in html.match_indices("<script") {
+            let tag = &html[i..i + html[i..].find('>').unwrap()];
+            assert!(
+                tag.contains(" src="),
+                "static/{rel}: inline <script>: {tag}"
+            );
+        }
+        assert!(!html.contains("<style"), "static/{rel}: inline <style>");
+        let attrs = html.split(|c: char| c.is_whitespace()).filter(|w| {
+            w.starts_with("style=")
+                || (w.starts_with("on")
+                    && w.split_once('=').is_some_and(|(n, _)| {
+                        n.len() > 2 && n.chars().all(|c| c.is_ascii_lowercase())
+                    }))
+        });
+        let found: Vec<_> = attrs.collect();
+        assert!(
+            found.is_empty(),
+            "static/{rel}: inline attributes {found:?}"
+        );
+    }
+}
