@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
@@ -72,6 +73,9 @@ pub struct Session {
     closed: bool,
     /// Counts this WebSocket against its client address while it lives.
     _ip_slot: Option<IpSlot>,
+    /// A text message arriving in fragments (browsers split messages larger than their send
+    /// window, 64-128 KiB), reassembled up to [`MAX_FRAME`] in all.
+    fragments: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -86,6 +90,7 @@ impl Session {
             frame_limit: Tripped::default(),
             closed: false,
             _ip_slot: None,
+            fragments: None,
         }
     }
 
@@ -435,6 +440,46 @@ impl Actor for Session {
     }
 }
 
+impl Session {
+    /// One fragment of a message: text fragments are joined and handled as one message
+    /// once the last arrives; binary ones are refused (once, at their first fragment).
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (bytes, last) = match item {
+            Item::FirstText(bytes) => {
+                self.fragments = Some(Vec::with_capacity(bytes.len() * 2));
+                (bytes, false)
+            }
+            Item::FirstBinary(_) => {
+                self.fragments = None;
+                return Self::reject(ctx, RequestError::NotText);
+            }
+            Item::Continue(bytes) => (bytes, false),
+            Item::Last(bytes) => (bytes, true),
+        };
+        // Fragments of a refused binary message (or of nothing) are dropped.
+        let Some(buffer) = self.fragments.as_mut() else {
+            return;
+        };
+        if buffer.len() + bytes.len() > MAX_FRAME {
+            tracing::info!("fragmented message over {MAX_FRAME} bytes: closing");
+            self.fragments = None;
+            ctx.close(Some(CloseReason {
+                code: CloseCode::Size,
+                description: Some(format!("message too large (limit {MAX_FRAME} bytes)")),
+            }));
+            return ctx.stop();
+        }
+        buffer.extend_from_slice(&bytes);
+        if last {
+            let message = self.fragments.take().unwrap_or_default();
+            match String::from_utf8(message) {
+                Ok(text) => self.on_text(&text, ctx),
+                Err(_) => Self::error(ctx, ErrorCode::BadMessage, "message is not UTF-8"),
+            }
+        }
+    }
+}
+
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         if self.closed {
@@ -444,7 +489,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         // Text is charged once parsed (its class depends on its `id`).
         let class = match &msg {
             Ok(ws::Message::Ping(_)) | Ok(ws::Message::Pong(_)) => Some(MessageClass::Heartbeat),
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(Item::FirstBinary(_))) => {
                 Some(MessageClass::Invalid)
             }
             _ => None,
@@ -456,9 +501,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
-                Self::reject(ctx, RequestError::NotText)
-            }
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Binary(_)) => Self::reject(ctx, RequestError::NotText),
             Ok(ws::Message::Close(reason)) => {
                 // A deliberate close (normal, going away, or no code) ends the membership
                 // now; other codes (the web client's 4000 while it reconnects) and sockets

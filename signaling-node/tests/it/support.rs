@@ -226,6 +226,11 @@ impl Client {
             .expect("send");
     }
 
+    /// Any WebSocket message (fragments included); errors ignored.
+    pub async fn send_message(&mut self, message: ws::Message) {
+        let _ = self.framed.send(message).await;
+    }
+
     pub async fn send_binary(&mut self, data: Vec<u8>) {
         let _ = self
             .framed

@@ -319,3 +319,60 @@ async fn resume_into_a_closed_room_is_resume_failed() {
         again.expect_error("resume_failed").await;
     }
 }
+
+/// Browsers split a message larger than their send window (64-128 KiB) into fragments: the
+/// server joins them and handles the message once; fragments adding up to more than the
+/// frame limit close the socket with 1009.
+#[actix_rt::test]
+async fn fragmented_messages_are_joined_and_bounded_in_all() {
+    use actix_http::ws::Item;
+    use awc::ws::Message;
+    let server = start(Options::default());
+    let mut alice = server.connect().await;
+    let join = json!({"id": "join", "token": server.token("alice", "frag"), "name": "Alice"})
+        .to_string()
+        .into_bytes();
+    let third = join.len() / 3;
+    alice
+        .send_message(Message::Continuation(Item::FirstText(
+            join[..third].to_vec().into(),
+        )))
+        .await;
+    alice
+        .send_message(Message::Continuation(Item::Continue(
+            join[third..2 * third].to_vec().into(),
+        )))
+        .await;
+    alice
+        .send_message(Message::Continuation(Item::Last(
+            join[2 * third..].to_vec().into(),
+        )))
+        .await;
+    let joined = alice.expect("joined").await;
+    assert_eq!(joined["participants"], json!([]));
+
+    // A binary message in fragments is refused once, the session stays.
+    alice
+        .send_message(Message::Continuation(Item::FirstBinary(vec![1; 10].into())))
+        .await;
+    alice
+        .send_message(Message::Continuation(Item::Last(vec![2; 10].into())))
+        .await;
+    alice.expect_error("bad_message").await;
+    alice.send(json!({"id": "heartbeat"})).await;
+
+    // 100 KiB fragments: the third passes the 256 KiB limit.
+    let chunk = vec![b' '; 100 * 1024];
+    alice
+        .send_message(Message::Continuation(Item::FirstText(chunk.clone().into())))
+        .await;
+    for _ in 0..3 {
+        alice
+            .send_message(Message::Continuation(Item::Continue(chunk.clone().into())))
+            .await;
+    }
+    match alice.recv(Duration::from_secs(10)).await {
+        Received::Closed(Some(reason)) => assert_eq!(reason.code, awc::ws::CloseCode::Size),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+}
