@@ -269,6 +269,8 @@ pub enum LeaveReason {
     Timeout,
     /// The media connection failed.
     MediaFailed,
+    /// The same user joined the room again (another tab or device): one seat per user.
+    Replaced,
 }
 
 /// State of a participant's media connection.

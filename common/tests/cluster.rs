@@ -157,7 +157,7 @@ async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
 
 mod members {
     use super::*;
-    use conclave_common::cluster::MemberRecord;
+    use conclave_common::cluster::{resume_hash, Claim, Claimed, MemberRecord};
     use conclave_common::protocol::ParticipantInfo;
 
     const TTL: u64 = 60_000;
@@ -172,7 +172,7 @@ mod members {
                 video: true,
             },
             signaling: instance.into(),
-            resume_secret: format!("secret-{pid}"),
+            resume_hash: resume_hash(&format!("secret-{pid}")),
         }
     }
 
@@ -188,6 +188,40 @@ mod members {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_users_second_join_displaces_the_first_even_in_a_full_room() {
+        let redis = start_redis();
+        let store = ClusterStore::connect(&redis.url, "m1:").await.unwrap();
+        let room = "acme/general";
+        let mut first = member("a", "s1");
+        first.participant.user_id = "ada".into();
+        store
+            .join_member(room, "acme", &first, 2, TTL)
+            .await
+            .unwrap();
+        store
+            .join_member(room, "acme", &member("b", "s1"), 2, TTL)
+            .await
+            .unwrap();
+        // Ada again, from another device on another instance: the room is full, but her
+        // first seat gives way.
+        let mut second = member("a2", "s2");
+        second.participant.user_id = "ada".into();
+        let joined = store
+            .join_member(room, "acme", &second, 2, TTL)
+            .await
+            .unwrap();
+        assert_eq!(ids(joined.members), ["a2", "b"]);
+        assert_eq!(joined.displaced, vec![first]);
+        // Gone from s1's index too (a dead s1's cleanup will not resurrect it).
+        let s1_members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("m1:signaling:s1:members")
+            .query_async(&mut store.connection_manager())
+            .await
+            .unwrap();
+        assert_eq!(s1_members, ["b@acme/general"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn the_cap_holds_across_instances_and_leaves_free_places() {
         let redis = start_redis();
         let store = ClusterStore::connect(&redis.url, "m1:").await.unwrap();
@@ -200,7 +234,8 @@ mod members {
             .join_member(room, "acme", &member("b", "s2"), 2, TTL)
             .await
             .unwrap();
-        assert_eq!(ids(all), ["a", "b"]);
+        assert_eq!(ids(all.members), ["a", "b"]);
+        assert!(all.displaced.is_empty());
         assert!(matches!(
             store
                 .join_member(room, "acme", &member("c", "s1"), 2, TTL)
@@ -255,22 +290,37 @@ mod members {
             .join_member(room, "acme", &member("b", "s1"), 5, TTL)
             .await
             .unwrap();
-        assert!(store
-            .claim_member(room, "a", "wrong", "s2")
+        let claim = |pid: &'static str, user: &'static str, secret: &'static str| Claim {
+            participant_id: pid,
+            user_id: user,
+            secret,
+            next_secret: "rotated",
+        };
+        // A wrong secret, an unknown member, another user's token: nothing to claim.
+        for (wrong, found) in [
+            (claim("a", "u-a", "wrong"), Claimed::Refused),
+            (claim("zz", "u-zz", "secret-zz"), Claimed::Absent),
+            (claim("a", "u-b", "secret-a"), Claimed::Refused),
+        ] {
+            assert_eq!(store.claim_member(room, &wrong, "s2").await.unwrap(), found);
+        }
+        let Claimed::Taken(mine, all) = store
+            .claim_member(room, &claim("a", "u-a", "secret-a"), "s2")
             .await
             .unwrap()
-            .is_none());
-        assert!(store
-            .claim_member(room, "zz", "secret-zz", "s2")
-            .await
-            .unwrap()
-            .is_none());
-        let (mine, all) = store
-            .claim_member(room, "a", "secret-a", "s2")
-            .await
-            .unwrap()
-            .unwrap();
+        else {
+            panic!("the right secret and user claim the member");
+        };
         assert_eq!(mine.signaling, "s2");
+        // The secret rotated: the old one claims nothing any more, the new one does.
+        assert_eq!(mine.resume_hash, resume_hash("rotated"));
+        assert_eq!(
+            store
+                .claim_member(room, &claim("a", "u-a", "secret-a"), "s2")
+                .await
+                .unwrap(),
+            Claimed::Refused
+        );
         assert_eq!(mine.participant, member("a", "s1").participant);
         assert_eq!(ids(all), ["a", "b"]);
         // The old instance can no longer remove or update it; the new one can.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use conclave_common::cluster::{ClusterError, ClusterStore, MemberRecord, NodeInfo, RedisSettings};
+use conclave_common::cluster::{
+    resume_hash, ClusterError, ClusterStore, MemberRecord, NodeInfo, RedisSettings,
+};
 use conclave_common::protocol::ParticipantInfo;
 use conclave_common::test_redis::{Security, TestRedis};
 use futures_util::StreamExt;
@@ -37,7 +39,7 @@ fn member(pid: &str) -> MemberRecord {
             video: true,
         },
         signaling: "sig.1".into(),
-        resume_secret: format!("secret-{pid}"),
+        resume_hash: resume_hash(&format!("secret-{pid}")),
     }
 }
 

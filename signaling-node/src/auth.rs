@@ -24,11 +24,45 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// Shortest token secret a node starts with (HS256 keys should be at least its output size).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// What a token must be besides well signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// The longest a token may still live when it is used (`exp` at most this far ahead):
+    /// a leaked token is not a key for weeks.
+    pub max_lifetime_secs: u64,
+    /// If set, the `aud` claim must name it.
+    pub audience: Option<String>,
+    /// If set, the `iss` claim must be it.
+    pub issuer: Option<String>,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            max_lifetime_secs: 24 * 3600,
+            audience: None,
+            issuer: None,
+        }
+    }
+}
+
+/// What a token is used for: a `resume` accepts an expired one (the resume secret proves the
+/// client; its join token may well have expired during a long call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Join,
+    Resume,
+}
+
 /// Signs and checks tokens with one shared secret.
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    policy: TokenPolicy,
 }
 
 impl TokenKeys {
@@ -36,7 +70,13 @@ impl TokenKeys {
         TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            policy: TokenPolicy::default(),
         }
+    }
+
+    pub fn with_policy(mut self, policy: TokenPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     pub fn mint(&self, claims: &Claims) -> String {
@@ -44,16 +84,42 @@ impl TokenKeys {
         encode(&Header::new(Algorithm::HS256), claims, &self.encoding).expect("hs256 encode")
     }
 
+    /// A join token's claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_for(token, TokenUse::Join)
+    }
+
+    /// The token's claims if it may be used for `usage`.
+    pub fn verify_for(&self, token: &str, usage: TokenUse) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = usage == TokenUse::Join;
+        let mut required = vec!["exp", "sub"];
+        match &self.policy.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // Not configured: an `aud` the backend adds anyway is not a reason to refuse.
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.policy.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let data =
             decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
         let c = data.claims;
+        if c.exp > now_secs() + self.policy.max_lifetime_secs + validation.leeway {
+            return Err(TokenError::Invalid(format!(
+                "token lives longer than the {} s the server allows",
+                self.policy.max_lifetime_secs
+            )));
+        }
         for (field, value) in [
             ("sub", &c.sub),
             ("room", &c.room),
@@ -143,5 +209,76 @@ mod tests {
             keys.verify(&keys.mint(&empty_room)).unwrap_err().code(),
             ErrorCode::InvalidToken
         );
+    }
+
+    #[test]
+    fn an_expired_token_still_serves_a_resume_but_not_a_join() {
+        let keys = TokenKeys::new(b"secret");
+        let old = keys.mint(&claims(now_secs() - 3600));
+        assert_eq!(
+            keys.verify_for(&old, TokenUse::Join).unwrap_err(),
+            TokenError::Expired
+        );
+        assert_eq!(
+            keys.verify_for(&old, TokenUse::Resume).unwrap(),
+            claims(now_secs() - 3600)
+        );
+        // Still signed by us: a forged expired token serves nothing.
+        let forged = TokenKeys::new(b"other").mint(&claims(now_secs() - 3600));
+        assert!(keys.verify_for(&forged, TokenUse::Resume).is_err());
+    }
+
+    #[test]
+    fn tokens_living_past_the_maximum_are_refused() {
+        let keys = TokenKeys::new(b"secret").with_policy(TokenPolicy {
+            max_lifetime_secs: 600,
+            ..TokenPolicy::default()
+        });
+        assert!(keys.verify(&keys.mint(&claims(now_secs() + 590))).is_ok());
+        let long = keys.mint(&claims(now_secs() + 7 * 24 * 3600));
+        assert_eq!(
+            keys.verify(&long).unwrap_err().code(),
+            ErrorCode::InvalidToken
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        #[derive(Serialize)]
+        struct WithAudIss<'a> {
+            #[serde(flatten)]
+            claims: Claims,
+            aud: &'a str,
+            iss: &'a str,
+        }
+        let secret = b"secret";
+        let mint = |aud: &str, iss: &str| {
+            let body = WithAudIss {
+                claims: claims(now_secs() + 60),
+                aud,
+                iss,
+            };
+            encode(
+                &Header::new(Algorithm::HS256),
+                &body,
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let keys = TokenKeys::new(secret).with_policy(TokenPolicy {
+            audience: Some("conclave".into()),
+            issuer: Some("chat-backend".into()),
+            ..TokenPolicy::default()
+        });
+        assert!(keys.verify(&mint("conclave", "chat-backend")).is_ok());
+        assert!(keys
+            .verify(&mint("another-service", "chat-backend"))
+            .is_err());
+        assert!(keys.verify(&mint("conclave", "someone-else")).is_err());
+        // Without aud/iss at all: refused too.
+        assert!(keys.verify(&keys.mint(&claims(now_secs() + 60))).is_err());
+        // Not configured: not required.
+        let plain = TokenKeys::new(secret);
+        assert!(plain.verify(&mint("anything", "anyone")).is_ok());
     }
 }

@@ -56,6 +56,16 @@ pub struct Config {
     /// Shared secret for access tokens (JWT HS256). Required unless `--dev`.
     #[arg(long, env = "CONCLAVE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+    /// Longest a token may still live when used: a token whose `exp` is further ahead is
+    /// refused (`invalid_token`).
+    #[arg(long, env = "CONCLAVE_TOKEN_MAX_LIFETIME", default_value_t = 86_400)]
+    pub token_max_lifetime_secs: u64,
+    /// If set, tokens must carry this `aud` claim.
+    #[arg(long, env = "CONCLAVE_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+    /// If set, tokens must carry this `iss` claim.
+    #[arg(long, env = "CONCLAVE_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
     /// Development mode: `/dev/token` mints tokens for the demo page; a random token secret
     /// is used if none is given. Never in production.
     #[arg(long, env = "CONCLAVE_DEV")]

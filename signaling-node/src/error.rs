@@ -183,6 +183,8 @@ pub enum StartError {
         "a token secret is required: set --token-secret or CONCLAVE_TOKEN_SECRET (or use --dev)"
     )]
     NoTokenSecret,
+    #[error("the token secret is shorter than 32 bytes: use a random secret of 32 bytes or more (e.g. openssl rand -hex 32)")]
+    TokenSecretTooShort,
     #[error("a link secret is required to reach separate media nodes: set --link-secret or CONCLAVE_LINK_SECRET, the same on every node (or use --dev for an unauthenticated link)")]
     NoLinkSecret,
     #[error("--link-secret: {0}")]

@@ -260,7 +260,12 @@ fn api_refusal(req: &HttpRequest, api: &ApiState) -> Option<HttpResponse> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    (given != Some(key.as_str())).then(|| {
+    // Compared in time independent of where the keys differ.
+    let matches = given.is_some_and(|given| {
+        use subtle::ConstantTimeEq;
+        bool::from(given.as_bytes().ct_eq(key.as_bytes()))
+    });
+    (!matches).then(|| {
         HttpResponse::Unauthorized().json(serde_json::json!({
             "error": "unauthorized", "message": "send Authorization: Bearer <api key>"
         }))

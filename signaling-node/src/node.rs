@@ -17,7 +17,7 @@ use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::{ClusterStore, RedisSettings};
 use conclave_common::link_auth::LinkSecret;
 
-use crate::auth::TokenKeys;
+use crate::auth::{TokenKeys, TokenPolicy, MIN_SECRET_LEN};
 use crate::client_ip::ConnectionsPerIp;
 use crate::config::Config;
 use crate::error::StartError;
@@ -139,13 +139,15 @@ fn check_dev_mode(config: &Config) -> Result<(), StartError> {
 
 /// Token mode: the configured secret, or a random one in dev mode.
 fn token_secret(config: &Config) -> Result<Vec<u8>, StartError> {
-    match (&config.token_secret, config.dev) {
-        (Some(s), _) if !s.is_empty() => Ok(s.clone().into_bytes()),
-        (_, true) => {
+    let given = config.token_secret.as_deref().filter(|s| !s.is_empty());
+    match (given, config.dev) {
+        (Some(s), _) if s.len() < MIN_SECRET_LEN => Err(StartError::TokenSecretTooShort),
+        (Some(s), _) => Ok(s.as_bytes().to_vec()),
+        (None, true) => {
             tracing::warn!("dev mode: using a random token secret");
             Ok(uuid::Uuid::new_v4().as_bytes().to_vec())
         }
-        _ => Err(StartError::NoTokenSecret),
+        (None, false) => Err(StartError::NoTokenSecret),
     }
 }
 
@@ -190,6 +192,11 @@ fn settings(
     ServiceSettings {
         media,
         token_secret,
+        token_policy: TokenPolicy {
+            max_lifetime_secs: config.token_max_lifetime_secs,
+            audience: config.token_audience.clone(),
+            issuer: config.token_issuer.clone(),
+        },
         dev: config.dev,
         room_cap: config.room_cap,
         heartbeat_interval: config.heartbeat_interval(),
@@ -251,6 +258,8 @@ pub enum MediaSetup {
 pub struct ServiceSettings {
     pub media: MediaSetup,
     pub token_secret: Vec<u8>,
+    /// Lifetime, audience and issuer a token must have.
+    pub token_policy: TokenPolicy,
     pub dev: bool,
     pub room_cap: usize,
     pub heartbeat_interval: Duration,
@@ -335,7 +344,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         state: AppState {
             deps: SessionDeps {
                 registry,
-                keys: Arc::new(TokenKeys::new(&s.token_secret)),
+                keys: Arc::new(TokenKeys::new(&s.token_secret).with_policy(s.token_policy)),
                 heartbeat_interval: s.heartbeat_interval,
                 client_timeout: s.client_timeout,
                 caps: s.caps,

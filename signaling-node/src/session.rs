@@ -15,7 +15,7 @@ use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
 };
 
-use crate::auth::{Claims, TokenKeys};
+use crate::auth::{Claims, TokenKeys, TokenUse};
 use crate::client_ip::IpSlot;
 use crate::error::{Refusal, RequestError};
 use crate::limits::{rate_limit_reason, Budgets, MessageClass, SessionLimits};
@@ -245,7 +245,7 @@ impl Session {
         video: bool,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let Some(claims) = self.check_entry(&metrics::JOINS, &token, ctx) else {
+        let Some(claims) = self.check_entry(&metrics::JOINS, &token, TokenUse::Join, ctx) else {
             return;
         };
         let name = display_name(name.or(claims.name.clone()), &claims.sub);
@@ -276,7 +276,9 @@ impl Session {
         resume_token: String,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let Some(claims) = self.check_entry(&metrics::RESUMES, &token, ctx) else {
+        // An expired join token still names the room: the resume secret proves the client.
+        let Some(claims) = self.check_entry(&metrics::RESUMES, &token, TokenUse::Resume, ctx)
+        else {
             return;
         };
         let Some((pid, secret)) = resume_token.split_once('.') else {
@@ -289,8 +291,10 @@ impl Session {
         let (pid, secret) = (pid.to_string(), secret.to_string());
         let (session, evict) = (ctx.address().recipient(), ctx.address().recipient());
         let participant_id = pid.clone();
+        let user_id = claims.sub;
         self.enter(&metrics::RESUMES, key, pid, ctx, move || ResumeRoom {
             participant_id: participant_id.clone(),
+            user_id: user_id.clone(),
             secret: secret.clone(),
             session: session.clone(),
             evict: evict.clone(),
@@ -303,13 +307,14 @@ impl Session {
         &self,
         outcomes: &prometheus::IntCounterVec,
         token: &str,
+        usage: TokenUse,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Option<Claims> {
         if self.joined.is_some() || self.joining {
             Self::refuse(ctx, Refusal::SessionJoined);
             return None;
         }
-        match self.deps.keys.verify(token) {
+        match self.deps.keys.verify_for(token, usage) {
             Ok(claims) => Some(claims),
             Err(e) => {
                 outcomes.with_label_values(&[e.code().as_str()]).inc();
@@ -542,18 +547,24 @@ impl Handler<Evicted> for Session {
     /// Close without leaving: the participant resumed on another connection, or this node
     /// drains (1012: the browser reconnects and resumes elsewhere).
     fn handle(&mut self, msg: Evicted, ctx: &mut Self::Context) {
-        let reason = if msg.reconnect {
-            CloseReason {
-                code: CloseCode::Restart,
-                description: Some("server draining: reconnect".into()),
-            }
-        } else {
-            // The room already has the other connection: no SessionLost from this one.
+        let (code, text) = match msg {
+            Evicted::Draining => (CloseCode::Restart, "server draining: reconnect"),
+            Evicted::ResumedElsewhere => (
+                CloseCode::Other(4001),
+                "session resumed on another connection",
+            ),
+            Evicted::Replaced => (
+                CloseCode::Other(4002),
+                "you joined this room again from another connection",
+            ),
+        };
+        if code != CloseCode::Restart {
+            // The room is done with this connection: no SessionLost from it.
             self.joined = None;
-            CloseReason {
-                code: CloseCode::Other(4001),
-                description: Some("session resumed on another connection".into()),
-            }
+        }
+        let reason = CloseReason {
+            code,
+            description: Some(text.into()),
         };
         ctx.close(Some(reason));
         ctx.stop();

@@ -38,8 +38,51 @@ pub struct MemberRecord {
     pub participant: ParticipantInfo,
     /// The signaling instance holding the member's session (the only one that writes it).
     pub signaling: String,
-    /// Proves a `resume` comes from the member's own browser.
-    pub resume_secret: String,
+    /// SHA-256 (hex) of the member's resume secret, which proves a `resume` comes from the
+    /// member's own browser: Redis holds what checks the secret, not the secret.
+    pub resume_hash: String,
+}
+
+/// What a member record keeps of a resume secret ([`MemberRecord::resume_hash`]).
+pub fn resume_hash(secret: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        secret.as_bytes(),
+    ))
+}
+
+/// A recorded join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Every member, the new one included.
+    pub members: Vec<MemberRecord>,
+    /// The same user's earlier members, removed (one seat per user): their instances must
+    /// let their sessions go.
+    pub displaced: Vec<MemberRecord>,
+}
+
+/// A resume's claim on a member: who, proven by what, and the secret that replaces it.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub participant_id: &'a str,
+    /// The user the resuming client's token names: it must be the member's.
+    pub user_id: &'a str,
+    /// The resume secret the client presents.
+    pub secret: &'a str,
+    /// The member's resume secret from now on (each resume rotates it).
+    pub next_secret: &'a str,
+}
+
+/// What a resume's claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The member is the claimer's now: its record, and every member's.
+    Taken(MemberRecord, Vec<MemberRecord>),
+    /// No such member (gone, or lost with a Redis restart).
+    Absent,
+    /// The member is there, but the secret or the user does not match: whatever a node
+    /// holds of it locally is stale (it resumed elsewhere, rotating its secret).
+    Refused,
 }
 
 /// What removing a member found.
@@ -67,7 +110,7 @@ fn encode(record: &MemberRecord) -> String {
 
 impl ClusterStore {
     /// Record a member joining `room` (`community/name`); `RoomFull` when it holds `cap`.
-    /// Returns every member, the new one included.
+    /// The same user's earlier members leave (one seat per user); see [`Joined`].
     pub async fn join_member(
         &self,
         room: &str,
@@ -75,12 +118,12 @@ impl ClusterStore {
         record: &MemberRecord,
         cap: usize,
         ttl_ms: u64,
-    ) -> Result<Vec<MemberRecord>, ClusterError> {
+    ) -> Result<Joined, ClusterError> {
         ClusterError::check_room_id(room)?;
         ClusterError::check_name(community)?;
         ClusterError::check_name(&record.signaling)?;
         let mut conn = self.conn();
-        let all: Option<Vec<String>> = Script::new(JOIN_MEMBER)
+        let joined: Option<(Vec<String>, Vec<String>)> = Script::new(JOIN_MEMBER)
             .key(self.members_key(room))
             .key(self.community_rooms_key(community))
             .key(self.instance_members_key(&record.signaling))
@@ -89,9 +132,15 @@ impl ClusterStore {
             .arg(cap)
             .arg(room)
             .arg(ttl_ms)
+            .arg(&record.participant.user_id)
+            .arg(self.prefix())
             .invoke_async(&mut conn)
             .await?;
-        all.map(records).ok_or(ClusterError::RoomFull)
+        let (displaced, members) = joined.ok_or(ClusterError::RoomFull)?;
+        Ok(Joined {
+            members: records(members),
+            displaced: records(displaced),
+        })
     }
 
     /// Remove a member; with `only_instance`, only while that instance owns it.
@@ -147,21 +196,32 @@ impl ClusterStore {
     pub async fn claim_member(
         &self,
         room: &str,
-        participant_id: &str,
-        secret: &str,
+        claim: &Claim<'_>,
         instance: &str,
-    ) -> Result<Option<(MemberRecord, Vec<MemberRecord>)>, ClusterError> {
+    ) -> Result<Claimed, ClusterError> {
         let mut conn = self.conn();
-        let claimed: Option<(String, Vec<String>)> = Script::new(CLAIM_MEMBER)
+        let claimed: redis::Value = Script::new(CLAIM_MEMBER)
             .key(self.members_key(room))
-            .arg(participant_id)
-            .arg(secret)
+            .arg(claim.participant_id)
+            .arg(resume_hash(claim.secret))
             .arg(instance)
             .arg(room)
             .arg(self.prefix())
+            .arg(claim.user_id)
+            .arg(resume_hash(claim.next_secret))
             .invoke_async(&mut conn)
             .await?;
-        Ok(claimed.and_then(|(me, all)| Some((serde_json::from_str(&me).ok()?, records(all)))))
+        Ok(match claimed {
+            redis::Value::Nil => Claimed::Absent,
+            redis::Value::Int(_) => Claimed::Refused,
+            value => {
+                let (me, all): (String, Vec<String>) = redis::from_redis_value(&value)?;
+                match serde_json::from_str(&me) {
+                    Ok(me) => Claimed::Taken(me, records(all)),
+                    Err(_) => Claimed::Absent,
+                }
+            }
+        })
     }
 
     /// Re-assert one instance's view of a room (see `ASSERT_ROOM`). Returns the node the room

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use actix::prelude::*;
-use conclave_common::cluster::{Left, MemberRecord};
+use conclave_common::cluster::{Claimed, Left, MemberRecord};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
 use super::members::refuse;
@@ -63,7 +63,7 @@ impl Room {
         let cluster = self.cluster.as_ref()?;
         let member = self.roster.get(participant_id)?;
         let local = self.local.get(participant_id).filter(|l| !l.departing)?;
-        Some(cluster.record(member.info.clone(), local.resume_secret.clone()))
+        Some(cluster.record(member.info.clone(), &local.resume_secret))
     }
 
     /// Write a member's new audio/video state to its record.
@@ -83,7 +83,7 @@ impl Room {
         let Some(cluster) = &self.cluster else {
             return refuse(Refusal::NotClustered);
         };
-        let record = cluster.record(msg.participant.clone(), secret.clone());
+        let record = cluster.record(msg.participant.clone(), &secret);
         let recorded = cluster.join(record.clone(), self.deps.cap);
         let JoinRoom {
             participant,
@@ -92,15 +92,20 @@ impl Room {
         } = msg;
         AtomicResponse::new(Box::pin(settled(recorded).into_actor(self).map(
             move |recorded, room, ctx| {
-                let all = match recorded {
-                    Ok(all) => all,
+                let joined = match recorded {
+                    Ok(joined) => joined,
                     Err(e) => {
                         // Refused: a room opened for this join closes again.
                         room.stop_if_unused(ctx);
                         return Err(Refusal::members(e));
                     }
                 };
-                let others = all
+                // The user's earlier seats (here or on other instances) give way.
+                for seat in &joined.displaced {
+                    room.displace(&seat.participant.participant_id, ctx);
+                }
+                let others = joined
+                    .members
                     .into_iter()
                     .filter(|r| r.participant.participant_id != participant.participant_id)
                     .collect::<Vec<_>>();
@@ -117,18 +122,26 @@ impl Room {
     }
 
     /// Resume, cluster half: claim the member in Redis (it may be another instance's), then
-    /// reattach it here.
+    /// reattach it here. `proven_here`: this instance holds the member and the client matched
+    /// its secret and user, which lets the resume go on while Redis cannot answer.
     pub(super) fn resume_in_cluster(
         &mut self,
         msg: ResumeRoom,
+        next_secret: String,
+        proven_here: bool,
     ) -> AtomicResponse<Self, Result<(), Refusal>> {
         let Some(cluster) = &self.cluster else {
             return refuse(Refusal::NotClustered);
         };
-        let claimed = cluster.claim(msg.participant_id.clone(), msg.secret.clone());
+        let claimed = cluster.claim(
+            msg.participant_id.clone(),
+            msg.user_id.clone(),
+            msg.secret.clone(),
+            next_secret.clone(),
+        );
         AtomicResponse::new(Box::pin(settled(claimed).into_actor(self).map(
             move |claimed, room, ctx| match claimed {
-                Ok(Some((mine, all))) => {
+                Ok(Claimed::Taken(mine, all)) => {
                     let pid = msg.participant_id;
                     if !room.local.contains_key(&pid) {
                         // Taken over from another instance.
@@ -138,19 +151,24 @@ impl Room {
                         room.roster.set_media(&pid, MediaPhase::Active);
                         metrics::PARTICIPANTS.inc();
                         room.local
-                            .insert(pid.clone(), LocalMember::taken_over(mine.resume_secret));
+                            .insert(pid.clone(), LocalMember::taken_over(next_secret.clone()));
                     }
                     room.reconcile(all);
-                    room.reattach(&pid, msg.session, msg.evict);
+                    room.reattach(&pid, msg.session, msg.evict, &msg.secret, next_secret);
                     Ok(())
                 }
-                // Held here (secret checked above) but Redis cannot confirm it: Redis is down
-                // or lost its data. The member is still ours; the next assertion rewrites it.
-                Ok(None) | Err(_) if room.local.contains_key(&msg.participant_id) => {
-                    room.reattach(&msg.participant_id, msg.session, msg.evict);
+                // Held here (secret and user checked above) but Redis cannot confirm it: Redis
+                // is down or lost its data. The member is still ours; the next assertion
+                // rewrites its record (with the rotated secret). (`Refused` is not this case:
+                // the member resumed elsewhere and what we hold is stale.)
+                Ok(Claimed::Absent) | Err(_)
+                    if proven_here && room.local.contains_key(&msg.participant_id) =>
+                {
+                    let pid = msg.participant_id;
+                    room.reattach(&pid, msg.session, msg.evict, &msg.secret, next_secret);
                     Ok(())
                 }
-                Ok(None) => {
+                Ok(Claimed::Absent | Claimed::Refused) => {
                     room.stop_if_unused(ctx);
                     Err(Refusal::NothingToResume)
                 }
@@ -311,6 +329,13 @@ impl Handler<RemoteRoomEvent> for Room {
                         video,
                     });
                 }
+            }
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason: LeaveReason::Replaced,
+            } if self.local.contains_key(&participant_id) => {
+                // Its user joined again through another instance, which removed the record.
+                self.displace(&participant_id, ctx);
             }
             ServerMessage::ParticipantLeft {
                 participant_id,

@@ -21,8 +21,16 @@ pub(super) fn refuse(refusal: Refusal) -> AtomicResponse<Room, Result<(), Refusa
     AtomicResponse::new(Box::pin(fut::ready(Err(refusal))))
 }
 
-fn new_secret() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// A resume secret: 128 bits from the operating system's CSPRNG.
+pub(super) fn new_secret() -> String {
+    link_auth::random_hex(16)
+}
+
+/// Whether a presented resume secret is the member's, in time independent of where they
+/// differ.
+fn same_secret(held: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    held.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
 impl Handler<JoinRoom> for Room {
@@ -36,7 +44,12 @@ impl Handler<JoinRoom> for Room {
         }
         let secret = new_secret();
         if self.cluster.is_some() {
+            // Redis finds the user's earlier seats, on any instance.
             return self.join_in_cluster(msg, secret);
+        }
+        // One seat per user: an earlier seat of this user gives way to the new join.
+        for pid in self.roster.seats_of(&msg.participant.user_id) {
+            self.displace(&pid, ctx);
         }
         let result = self
             .roster
@@ -57,21 +70,40 @@ impl Handler<ResumeRoom> for Room {
         if ctx.state() != ActorState::Running {
             return refuse(Refusal::RoomClosing);
         }
-        if let Some(local) = self.local.get(&msg.participant_id) {
-            if local.departing || local.resume_secret != msg.secret {
-                return refuse(Refusal::NothingToResume);
-            }
+        if self
+            .local
+            .get(&msg.participant_id)
+            .is_some_and(|local| local.departing)
+        {
+            return refuse(Refusal::NothingToResume);
         }
+        // This instance holds the member and the client proves it: its secret and its user.
+        let proven_here = self.local.get(&msg.participant_id).is_some_and(|local| {
+            let same_user = self
+                .roster
+                .get(&msg.participant_id)
+                .is_some_and(|m| m.info.user_id == msg.user_id);
+            same_secret(&local.resume_secret, &msg.secret) && same_user
+        });
+        // Each resume rotates the secret: one seen on the wire resumes once at most.
+        let next_secret = new_secret();
         if self.cluster.is_some() {
             // Claimed in Redis even when held here: it may have resumed on another
-            // instance in between (and come back here).
-            return self.resume_in_cluster(msg);
+            // instance in between (and come back here, with a newer secret than ours).
+            return self.resume_in_cluster(msg, next_secret, proven_here);
         }
-        if !self.local.contains_key(&msg.participant_id) {
+        if !proven_here {
             self.stop_if_unused(ctx);
             return refuse(Refusal::NothingToResume);
         }
-        self.reattach(&msg.participant_id, msg.session, msg.evict);
+        let ResumeRoom {
+            participant_id,
+            secret,
+            session,
+            evict,
+            ..
+        } = msg;
+        self.reattach(&participant_id, session, evict, &secret, next_secret);
         AtomicResponse::new(Box::pin(fut::ready(Ok(()))))
     }
 }
@@ -131,6 +163,32 @@ impl Room {
         tracing::info!(room = %self.media_id, participant = %pid, user = %info.user_id, members = self.roster.len(), "joined");
     }
 
+    /// A seat whose user joined again (one seat per user): its connection, if here, is
+    /// closed (4002) and it leaves with reason `replaced`. Its record is already gone from
+    /// Redis (the join removed it); a member of another instance is told through the bus.
+    pub(super) fn displace(&mut self, pid: &str, ctx: &mut Context<Self>) {
+        match self.local.get_mut(pid) {
+            Some(local) => {
+                local.session = None;
+                if let Some(evict) = local.evict.take() {
+                    evict.do_send(Evicted::Replaced);
+                }
+                tracing::info!(room = %self.media_id, participant = %pid, "replaced by a new join of its user");
+                self.forget(pid, LeaveReason::Replaced, true, ctx);
+            }
+            None => {
+                // Another instance's member: leave it here, and tell its instance.
+                self.forget(pid, LeaveReason::Replaced, false, ctx);
+                if let Some(cluster) = &self.cluster {
+                    cluster.publish(ServerMessage::ParticipantLeft {
+                        participant_id: pid.to_string(),
+                        reason: LeaveReason::Replaced,
+                    });
+                }
+            }
+        }
+    }
+
     /// The member's WebSocket is gone: keep it (and its media) for the resume grace period.
     fn connection_lost(&mut self, pid: &str, ctx: &mut Context<Self>) {
         let Some(local) = self.local.get_mut(pid) else {
@@ -169,21 +227,24 @@ impl Room {
 
     /// Hand a (re)connected session the member it resumes; the media node repeats what the
     /// browser may have missed while it was away.
+    /// `secret` is the resume secret the client proved; `next_secret` replaces it.
     pub(super) fn reattach(
         &mut self,
         pid: &str,
         session: Recipient<Outbound>,
         evict: Recipient<Evicted>,
+        secret: &str,
+        next_secret: String,
     ) {
         let Some(local) = self.local.get_mut(pid) else {
             return;
         };
         if let (Some(_), Some(old)) = (local.session.replace(session), local.evict.replace(evict)) {
-            old.do_send(Evicted { reconnect: false });
+            old.do_send(Evicted::ResumedElsewhere);
         }
         local.drops += 1; // Cancels a pending grace timer.
-        let secret = local.resume_secret.clone();
-        let joined = self.joined(pid, secret, true);
+        local.resume_secret = next_secret.clone();
+        let joined = self.joined(pid, next_secret, true);
         self.send_to(pid, joined);
         match self.roster.get(pid).map(|m| m.media) {
             Some(MediaPhase::NoPeer) => self.send_to(
@@ -194,11 +255,12 @@ impl Room {
             ),
             Some(_) => {
                 self.adopting.insert(pid.to_string());
-                let adopt_key = self.adopt_key(pid);
+                // The peer's verifier is still the proven secret's; it moves to the new one.
+                let adopt_key = link_auth::adopt_key(secret, &self.media_id, pid);
                 self.media(MediaCommand::AdoptPeer {
                     room: self.media_id.clone(),
                     participant_id: pid.to_string(),
-                    next_adopt_verifier: link_auth::adopt_verifier(&adopt_key),
+                    next_adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(pid)),
                     adopt_key,
                 });
             }

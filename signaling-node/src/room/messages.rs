@@ -38,6 +38,8 @@ pub struct JoinRoom {
 #[rtype(result = "Result<(), Refusal>")]
 pub struct ResumeRoom {
     pub participant_id: String,
+    /// The user its token names: only that user may resume the member.
+    pub user_id: String,
     pub secret: String,
     pub session: Recipient<Outbound>,
     pub evict: Recipient<Evicted>,
@@ -85,13 +87,16 @@ pub struct SessionLost {
 #[rtype(result = "()")]
 pub struct Outbound(pub ServerMessage);
 
-/// Room -> session: close the WebSocket without leaving the room. `reconnect`: this node
-/// drains, the browser should reconnect (and resume) elsewhere; otherwise another connection
-/// resumed this participant.
+/// Room -> session: close the WebSocket, and why.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Evicted {
-    pub reconnect: bool,
+pub enum Evicted {
+    /// This node drains: the browser should reconnect (and resume) elsewhere.
+    Draining,
+    /// Another connection resumed this participant.
+    ResumedElsewhere,
+    /// The same user joined the room again: this seat is gone.
+    Replaced,
 }
 
 /// Room -> registry (cluster mode): the room's media node is gone; place the room again.

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use actix::prelude::*;
+use conclave_common::cluster::{resume_hash, Claim, Claimed, Joined, Left, MemberRecord};
 use conclave_common::cluster::{ClusterError, ClusterStore, ROOM_TTL_MS};
-use conclave_common::cluster::{Left, MemberRecord};
 use conclave_common::protocol::{ParticipantInfo, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -81,16 +81,12 @@ impl ClusterMirror {
         )
     }
 
-    /// Our record of a member.
-    pub(super) fn record(
-        &self,
-        participant: ParticipantInfo,
-        resume_secret: String,
-    ) -> MemberRecord {
+    /// Our record of a member (keeping only a hash of its resume secret).
+    pub(super) fn record(&self, participant: ParticipantInfo, resume_secret: &str) -> MemberRecord {
         MemberRecord {
             participant,
             signaling: self.instance.clone(),
-            resume_secret,
+            resume_hash: resume_hash(resume_secret),
         }
     }
 
@@ -117,7 +113,7 @@ impl ClusterMirror {
 
     /// Record a joining member (Redis enforces the cap across instances); the answer is
     /// every member's record.
-    pub(super) fn join(&self, record: MemberRecord, cap: usize) -> Pending<Vec<MemberRecord>> {
+    pub(super) fn join(&self, record: MemberRecord, cap: usize) -> Pending<Joined> {
         let (store, room, community, _) = self.owned();
         self.queue.run("join", async move {
             store
@@ -126,18 +122,25 @@ impl ClusterMirror {
         })
     }
 
-    /// Claim a member for this instance (`resume`): its record and every member's record,
-    /// or `None` if no member has that id and secret.
+    /// Claim a member for this instance (`resume`), rotating its resume secret to
+    /// `next_secret`: its record and every member's record, or `None` if no member has that
+    /// id, secret and user.
     pub(super) fn claim(
         &self,
         participant_id: String,
+        user_id: String,
         secret: String,
-    ) -> Pending<Option<(MemberRecord, Vec<MemberRecord>)>> {
+        next_secret: String,
+    ) -> Pending<Claimed> {
         let (store, room, _, me) = self.owned();
         self.queue.run("claim", async move {
-            store
-                .claim_member(&room, &participant_id, &secret, &me)
-                .await
+            let claim = Claim {
+                participant_id: &participant_id,
+                user_id: &user_id,
+                secret: &secret,
+                next_secret: &next_secret,
+            };
+            store.claim_member(&room, &claim, &me).await
         })
     }
 

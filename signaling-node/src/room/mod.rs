@@ -270,7 +270,7 @@ impl Handler<Drain> for Room {
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         for local in self.local.values() {
             if let Some(evict) = &local.evict {
-                evict.do_send(Evicted { reconnect: true });
+                evict.do_send(Evicted::Draining);
             }
         }
     }
@@ -299,6 +299,7 @@ fn leave_reason_str(reason: LeaveReason) -> String {
         LeaveReason::Disconnected => "disconnected",
         LeaveReason::Timeout => "timeout",
         LeaveReason::MediaFailed => "mediaFailed",
+        LeaveReason::Replaced => "replaced",
     }
     .to_string()
 }

@@ -100,6 +100,16 @@ impl Roster {
 
     /// Mirror a member whose session is on another signaling instance. A member of ours is
     /// left alone (we own its record).
+    /// Participant ids of `user_id`'s members (one seat per user: at most one, unless a
+    /// join is replacing it right now).
+    pub fn seats_of(&self, user_id: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.info.user_id == user_id)
+            .map(|m| m.info.participant_id.clone())
+            .collect()
+    }
+
     pub fn upsert_remote(&mut self, info: ParticipantInfo) -> RemoteChange {
         match self.get_mut(&info.participant_id) {
             Some(m) if !m.remote => RemoteChange::Unchanged,

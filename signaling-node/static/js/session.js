@@ -187,8 +187,9 @@ function onSocketClosed(s, ev) {
     return;
   }
   // 4001: this participant was resumed on another connection (another tab?): stop here.
+  // 4002: the same user joined the room again (another tab or device): this seat is gone.
   // 1008: closed for a policy (a rate limit; see docs/protocol.md): reconnecting would repeat it.
-  if (conclave.state === 'joined' && (ev.code === 4001 || ev.code === 1008)) connectionLost(s, why);
+  if (conclave.state === 'joined' && (ev.code === 4001 || ev.code === 4002 || ev.code === 1008)) connectionLost(s, why);
   else if (conclave.state === 'joined') reconnect(s, why);
 }
 

@@ -395,10 +395,17 @@ async fn a_member_who_resumes_back_on_its_first_signaling_node_is_its_member_aga
     drop(ann);
     let mut on_s2 = s2.connect().await;
     on_s2.send(resume.clone()).await;
-    assert_eq!(on_s2.expect("joined").await["resumed"], true);
+    let on_s2_joined = on_s2.expect("joined").await;
+    assert_eq!(on_s2_joined["resumed"], true);
     drop(on_s2);
+    // The resume rotated her secret: the old one no longer works, even on sig-1, which
+    // still holds her (stale) with it.
+    let mut stale = s1.connect().await;
+    stale.send(resume).await;
+    stale.expect_error("resume_failed").await;
     let mut back = s1.connect().await;
-    back.send(resume).await;
+    back.send(json!({"id": "resume", "token": token, "resumeToken": on_s2_joined["resumeToken"]}))
+        .await;
     assert_eq!(back.expect("joined").await["resumed"], true);
     let owner = |members: Vec<conclave_common::cluster::MemberRecord>| {
         members
@@ -820,4 +827,69 @@ async fn readiness_stays_up_without_redis_and_flips_while_draining_then_the_node
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// One seat per user across the cluster: Ann joins again through another signaling node; her
+/// first seat's connection (on the first node) is closed with 4002, everyone sees it leave as
+/// `replaced`, and Redis holds one record of hers.
+#[actix_rt::test]
+async fn a_users_join_on_another_signaling_node_replaces_its_seat_there() {
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
+    let grace = Duration::from_secs(5);
+    let (s1, s2) = (
+        signaling(&store, "sig-1", grace, 25),
+        signaling(&store, "sig-2", grace, 25),
+    );
+    let (mut first, first_joined) = s1.join("ann", "seat").await;
+    let first_id = first_joined["participantId"].as_str().unwrap().to_string();
+    first
+        .send(json!({"id": "offer", "sdp": valid_offer()}))
+        .await;
+    first.expect("answer").await;
+    let (mut bob, _) = s1.join("bob", "seat").await;
+    first.expect("participantJoined").await;
+
+    let (_second, second_joined) = s2.join("ann", "seat").await;
+    let second_id = second_joined["participantId"].as_str().unwrap().to_string();
+    let others: Vec<&str> = second_joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(others, ["bob"], "{second_joined}");
+    match first.recv(Duration::from_secs(5)).await {
+        Received::Closed(Some(reason)) => {
+            assert_eq!(reason.code, awc::ws::CloseCode::Other(4002), "{reason:?}")
+        }
+        other => panic!("expected the first seat closed with 4002, got {other:?}"),
+    }
+    // Bob (on the first node) sees the first seat leave as replaced, and the second join.
+    let mut seen_left = false;
+    let mut seen_joined = false;
+    while !(seen_left && seen_joined) {
+        let m = bob.expect_any().await;
+        match m["id"].as_str() {
+            Some("participantLeft") => {
+                assert_eq!(m["participantId"], first_id.as_str(), "{m}");
+                assert_eq!(m["reason"], "replaced", "{m}");
+                seen_left = true;
+            }
+            Some("participantJoined") => {
+                assert_eq!(m["participant"]["participantId"], second_id.as_str(), "{m}");
+                seen_joined = true;
+            }
+            _ => {}
+        }
+    }
+    // Past the first node's assertions (every 3 s) Redis still holds one seat of Ann's.
+    actix_rt::time::sleep(Duration::from_secs(4)).await;
+    let members = store.room_members("test/seat").await.unwrap();
+    let anns: Vec<_> = members
+        .iter()
+        .filter(|m| m.participant.user_id == "ann")
+        .map(|m| m.participant.participant_id.as_str())
+        .collect();
+    assert_eq!(anns, [second_id.as_str()]);
 }

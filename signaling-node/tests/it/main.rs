@@ -5,6 +5,7 @@ mod caps;
 mod cluster;
 mod cluster_heartbeat;
 mod cluster_support;
+mod identities;
 mod limits;
 mod link_auth;
 mod operator_safety;

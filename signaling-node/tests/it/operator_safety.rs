@@ -124,7 +124,10 @@ fn dev_mode_next_to_redis_or_a_token_secret_is_refused_with_a_clear_message() {
 fn dev_mode_with_real_services_starts_only_when_said_explicitly_and_warns() {
     let Started::Running(_node, _, stderr) = signaling_node(
         &["--dev", "--dev-with-real-services"],
-        &[("CONCLAVE_TOKEN_SECRET", "a-local-cluster-secret")],
+        &[(
+            "CONCLAVE_TOKEN_SECRET",
+            "a-local-cluster-secret-0123456789abcdef",
+        )],
     ) else {
         panic!("--dev-with-real-services must start");
     };

@@ -16,7 +16,7 @@ use conclave_signaling_node::origin::AllowedOrigins;
 use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
 
-pub const SECRET: &[u8] = b"test-secret";
+pub const SECRET: &[u8] = b"signaling-test-token-secret-0123456789";
 pub const API_KEY: &str = "test-api-key";
 
 pub struct TestServer {
@@ -122,6 +122,7 @@ fn start_setup(
     let services = start_services(ServiceSettings {
         media: setup(media.commands()),
         token_secret: SECRET.to_vec(),
+        token_policy: Default::default(),
         dev: true,
         room_cap: opts.room_cap,
         heartbeat_interval: opts.heartbeat,
