@@ -376,3 +376,31 @@ async fn fragmented_messages_are_joined_and_bounded_in_all() {
         other => panic!("expected a 1009 close, got {other:?}"),
     }
 }
+
+/// No route reads a request body: a request declaring a 1 GiB body is answered from its
+/// header (4xx), before any of the body is sent: nothing waits for or buffers the body.
+#[actix_rt::test]
+async fn a_request_declaring_a_huge_body_is_answered_from_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(Options::default());
+    let host = server.base.trim_start_matches("http://").to_string();
+    for path in ["/ws", "/api/nodes", "/dev/token", "/"] {
+        let mut tcp = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connect");
+        let request =
+            format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1073741824\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("header");
+        // Not one byte of the body: the answer must not wait for it.
+        let mut response = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut response))
+            .await
+            .unwrap_or_else(|_| panic!("POST {path}: no answer before the body"))
+            .expect("read");
+        let status = String::from_utf8_lossy(&response[..n]).to_string();
+        assert!(
+            status.starts_with("HTTP/1.1 4"),
+            "POST {path} with a 1 GiB body: {status}"
+        );
+    }
+}
