@@ -525,7 +525,16 @@ impl Handler<AdoptPeer> for RoomSfu {
     type Result = ();
     /// Route a peer's events over a new link, and repeat what the old link may have lost.
     fn handle(&mut self, msg: AdoptPeer, _: &mut Context<Self>) {
-        let Some(i) = self.peer_index(&msg.participant_id) else {
+        // A wrong key gets the same answer as a missing peer: a prober learns nothing.
+        let adoptable = self.peer_index(&msg.participant_id).filter(|&i| {
+            let proven = link_auth::adopt_key_matches(&msg.adopt_key, &self.peers[i].adopt_verifier);
+            if !proven {
+                tracing::warn!(room = %self.room, participant = %msg.participant_id, "adoptPeer with a wrong key refused");
+                metrics::LINK_COMMANDS_REFUSED.inc();
+            }
+            proven
+        });
+        let Some(i) = adoptable else {
             let text = "no media peer for this participant (it expired)".to_string();
             self.peer_error(
                 &msg.link,
@@ -535,19 +544,6 @@ impl Handler<AdoptPeer> for RoomSfu {
             );
             return;
         };
-        if !link_auth::adopt_key_matches(&msg.adopt_key, &self.peers[i].adopt_verifier) {
-            // The same answer as for a missing peer: a prober learns nothing.
-            tracing::warn!(room = %self.room, participant = %msg.participant_id, "adoptPeer with a wrong key refused");
-            metrics::LINK_COMMANDS_REFUSED.inc();
-            let text = "no media peer for this participant (it expired)".to_string();
-            self.peer_error(
-                &msg.link,
-                &msg.participant_id,
-                ErrorCode::InvalidState,
-                text,
-            );
-            return;
-        }
         let peer = &mut self.peers[i];
         peer.link = msg.link;
         peer.adopt_verifier = msg.next_adopt_verifier;
