@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conclave_common::link_auth::{self, LinkSecret};
 
@@ -122,11 +122,14 @@ impl Drop for MediaNode {
 }
 
 /// A link frame that declares more than the limit (1 MiB) is refused from its header: the
-/// node closes the link (1009) while the frame is still streaming in, not after buffering it.
+/// node closes the link (1009) although only a part of the frame ever arrives. A node that
+/// buffered frames whole would wait for the rest and never close.
 #[test]
 fn a_link_frame_over_the_limit_is_refused_from_its_header() {
-    /// What the frame declares, and what the client then streams.
+    /// What the frame declares.
     const DECLARED: usize = 32 * 1024 * 1024;
+    /// What the client streams of it: past the limit, far short of what it declared.
+    const STREAMED: usize = 4 * 1024 * 1024;
     let node = MediaNode::start();
     let mut tcp = TcpStream::connect(&node.internal).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -155,22 +158,17 @@ fn a_link_frame_over_the_limit_is_refused_from_its_header() {
     header.extend_from_slice(&(DECLARED as u64).to_be_bytes());
     header.extend_from_slice(&[1, 2, 3, 4]);
     tcp.write_all(&header).unwrap();
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let progress = written.clone();
     let mut writer = tcp.try_clone().unwrap();
     writer
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let streaming = std::thread::spawn(move || {
+        // Stops early once the node has closed (a write error or a full window).
         let chunk = vec![b'x'; 64 * 1024];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while progress.load(std::sync::atomic::Ordering::Relaxed) < DECLARED
-            && Instant::now() < deadline
-        {
+        for _ in 0..STREAMED / chunk.len() {
             if writer.write_all(&chunk).is_err() {
                 break;
             }
-            progress.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
         }
     });
 
@@ -190,12 +188,7 @@ fn a_link_frame_over_the_limit_is_refused_from_its_header() {
             break u16::from_be_bytes([payload[0], payload[1]]);
         }
     };
-    let written_at_close = written.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(code, 1009);
-    assert!(
-        written_at_close < DECLARED / 2,
-        "closed only after {written_at_close} of the frame's {DECLARED} bytes"
-    );
     drop(tcp);
     streaming.join().unwrap();
 }

@@ -221,19 +221,19 @@ async fn raw_websocket(base: &str) -> tokio::net::TcpStream {
 }
 
 /// Frames that declare more than the limit are refused from their header: the close (1009)
-/// comes while the frame is still streaming in, not after it has been buffered whole, and
-/// what the client streams after it is discarded (the process's RSS stays flat). Ten such
-/// connections at once; the call on the same node carries on.
+/// comes although only a part of each frame ever arrives (a server that buffered frames whole
+/// would wait for the rest and never close), and what was streamed is not kept (the process's
+/// RSS stays flat). Ten such connections at once; the call on the same node carries on.
 #[actix_rt::test]
 async fn a_frame_over_the_limit_is_refused_from_its_header_not_buffered() {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    /// What each frame declares, and what each connection then streams.
+    /// What each frame declares.
     const DECLARED: usize = 32 * 1024 * 1024;
-    /// RSS growth allowed while 10 x 32 MiB stream in (other tests share this process);
-    /// buffering the frames would take 320 MiB.
-    const RSS_GROWTH_AT_MOST: u64 = 100 * 1024 * 1024;
+    /// What each connection streams of it: far past the limit, far short of what it declared.
+    const STREAMED: usize = 16 * 1024 * 1024;
+    /// RSS growth allowed while 10 x 16 MiB stream in (other tests share this process);
+    /// buffering them would take 160 MiB.
+    const RSS_GROWTH_AT_MOST: u64 = 60 * 1024 * 1024;
 
     let server = start(Options::default());
     let (mut alice, _) = server.join("alice", "huge").await;
@@ -249,15 +249,14 @@ async fn a_frame_over_the_limit_is_refused_from_its_header_not_buffered() {
         header.extend_from_slice(&(DECLARED as u64).to_be_bytes());
         header.extend_from_slice(&[1, 2, 3, 4]);
         write.write_all(&header).await.expect("frame header");
-        let written = Arc::new(AtomicUsize::new(0));
-        let progress = written.clone();
         let writer = actix_rt::spawn(async move {
+            // Stops early once the server has closed (a write error or a full window).
             let chunk = vec![b'x'; 64 * 1024];
-            while progress.load(Relaxed) < DECLARED {
+            for _ in 0..STREAMED / chunk.len() {
                 match tokio::time::timeout(Duration::from_secs(2), write.write_all(&chunk)).await {
-                    Ok(Ok(())) => progress.fetch_add(chunk.len(), Relaxed),
+                    Ok(Ok(())) => {}
                     _ => break,
-                };
+                }
             }
         });
         let closed = actix_rt::spawn(async move {
@@ -266,18 +265,14 @@ async fn a_frame_over_the_limit_is_refused_from_its_header_not_buffered() {
                 .await
                 .expect("a close within 20 s")
                 .expect("a close frame");
-            (head, written.load(Relaxed))
+            head
         });
         attackers.push((writer, closed));
     }
     for (writer, closed) in attackers {
-        let (head, written_at_close) = closed.await.expect("reader");
+        let head = closed.await.expect("reader");
         assert_eq!(head[0], 0x88, "a close frame: {head:?}");
         assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1009, "{head:?}");
-        assert!(
-            written_at_close < DECLARED / 2,
-            "closed only after {written_at_close} of the frame's {DECLARED} bytes"
-        );
         writer.await.expect("writer");
     }
     let growth = rss_bytes().saturating_sub(rss_before);
