@@ -15,6 +15,8 @@
 //!   per-peer adoption key.
 //! - [`frame_limit`]: a WebSocket frame-size limit checked from each frame's header, before its
 //!   payload is buffered (the browser socket and the internal link).
+//! - [`load`]: the load model — what media costs a node, in forwarded packets per second (the
+//!   unit of heartbeats, capacities and placement reservations).
 //! - [`names`]: the charset of every name that becomes part of a Redis key (communities,
 //!   rooms, node and signaling ids).
 //! - [`presence`]: presence events for listeners outside the call (format and key names).
@@ -34,6 +36,7 @@ pub mod frame_limit;
 pub mod layers;
 pub mod link;
 pub mod link_auth;
+pub mod load;
 pub mod metrics;
 pub mod names;
 pub mod presence;
