@@ -16,13 +16,13 @@
 //!
 //! Needs `cargo build --bins` first (the binaries under test).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conclave_bench::load::{self, LoadConfig};
 use conclave_bench::sim::MediaPlan;
+
+mod support;
+use support::{field, sample, timed_get};
 
 /// The bound every probe answer must keep.
 const PROBE_BOUND: Duration = Duration::from_millis(100);
@@ -31,37 +31,6 @@ const POLLS: usize = 60;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Share of wall time the media thread must be runnable for the load to count as saturating.
 const SATURATED: f64 = 0.9;
-
-/// A process we started; killed by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The binary `name`, next to this test's (`CONCLAVE_MEDIA_BIN` / `CONCLAVE_SIGNALING_BIN`
-/// point elsewhere, e.g. at a build of older code to see this test fail there).
-fn bin(name: &str) -> std::path::PathBuf {
-    let var = match name {
-        "media-node" => "CONCLAVE_MEDIA_BIN",
-        _ => "CONCLAVE_SIGNALING_BIN",
-    };
-    if let Some(path) = std::env::var_os(var) {
-        return path.into();
-    }
-    // target/debug/deps/health_under_load-xxxx -> target/debug/<name>
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build --bins` first",
-        bin.display()
-    );
-    bin
-}
 
 /// The start-up arguments of every process of this file, in one place.
 mod args {
@@ -92,60 +61,6 @@ mod args {
     ];
     /// The internal link's secret, given to both processes (CONCLAVE_LINK_SECRET).
     pub const LINK_SECRET: &str = "health-under-load-link-secret-0123456789";
-}
-
-/// Start `name` with `args`; its readiness line's `key=value` fields.
-fn start(name: &str, args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(bin(name))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("CONCLAVE_LINK_SECRET", args::LINK_SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening "), "{name}: {line:?}");
-    (Proc(child), line)
-}
-
-fn field(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .trim_end_matches('/')
-        .to_string()
-}
-
-/// `GET path` over a fresh HTTP/1.0 connection: (status line, body, time to the last byte).
-/// A request that takes over 5 s counts as 5 s.
-fn timed_get(base: &str, path: &str) -> (String, String, Duration) {
-    let addr = base.strip_prefix("http://").expect("http base");
-    let started = Instant::now();
-    let attempt = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    };
-    let text = attempt().unwrap_or_default();
-    let took = started.elapsed();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.lines().next().unwrap_or("no answer").to_string();
-    (status, body.to_string(), took)
-}
-
-/// The value of an unlabelled sample in a Prometheus text exposition.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 /// Per thread of `pid`: (time on a CPU, time waiting for one), in ns, from schedstat.
@@ -179,12 +94,12 @@ fn busiest_thread(pid: u32, before: &[(u32, u64, u64)], window: Duration) -> (f6
 
 #[test]
 fn liveness_and_metrics_answer_within_100_ms_while_the_media_thread_is_saturated() {
-    let (media, media_line) = start("media-node", args::MEDIA_NODE);
+    let (media, media_line) = support::start("media-node", args::MEDIA_NODE, args::LINK_SECRET);
     let media_http = field(&media_line, "internal=");
     let link = format!("{}/internal/link", media_http.replace("http://", "ws://"));
     let mut sig_args = args::SIGNALING_NODE.to_vec();
     sig_args.extend(["--media-node", &link]);
-    let (_signaling, sig_line) = start("signaling-node", &sig_args);
+    let (_signaling, sig_line) = support::start("signaling-node", &sig_args, args::LINK_SECRET);
     let (url, sig_internal) = (field(&sig_line, "url="), field(&sig_line, "internal="));
 
     // The `many` scenario of docs/performance.md (50 rooms × 4, all publish audio + video),

@@ -93,17 +93,20 @@ impl MediaCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MediaEvent {
-    /// Sent once when the link opens. `proof` (absent only on a node without a link secret,
-    /// `--dev`) shows the node holds the link secret: `link_auth::LinkSecret::hello_proof`
-    /// of the upgrade's nonce and `nodeId`.
+    /// Sent once when the link opens. `udpAddrs` are the advertised media addresses, one per
+    /// room thread (`udpAddr` is the first). `proof` (absent only on a node without a link
+    /// secret, `--dev`) shows the node holds the link secret:
+    /// `link_auth::LinkSecret::hello_proof` of the upgrade's nonce and `nodeId`.
     ///
     /// ```json
-    /// {"type":"hello","nodeId":"media-1","udpAddr":"203.0.113.7:3478","proof":"5d41a..."}
+    /// {"type":"hello","nodeId":"media-1","udpAddr":"203.0.113.7:40000","udpAddrs":["203.0.113.7:40000","203.0.113.7:40001"],"proof":"5d41a..."}
     /// ```
     #[serde(rename_all = "camelCase")]
     Hello {
         node_id: String,
         udp_addr: String,
+        #[serde(default)]
+        udp_addrs: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proof: Option<String>,
     },

@@ -68,6 +68,7 @@ const FIELDS: &[&str] = &[
     "participantId",
     "nodeId",
     "udpAddr",
+    "udpAddrs",
     "tracks",
     "state",
     "code",
@@ -248,13 +249,18 @@ fn media_command() -> impl Strategy<Value = MediaCommand> {
 
 fn media_event() -> impl Strategy<Value = MediaEvent> {
     prop_oneof![
-        (text(), text(), prop::option::of(text())).prop_map(|(node_id, udp_addr, proof)| {
-            MediaEvent::Hello {
+        (
+            text(),
+            text(),
+            prop::collection::vec(text(), 0..3),
+            prop::option::of(text())
+        )
+            .prop_map(|(node_id, udp_addr, udp_addrs, proof)| MediaEvent::Hello {
                 node_id,
                 udp_addr,
+                udp_addrs,
                 proof,
-            }
-        }),
+            }),
         (text(), text(), text()).prop_map(|(room, participant_id, sdp)| MediaEvent::Answer {
             room,
             participant_id,

@@ -63,7 +63,9 @@ pub struct NodeConfig {
 /// Media settings, shared by the `media-node` binary and the signaling node's embedded media.
 #[derive(Debug, Clone, Args)]
 pub struct MediaConfig {
-    /// UDP address for all media (every participant of the node is multiplexed on it).
+    /// UDP address of the first room thread's media socket; thread `i` binds this port + `i`
+    /// (with port 0, each thread takes an ephemeral port). Every participant of a room is
+    /// multiplexed on its thread's socket.
     #[arg(long, env = "CONCLAVE_UDP_LISTEN", default_value = "0.0.0.0:40000")]
     pub udp_listen: SocketAddr,
     /// IP address browsers should send media to (our ICE candidate); the port is the UDP
@@ -75,11 +77,17 @@ pub struct MediaConfig {
     #[arg(long, env = "CONCLAVE_NODE_ID", default_value = "media-1",
           value_parser = conclave_common::names::parse_name)]
     pub node_id: String,
-    /// Threads running room SFUs (a room lives on one). More threads take more rooms on a
-    /// many-core node, but cost ≈ 15 % CPU per forwarded packet in our benchmark (see
-    /// docs/performance.md), so the default is 1.
-    #[arg(long, env = "CONCLAVE_MEDIA_THREADS")]
+    /// Room threads (default: the cores this process may use). Each has its own UDP socket on
+    /// the `--udp-listen` port + its index (40000, 40001, ...: open them all) and runs its
+    /// rooms end to end; a new room goes to the least-loaded thread, and a room lives on one
+    /// thread (docs/cluster.md, "Sizing media nodes").
+    #[arg(long, env = "CONCLAVE_MEDIA_THREADS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub media_threads: Option<usize>,
+    /// Load this node takes, in forwarded packets per second (fpps, docs/cluster.md, "Sizing
+    /// media nodes"). Default: 50,000 per room thread. Published in the heartbeat; placement
+    /// sends new rooms to the node with the most headroom.
+    #[arg(long, env = "CONCLAVE_LOAD_CAPACITY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub load_capacity: Option<u64>,
     /// Seconds the peers of a closed signaling link keep forwarding media, waiting for their
     /// participants to resume on another signaling node. Keep it at least the signaling
     /// nodes' `--resume-grace-secs`.

@@ -12,6 +12,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("media UDP ports {base} + {threads} room threads run past port 65535: give a lower --udp-listen port or fewer --media-threads")]
+    UdpPorts { base: SocketAddr, threads: usize },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

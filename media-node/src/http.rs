@@ -87,9 +87,12 @@ async fn health(media: web::Data<MediaNodeHandle>) -> HttpResponse {
     let body = serde_json::json!({
         "status": if alive { "ok" } else { "node stopped" },
         "nodeId": media.node_id,
-        "udp": media.advertised.to_string(),
+        "udp": media.advertised[0].to_string(),
+        "udpAddrs": media.advertised_strings(),
         "rooms": media.rooms.load(Relaxed),
         "participants": media.participants.load(Relaxed),
+        "load": media.load.load_fpps.load(Relaxed),
+        "loadCapacity": media.load.capacity_fpps.load(Relaxed),
     });
     if alive {
         HttpResponse::Ok().json(body)

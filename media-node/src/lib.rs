@@ -7,12 +7,16 @@
 //!   node too; `NodeConfig`, the whole process).
 //! - [`error`]: start-up errors ([`StartError`]: what could not be bound, and where).
 //! - [`metrics`]: the node's Prometheus metrics.
+//! - [`load`]: what the node measures of its load (forwarded packets per second, bits out,
+//!   CPU) per room thread and in all, and the reservations of new rooms and participants.
 //! - [`sfu`]: the data path, in its own folder — the UDP socket (`sfu/udp.rs`: receive loop,
 //!   router, send half) and forwarding (`sfu/forward.rs`) are where a packet goes; around them
 //!   one `RoomSfu` actor per room (`room.rs`) owning each participant's `Rtc` (`peer.rs`),
 //!   server-side renegotiation (`negotiate.rs`), str0m set-up and the panic guard (`rtc.rs`).
-//! - [`node`]: `MediaNode`, the actor owning the rooms and dispatching link commands to them.
-//! - [`handle`]: [`start`] — bind the socket, start the threads and the node — and the
+//! - [`threads`]: the room threads, each with its own UDP socket, router and rooms.
+//! - [`node`]: `MediaNode`, the actor owning the rooms, placing each on the least-loaded room
+//!   thread, dispatching link commands to them and running the load meter.
+//! - [`handle`]: [`start`] — bind the sockets, start the threads and the node — and the
 //!   [`MediaNodeHandle`] it returns (what the signaling node embeds).
 //! - [`link`]: the internal WebSocket link to signaling nodes (one session actor per link).
 //! - [`http`]: the internal HTTP server (link endpoint, health, readiness, metrics).
@@ -26,10 +30,12 @@ pub mod error;
 pub mod handle;
 pub mod http;
 pub mod link;
+pub mod load;
 pub mod metrics;
 pub mod node;
 pub mod run;
 pub mod sfu;
+pub mod threads;
 
 pub use error::StartError;
 pub use handle::{start, MediaNodeHandle};

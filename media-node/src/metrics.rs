@@ -7,7 +7,10 @@
 use std::sync::LazyLock;
 
 use conclave_common::metrics::{latency_buckets, register};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts,
+};
 
 macro_rules! counter {
     ($name:ident, $metric:literal, $help:literal) => {
@@ -43,34 +46,19 @@ gauge!(
     "Most participants this node takes (placement skips it when full)"
 );
 gauge!(
+    LOAD_FPPS,
+    "conclave_media_load_fpps",
+    "Load: RTP packets forwarded per second over the last seconds, plus the modelled cost of participants too new to measure (docs/cluster.md, \"Sizing media nodes\")"
+);
+gauge!(
+    LOAD_CAPACITY_FPPS,
+    "conclave_media_load_capacity_fpps",
+    "Load this node takes, in forwarded packets per second (placement skips it when full)"
+);
+gauge!(
     QUEUE_DEPTH,
     "conclave_media_room_queue_depth",
     "Datagram batches waiting in room actors' mailboxes (all rooms)"
-);
-counter!(
-    UDP_RX_PACKETS,
-    "conclave_media_udp_received_packets_total",
-    "Datagrams received on the media socket"
-);
-counter!(
-    UDP_RX_BYTES,
-    "conclave_media_udp_received_bytes_total",
-    "Bytes received on the media socket"
-);
-counter!(
-    UDP_TX_PACKETS,
-    "conclave_media_udp_sent_packets_total",
-    "Datagrams sent on the media socket"
-);
-counter!(
-    UDP_TX_BYTES,
-    "conclave_media_udp_sent_bytes_total",
-    "Bytes sent on the media socket"
-);
-counter!(
-    FORWARDED,
-    "conclave_media_forwarded_packets_total",
-    "RTP media packets forwarded to a subscriber (one per subscriber; retransmissions and RTCP not included)"
 );
 counter!(
     NACKS,
@@ -107,6 +95,98 @@ counter!(
     "conclave_media_link_commands_refused_total",
     "Link commands refused: about a peer another link owns, or adoptPeer with a wrong key"
 );
+
+/// A counter or gauge per room thread (label `thread`, `0`..).
+fn per_thread_counter(name: &str, help: &str) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), &["thread"]))
+}
+
+pub static UDP_RX_PACKETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    per_thread_counter(
+        "conclave_media_udp_received_packets_total",
+        "Datagrams received on the media sockets, by room thread",
+    )
+});
+pub static UDP_RX_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    per_thread_counter(
+        "conclave_media_udp_received_bytes_total",
+        "Bytes received on the media sockets, by room thread",
+    )
+});
+pub static UDP_TX_PACKETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    per_thread_counter(
+        "conclave_media_udp_sent_packets_total",
+        "Datagrams sent on the media sockets, by room thread",
+    )
+});
+pub static UDP_TX_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    per_thread_counter(
+        "conclave_media_udp_sent_bytes_total",
+        "Bytes sent on the media sockets, by room thread",
+    )
+});
+pub static FORWARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    per_thread_counter(
+        "conclave_media_forwarded_packets_total",
+        "RTP media packets forwarded to a subscriber (one per subscriber; retransmissions and RTCP not included), by room thread",
+    )
+});
+pub static THREAD_LOAD_FPPS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(IntGaugeVec::new(
+        Opts::new(
+            "conclave_media_thread_load_fpps",
+            "Load of each room thread (forwarded packets per second, measured plus new participants' modelled cost)",
+        ),
+        &["thread"],
+    ))
+});
+pub static THREAD_ROOMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(IntGaugeVec::new(
+        Opts::new("conclave_media_thread_rooms", "Rooms on each room thread"),
+        &["thread"],
+    ))
+});
+pub static THREAD_CPU_SECONDS: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register(GaugeVec::new(
+        Opts::new(
+            "conclave_media_thread_cpu_seconds_total",
+            "CPU time each room thread has used (a counter: take its rate; Linux only)",
+        ),
+        &["thread"],
+    ))
+});
+
+/// One room thread's data-path counters: its own children of the per-thread metrics, so
+/// threads never write to a shared counter per packet.
+#[derive(Clone)]
+pub struct ThreadMetrics {
+    pub rx_packets: IntCounter,
+    pub rx_bytes: IntCounter,
+    pub tx_packets: IntCounter,
+    pub tx_bytes: IntCounter,
+    pub forwarded: IntCounter,
+    pub load_fpps: IntGauge,
+    pub rooms: IntGauge,
+    pub cpu_seconds: Gauge,
+}
+
+impl ThreadMetrics {
+    /// The counters of room thread `index` (exported from now on, at 0).
+    pub fn new(index: usize) -> ThreadMetrics {
+        let label = index.to_string();
+        let l = [label.as_str()];
+        ThreadMetrics {
+            rx_packets: UDP_RX_PACKETS.with_label_values(&l),
+            rx_bytes: UDP_RX_BYTES.with_label_values(&l),
+            tx_packets: UDP_TX_PACKETS.with_label_values(&l),
+            tx_bytes: UDP_TX_BYTES.with_label_values(&l),
+            forwarded: FORWARDED.with_label_values(&l),
+            load_fpps: THREAD_LOAD_FPPS.with_label_values(&l),
+            rooms: THREAD_ROOMS.with_label_values(&l),
+            cpu_seconds: THREAD_CPU_SECONDS.with_label_values(&l),
+        }
+    }
+}
 
 /// `conclave_media_link_upgrades_refused_total{reason}`.
 pub static LINK_UPGRADES_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -171,15 +251,18 @@ pub static FORWARD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 /// Register every media metric (so each is exported from the start, at 0).
 pub fn init() {
     conclave_common::metrics::init("media");
-    for m in [&PARTICIPANTS, &ROOMS, &TRACKS, &CAPACITY, &QUEUE_DEPTH] {
+    for m in [
+        &PARTICIPANTS,
+        &ROOMS,
+        &TRACKS,
+        &CAPACITY,
+        &LOAD_FPPS,
+        &LOAD_CAPACITY_FPPS,
+        &QUEUE_DEPTH,
+    ] {
         LazyLock::force(m);
     }
     for c in [
-        &UDP_RX_PACKETS,
-        &UDP_RX_BYTES,
-        &UDP_TX_PACKETS,
-        &UDP_TX_BYTES,
-        &FORWARDED,
         &NACKS,
         &PLIS,
         &FIRS,

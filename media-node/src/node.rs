@@ -1,5 +1,6 @@
-//! `MediaNode`: the actor that owns the room SFUs of this node and dispatches link commands
-//! to them. Control traffic only; media never passes through here.
+//! `MediaNode`: the actor that owns the room SFUs of this node, puts each new room on the
+//! least-loaded room thread and dispatches link commands to them; it also runs the load meter.
+//! Control traffic only, on its own thread; media never passes through here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -8,12 +9,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent, ToMediaNode};
+use conclave_common::load;
 use conclave_common::protocol::ErrorCode;
 
+use crate::load::{LoadMeter, NodeLoadFigures, SAMPLE_INTERVAL};
 use crate::sfu::messages::{
     AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, StopRoom,
 };
-use crate::sfu::room::{RoomSfu, SfuShared};
+use crate::sfu::room::RoomSfu;
+use crate::threads::RoomThread;
 
 /// Peer keys of each room start at a distinct multiple of this, so keys are unique per node.
 const PEER_KEYS_PER_ROOM: u64 = 1 << 32;
@@ -21,18 +25,22 @@ const PEER_KEYS_PER_ROOM: u64 = 1 << 32;
 /// A room hosted here.
 struct RoomEntry {
     addr: Addr<RoomSfu>,
+    /// Index of its room thread.
+    thread: usize,
     /// `AddPeer`s sent to this room, compared with the room's count when it reports empty.
     adds_sent: u64,
 }
 
 /// The node's one control actor: rooms by name, each a `RoomSfu` on one of the room threads.
 pub struct MediaNode {
-    /// Handed to every new room (socket, router, advertised address, participant count).
-    shared: SfuShared,
-    /// Threads the room SFUs run on, assigned round-robin as rooms open.
-    room_arbiters: Vec<ArbiterHandle>,
+    /// The room threads, each with its socket and what its rooms share.
+    threads: Vec<RoomThread>,
+    /// Turns the threads' counts into rates, once per `SAMPLE_INTERVAL`.
+    meter: LoadMeter,
+    /// Where the meter's figures go (the heartbeat and health read them).
+    figures: Arc<NodeLoadFigures>,
     rooms: HashMap<String, RoomEntry>,
-    /// Rooms opened so far: numbers each room's peer keys and picks its thread.
+    /// Rooms opened so far: numbers each room's peer keys.
     rooms_created: u64,
     /// How long peers of a closed link keep forwarding, waiting to be adopted.
     orphan_grace: Duration,
@@ -43,14 +51,21 @@ pub struct MediaNode {
 
 impl MediaNode {
     pub fn new(
-        shared: SfuShared,
-        room_arbiters: Vec<ArbiterHandle>,
+        threads: Vec<RoomThread>,
+        figures: Arc<NodeLoadFigures>,
         orphan_grace: Duration,
         room_count: Arc<AtomicU64>,
     ) -> Self {
+        let meter = LoadMeter::new(
+            threads
+                .iter()
+                .map(|t| (t.shared.load.clone(), t.metrics.clone()))
+                .collect(),
+        );
         MediaNode {
-            shared,
-            room_arbiters,
+            threads,
+            meter,
+            figures,
             rooms: HashMap::new(),
             rooms_created: 0,
             orphan_grace,
@@ -58,24 +73,38 @@ impl MediaNode {
         }
     }
 
+    /// The room thread a new room goes to: the least loaded (measured plus reserved), the
+    /// lowest index on a tie.
+    fn least_loaded_thread(&self) -> &RoomThread {
+        let now = std::time::Instant::now();
+        // Invariant: there is at least one room thread (`thread_count` is at least 1).
+        self.threads
+            .iter()
+            .min_by_key(|t| (t.shared.load.load(now), t.index))
+            .expect("at least one room thread")
+    }
+
     fn room_for_add(&mut self, room: &str, ctx: &mut Context<Self>) -> &mut RoomEntry {
         if !self.rooms.contains_key(room) {
             self.rooms_created += 1;
+            let thread = self.least_loaded_thread();
+            // The room is placed to be joined: hold a small call's cost on its thread so
+            // that rooms opened back to back spread over the threads.
+            thread.shared.load.reserve(load::new_room_reservation());
+            thread.shared.load.rooms.fetch_add(1, Relaxed);
             let sfu = RoomSfu::new(
                 room.to_string(),
-                self.shared.clone(),
+                thread.shared.clone(),
                 ctx.address().recipient(),
                 self.rooms_created * PEER_KEYS_PER_ROOM,
             );
-            let arbiter =
-                &self.room_arbiters[self.rooms_created as usize % self.room_arbiters.len()];
-            self.rooms.insert(
-                room.to_string(),
-                RoomEntry {
-                    addr: RoomSfu::start_in_arbiter(arbiter, |_| sfu),
-                    adds_sent: 0,
-                },
-            );
+            tracing::info!(%room, thread = thread.index, "room opened on a room thread");
+            let entry = RoomEntry {
+                addr: RoomSfu::start_in_arbiter(&thread.arbiter, |_| sfu),
+                thread: thread.index,
+                adds_sent: 0,
+            };
+            self.rooms.insert(room.to_string(), entry);
             self.room_count.fetch_add(1, Relaxed);
             crate::metrics::ROOMS.inc();
         }
@@ -86,6 +115,11 @@ impl MediaNode {
 
 impl Actor for MediaNode {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.meter.sample(&self.figures);
+        ctx.run_interval(SAMPLE_INTERVAL, |node, _| node.meter.sample(&node.figures));
+    }
 }
 
 impl Handler<ToMediaNode> for MediaNode {
@@ -217,6 +251,11 @@ impl Handler<RoomEmpty> for MediaNode {
         if idle {
             if let Some(entry) = self.rooms.remove(&msg.room) {
                 self.room_count.fetch_sub(1, Relaxed);
+                self.threads[entry.thread]
+                    .shared
+                    .load
+                    .rooms
+                    .fetch_sub(1, Relaxed);
                 crate::metrics::ROOMS.dec();
                 entry.addr.do_send(StopRoom);
             }

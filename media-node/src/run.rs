@@ -32,7 +32,7 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
         let link_url = config.link_url.unwrap_or_else(|| {
             let at = link.as_ref().map_or(internal, |(_, addr)| *addr);
             let ip = match at.ip() {
-                ip if ip.is_unspecified() => media.advertised.ip(),
+                ip if ip.is_unspecified() => media.advertised[0].ip(),
                 ip => ip,
             };
             format!("ws://{}/internal/link", SocketAddr::new(ip, at.port()))
@@ -40,7 +40,7 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
         let info = NodeInfo {
             id: media.node_id.clone(),
             link_url,
-            udp_addr: media.advertised.to_string(),
+            udp_addr: media.advertised[0].to_string(),
             capacity: config.capacity,
         };
         let redis = RedisSettings {
@@ -57,9 +57,10 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
     }
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
     let link_addr = link.as_ref().map_or(internal, |(_, addr)| *addr);
+    let udp: Vec<String> = media.udp_locals.iter().map(|a| a.to_string()).collect();
     println!(
         "listening internal=http://{internal} udp={} link=http://{link_addr}",
-        media.udp_local
+        udp.join(",")
     );
     let mut servers = Vec::new();
     match link {

@@ -68,7 +68,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         })),
         (None, None) => {
             let media = conclave_media_node::start(&config.media)?;
-            udp_note = format!(" udp={}", media.udp_local);
+            let udp: Vec<String> = media.udp_locals.iter().map(|a| a.to_string()).collect();
+            udp_note = format!(" udp={}", udp.join(","));
             MediaSetup::Single(MediaTarget::Local(media.commands()))
         }
     };

@@ -107,10 +107,8 @@ fn forward(
             metrics::DROPPED.with_label_values(&["no_route"]).inc();
             false
         }
-        Some(true) => {
-            metrics::FORWARDED.inc();
-            true
-        }
+        // Counted by the room, once per message (`RoomSfu::drive`).
+        Some(true) => true,
     }
 }
 

@@ -138,6 +138,16 @@ pub struct PeerControl {
 }
 
 impl Peer {
+    /// Packets per second this peer publishes, by the load model.
+    pub fn publishes_fpps(&self) -> u64 {
+        let audio = self
+            .tracks_in
+            .iter()
+            .filter(|t| t.kind == MediaKind::Audio)
+            .count() as u64;
+        conclave_common::load::publisher_fpps(audio, self.tracks_in.len() as u64 - audio)
+    }
+
     /// A peer whose offer was just answered; `tracks_out` are the tracks already published in
     /// the room, to offer it next.
     pub fn new(

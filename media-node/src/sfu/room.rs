@@ -15,9 +15,10 @@ use actix::prelude::*;
 use conclave_common::caps::{CapExceeded, ParticipantCaps};
 use conclave_common::link::{FromMediaNode, MediaEvent};
 use conclave_common::link_auth;
+use conclave_common::load;
 use conclave_common::protocol::{ErrorCode, MediaConnectionState};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::Direction;
+use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{IceCreds, Input};
 
@@ -31,7 +32,8 @@ use super::rtc::{answer_offer, guarded};
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
 };
-use crate::metrics;
+use crate::load::ThreadLoad;
+use crate::metrics::{self, ThreadMetrics};
 
 /// A peer whose ICE stays disconnected this long is dropped (the browser has gone).
 const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
@@ -39,20 +41,26 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
 /// usable candidate ICE never reports a failure, and the peer would hold its room's media.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// What every room's `Rtc`s share: the socket, the router and the address we advertise.
+/// What the rooms of one room thread share: the thread's socket, router, advertised address
+/// and load.
 #[derive(Clone)]
 pub struct SfuShared {
-    /// The media socket's send half.
+    /// The thread's media socket, send half.
     pub socket: UdpSender,
     pub router: RouterHandle,
-    /// The address browsers send to (our only ICE candidate); also the `destination` of
-    /// every `Receive`, since str0m drops STUN not addressed to a local candidate.
+    /// The address browsers send to (our only ICE candidate: the thread's socket); also the
+    /// `destination` of every `Receive`, since str0m drops STUN not addressed to a local
+    /// candidate.
     pub advertised: SocketAddr,
     /// Peers on this node, over all rooms: the true count its cluster heartbeat reports.
     pub participants: Arc<std::sync::atomic::AtomicU64>,
     /// Caps on what one participant creates (the signaling node checks them first; the
     /// link is a second way in).
     pub caps: ParticipantCaps,
+    /// The thread's load: rooms count what they forward and reserve new participants' cost.
+    pub load: Arc<ThreadLoad>,
+    /// The thread's own metrics (forwarded packets).
+    pub counters: ThreadMetrics,
 }
 
 /// The SFU of one room.
@@ -73,8 +81,11 @@ pub struct RoomSfu {
     datagrams: Option<Recipient<DatagramBatch>>,
     /// Track sets changed: some peer may need a server offer.
     renegotiate: bool,
-    /// Packets forwarded while handling the current message (for the time-per-packet metric).
+    /// Packets forwarded so far (a running total; `drive` hands the new ones to the thread's
+    /// counters, once per message rather than per packet).
     forwarded: u64,
+    /// How much of `forwarded` the thread's counters have.
+    forwarded_counted: u64,
 }
 
 impl Actor for RoomSfu {
@@ -121,6 +132,7 @@ impl RoomSfu {
             datagrams: None,
             renegotiate: false,
             forwarded: 0,
+            forwarded_counted: 0,
         }
     }
 
@@ -182,15 +194,22 @@ impl RoomSfu {
             }
         };
         // The m-lines the client sends on are the tracks it publishes.
-        let publishing = offer
+        let publishing: Vec<_> = offer
             .media_lines
             .iter()
             .filter(|m| !m.disabled)
             .filter(|m| matches!(m.direction(), Direction::SendOnly | Direction::SendRecv))
-            .count();
-        if let Err(e) = self.shared.caps.check_tracks(publishing) {
+            .map(|m| m.typ == MediaKind::Audio.into())
+            .collect();
+        if let Err(e) = self.shared.caps.check_tracks(publishing.len()) {
             return self.refuse_cap(&msg.link, &msg.participant_id, e);
         }
+        // Until its media shows in the thread's measured rate, the newcomer costs what the
+        // load model says (conclave_common::load).
+        let audio = publishing.iter().filter(|is_audio| **is_audio).count();
+        let newcomer = load::publisher_fpps(audio as u64, (publishing.len() - audio) as u64);
+        let others: Vec<u64> = self.peers.iter().map(Peer::publishes_fpps).collect();
+        self.shared.load.reserve(load::join_cost(newcomer, &others));
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let now = Instant::now();
@@ -399,6 +418,12 @@ impl RoomSfu {
                 break;
             }
         }
+        if self.forwarded > self.forwarded_counted {
+            let new = self.forwarded - self.forwarded_counted;
+            self.forwarded_counted = self.forwarded;
+            self.shared.load.forwarded.fetch_add(new, Relaxed);
+            self.shared.counters.forwarded.inc_by(new);
+        }
         if self.peers.is_empty() {
             self.node.do_send(RoomEmpty {
                 room: self.room.clone(),
@@ -454,13 +479,14 @@ impl Handler<DatagramBatch> for RoomSfu {
     fn handle(&mut self, msg: DatagramBatch, ctx: &mut Context<Self>) {
         metrics::QUEUE_DEPTH.dec();
         let started = Instant::now();
-        self.forwarded = 0;
+        let forwarded_before = self.forwarded;
         for datagram in msg.0 {
             self.on_datagram(datagram);
         }
         self.drive(ctx);
-        if self.forwarded > 0 {
-            let per_packet = started.elapsed().as_secs_f64() / self.forwarded as f64;
+        let forwarded = self.forwarded - forwarded_before;
+        if forwarded > 0 {
+            let per_packet = started.elapsed().as_secs_f64() / forwarded as f64;
             metrics::FORWARD_SECONDS.observe(per_packet);
         }
     }

@@ -1,7 +1,8 @@
-//! The media node's one UDP socket, both halves: binding it, the receive loop with its router
-//! that hands each datagram to the room SFU owning its peer, and the send half every room
-//! writes its peers' transmits to. The first and last step of the data path (the middle one,
-//! forwarding, is `forward.rs`).
+//! One room thread's UDP socket, both halves: binding it, the receive loop with its router
+//! that hands each datagram to the room SFU owning its peer, and the send half the thread's
+//! rooms write their peers' transmits to. The first and last step of the data path (the
+//! middle one, forwarding, is `forward.rs`). Each room thread has its own socket (its own
+//! port): a datagram is received, forwarded and sent on one thread.
 //!
 //! `str0m`'s `Rtc::accepts` needs the `Rtc`, which lives inside a room actor, so the loop keeps
 //! its own table: a STUN binding request names our ICE ufrag (`USERNAME = ours:theirs`), which
@@ -20,7 +21,7 @@ use actix::{Message, Recipient};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::metrics;
+use crate::metrics::{self, ThreadMetrics};
 
 /// Kernel buffer asked for on the media socket. The default (≈ 208 KiB) overflows when
 /// keyframes of many publishers arrive at once; the kernel caps it at `net.core.rmem_max`.
@@ -71,38 +72,44 @@ impl MediaSocket {
         self.socket.local_addr()
     }
 
-    /// The send half: rooms send from any thread through a plain non-blocking handle of the
-    /// same socket.
-    pub fn sender(&self) -> std::io::Result<UdpSender> {
-        Ok(UdpSender(Arc::new(self.socket.try_clone()?)))
+    /// The send half: the thread's rooms send through a plain non-blocking handle of the
+    /// same socket, counted in the thread's own counters.
+    pub fn sender(&self, counters: ThreadMetrics) -> std::io::Result<UdpSender> {
+        Ok(UdpSender {
+            socket: Arc::new(self.socket.try_clone()?),
+            counters,
+        })
     }
 
     /// Start the receive loop on the current arbiter (whose runtime then owns the receive
-    /// side). Must be called inside a running actix arbiter.
+    /// side). Must be called inside a running actix arbiter: the room thread's.
     pub fn spawn_receive_loop(
         self,
         updates: mpsc::UnboundedReceiver<RouterUpdate>,
-        stats: Arc<UdpStats>,
+        counters: ThreadMetrics,
     ) {
         // Invariant: called on an arbiter thread, inside its tokio runtime.
         let socket = Arc::new(UdpSocket::from_std(self.socket).expect("inside a tokio runtime"));
-        actix::spawn(receive_loop(socket, updates, stats));
+        actix::spawn(receive_loop(socket, updates, counters));
     }
 }
 
-/// The send half of the media socket, shared by every room on every thread. Non-blocking: a
+/// The send half of a room thread's socket, shared by the thread's rooms. Non-blocking: a
 /// full send buffer drops the packet (a NACK or the next keyframe repairs it).
 #[derive(Clone)]
-pub struct UdpSender(Arc<std::net::UdpSocket>);
+pub struct UdpSender {
+    socket: Arc<std::net::UdpSocket>,
+    counters: ThreadMetrics,
+}
 
 impl UdpSender {
     /// Send one datagram now, counting it; on failure it is dropped (and counted as such).
     #[inline]
     pub fn send(&self, contents: &[u8], destination: SocketAddr) -> std::io::Result<usize> {
-        match self.0.send_to(contents, destination) {
+        match self.socket.send_to(contents, destination) {
             Ok(n) => {
-                metrics::UDP_TX_PACKETS.inc();
-                metrics::UDP_TX_BYTES.inc_by(n as u64);
+                self.counters.tx_packets.inc();
+                self.counters.tx_bytes.inc_by(n as u64);
                 Ok(n)
             }
             Err(e) => {
@@ -230,21 +237,13 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
-/// Counters of the receive loop (read by metrics and tests).
-#[derive(Default, Debug)]
-pub struct UdpStats {
-    pub received: std::sync::atomic::AtomicU64,
-    pub dropped_unknown: std::sync::atomic::AtomicU64,
-}
-
 /// Receive datagrams until the socket fails, routing each to its room SFU, in batches of
 /// whatever arrived together.
 pub async fn receive_loop(
     socket: Arc<UdpSocket>,
     mut updates: mpsc::UnboundedReceiver<RouterUpdate>,
-    stats: Arc<UdpStats>,
+    counters: ThreadMetrics,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut router = Router::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Per room: its recipient and the datagrams of this wakeup.
@@ -267,9 +266,8 @@ pub async fn receive_loop(
         while let Some(result) = received.take() {
             match result {
                 Ok((len, source)) => {
-                    stats.received.fetch_add(1, Relaxed);
-                    metrics::UDP_RX_PACKETS.inc();
-                    metrics::UDP_RX_BYTES.inc_by(len as u64);
+                    counters.rx_packets.inc();
+                    counters.rx_bytes.inc_by(len as u64);
                     let datagram = &buf[..len];
                     match router.route(source, datagram) {
                         Some(route) => {
@@ -286,7 +284,6 @@ pub async fn receive_loop(
                             }
                         }
                         None => {
-                            stats.dropped_unknown.fetch_add(1, Relaxed);
                             metrics::DROPPED
                                 .with_label_values(&["unknown_source"])
                                 .inc();

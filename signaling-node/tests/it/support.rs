@@ -21,6 +21,8 @@ pub const API_KEY: &str = "test-api-key";
 
 pub struct TestServer {
     pub base: String,
+    /// The first room thread's UDP socket: a server's first room opens there (the least
+    /// loaded thread, the lowest index on a tie).
     pub udp: std::net::SocketAddr,
     keys: TokenKeys,
 }
@@ -81,6 +83,7 @@ pub fn media_config(caps: ParticipantCaps) -> MediaConfig {
         advertise_ip: None,
         node_id: "media-test".into(),
         media_threads: Some(2),
+        load_capacity: None,
         orphan_grace_secs: 20,
         caps: caps.into(),
     }
@@ -145,7 +148,7 @@ fn start_setup(
     actix_rt::spawn(server);
     TestServer {
         base,
-        udp: media.udp_local,
+        udp: media.udp_locals[0],
         keys: TokenKeys::new(SECRET),
     }
 }
