@@ -64,7 +64,7 @@ where
     }
 }
 
-/// A media-node process in cluster mode; returns it, its link URL and its UDP address.
+/// A media-node process in cluster mode; returns it, its link URL and its first room thread's UDP address.
 pub fn spawn_media_node(redis_url: &str, id: &str, capacity: u32) -> (Proc, String, String) {
     spawn_media_node_with(redis_url, id, capacity, &[])
 }
@@ -91,7 +91,13 @@ pub fn spawn_media_node_with(
             .to_string()
     };
     let link_url = format!("ws://{}/internal/link", field("internal=http://"));
-    let udp = field("udp=");
+    // The first room thread's socket: a node's first room opens there (the least loaded
+    // thread, the lowest index on a tie).
+    let udp = field("udp=")
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     (Proc(child), link_url, udp)
 }
 
