@@ -11,11 +11,15 @@ use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::rtp::{RtpPacket, Ssrc};
-use str0m::{Candidate, Event, IceConnectionState, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::rtc::guarded;
 use super::udp::{PeerKey, UdpSender};
 use crate::metrics;
+
+/// Due timeouts one `poll_output` feeds back to the `Rtc` itself before leaving the rest
+/// to the room's timer.
+const MAX_DUE_NOW_PER_POLL: u32 = 4;
 
 /// A track a participant publishes (an m-line the browser sends on).
 #[derive(Debug, Clone)]
@@ -226,6 +230,9 @@ impl Peer {
     /// Drain this peer's output until str0m asks for a timeout: send transmits, collect what
     /// the other peers must act on.
     pub fn poll_output(&mut self, socket: &UdpSender, room: &str, out: &mut Vec<Propagated>) {
+        // Timeouts already due, handled here rather than through the room's timer (bounded:
+        // a misbehaving `Rtc` cannot keep us here).
+        let mut due_now = 0;
         loop {
             let rtc = &mut self.rtc;
             let output = match guarded(|| rtc.poll_output()) {
@@ -243,6 +250,18 @@ impl Peer {
             };
             match output {
                 Output::Timeout(t) => {
+                    // Media just written asks for a timeout at once (str0m's pacer takes a
+                    // fresh snapshot of its queues): give it now. Through the room timer it
+                    // would cost a wakeup per batch and hold the packets until the timer.
+                    let now = Instant::now();
+                    if t <= now && due_now < MAX_DUE_NOW_PER_POLL {
+                        due_now += 1;
+                        if guarded(|| rtc.handle_input(Input::Timeout(now))).is_none() {
+                            self.dead = true;
+                            return;
+                        }
+                        continue;
+                    }
                     self.next_timeout = t;
                     return;
                 }

@@ -41,6 +41,22 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(15);
 /// usable candidate ICE never reports a failure, and the peer would hold its room's media.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Room timers fire on a shared grid of this period: the timers of all rooms of a thread that
+/// fall in one tick fire in one wakeup of the thread, instead of one each (str0m's timeouts
+/// are for RTCP, NACK and ICE keep-alives: a few milliseconds later changes nothing).
+const TIMER_TICK: Duration = Duration::from_millis(5);
+
+/// The first tick of the grid at or after `at`.
+fn timer_tick_after(at: Instant) -> Instant {
+    static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    let epoch = *EPOCH;
+    let since = at.saturating_duration_since(epoch).as_nanos();
+    let tick = TIMER_TICK.as_nanos();
+    let ticks = since.div_ceil(tick);
+    // Nanoseconds since process start fit in u64 for 584 years.
+    epoch + Duration::from_nanos((ticks * tick) as u64)
+}
+
 /// What the rooms of one room thread share: the thread's socket, router, advertised address
 /// and load.
 #[derive(Clone)]
@@ -438,6 +454,7 @@ impl RoomSfu {
         let Some(at) = self.peers.iter().map(|p| p.next_timeout).min() else {
             return;
         };
+        let at = timer_tick_after(at);
         if let Some((armed, handle)) = self.timer {
             if armed <= at {
                 return;
@@ -596,5 +613,30 @@ impl Handler<PeerCount> for RoomSfu {
     /// How many peers the room holds.
     fn handle(&mut self, _: PeerCount, _: &mut Context<Self>) -> usize {
         self.peers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_land_on_the_shared_grid_never_early() {
+        let now = Instant::now();
+        let mut ticks = Vec::new();
+        for offset_us in [0u64, 1, 1_000, 4_999, 5_000, 5_001, 12_345] {
+            let at = now + Duration::from_micros(offset_us);
+            let tick = timer_tick_after(at);
+            assert!(tick >= at, "never before the timeout");
+            assert!(tick - at < TIMER_TICK, "at most one tick late");
+            ticks.push(tick);
+        }
+        // Timeouts within one tick share a wakeup.
+        let a = timer_tick_after(now + Duration::from_micros(100));
+        let b = timer_tick_after(now + Duration::from_micros(200));
+        let on_grid = timer_tick_after(a);
+        assert_eq!(on_grid, a, "a tick maps to itself");
+        assert!(a == b || b - a == TIMER_TICK);
+        assert!(ticks.windows(2).all(|w| w[0] <= w[1]));
     }
 }
