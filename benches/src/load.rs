@@ -9,12 +9,28 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::procstat;
-use crate::sim::{self, tally, Endpoint, MediaPlan, ParticipantPlan, ParticipantReport};
+use crate::sim::{self, tally, Endpoint, MediaPlan, ParticipantPlan, ParticipantReport, Signaling};
+
+/// The server a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// A Conclave signaling node (`url`: its base URL, `http://127.0.0.1:8080`).
+    #[default]
+    Conclave,
+    /// Janus VideoRoom over its HTTP REST transport (`url`: `http://host:8088/janus`).
+    Janus,
+}
+
+/// Janus room ids of a run: one per room index (fresh Janus per run, so fixed ids do).
+pub fn janus_room_id(room_idx: u32) -> u64 {
+    1000 + u64::from(room_idx)
+}
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Signaling node base URL, `http://127.0.0.1:8080`.
+    pub target: Target,
+    /// Signaling node base URL, `http://127.0.0.1:8080` (Janus: `http://host:8088/janus`).
     pub url: String,
     pub rooms: u32,
     pub participants_per_room: u32,
@@ -93,16 +109,29 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
     if let Some(pid) = cfg.media_pid {
         procstat::cpu_seconds(pid).ok_or(format!("no process {pid} to measure"))?;
     }
-    let ws_base = if let Some(rest) = cfg.url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = cfg.url.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        return Err(format!(
-            "url must start with http:// or https://: {}",
-            cfg.url
-        ));
+    let ws_base = match cfg.target {
+        Target::Janus => String::new(),
+        Target::Conclave => {
+            if let Some(rest) = cfg.url.strip_prefix("https://") {
+                format!("wss://{rest}")
+            } else if let Some(rest) = cfg.url.strip_prefix("http://") {
+                format!("ws://{rest}")
+            } else {
+                return Err(format!(
+                    "url must start with http:// or https://: {}",
+                    cfg.url
+                ));
+            }
+        }
     };
+    if cfg.target == Target::Janus {
+        let rooms: Vec<u64> = (0..cfg.rooms).map(janus_room_id).collect();
+        let url = cfg.url.clone();
+        let publishers = cfg.publishers_per_room.max(1);
+        actix_rt::System::new()
+            .block_on(async move { crate::janus::create_rooms(&url, &rooms, publishers).await })
+            .map_err(|e| format!("janus at {}: {e}", cfg.url))?;
+    }
     let total = cfg.rooms * cfg.participants_per_room;
     // Joins take a moment each on a busy 2-core box; budget for them before the window.
     let join_budget = Duration::from_millis(200 + 40 * total as u64);
@@ -117,13 +146,21 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
         let room = format!("{}-{room_idx}", cfg.room_prefix);
         for p in 0..cfg.participants_per_room {
             let index = room_idx * cfg.participants_per_room + p;
-            let user = format!("sim-{index}");
-            let token = token(cfg, &room, &user)?;
+            let signaling = match cfg.target {
+                Target::Conclave => Signaling::Conclave {
+                    ws_url: format!("{ws_base}/ws?room={room}"),
+                    token: token(cfg, &room, &format!("sim-{index}"))?,
+                },
+                Target::Janus => Signaling::Janus {
+                    url: cfg.url.clone(),
+                    room: janus_room_id(room_idx),
+                },
+            };
             plans.push(ParticipantPlan {
                 index,
-                ws_url: format!("{ws_base}/ws?room={room}"),
-                token,
+                signaling,
                 publish: (p < cfg.publishers_per_room).then(|| cfg.media.clone()),
+                epoch: start,
                 stop_at,
                 drain,
                 bind_ip: cfg.bind_ip,

@@ -21,7 +21,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conclave_bench::load::{self, LoadConfig};
+use conclave_bench::load::{self, LoadConfig, Target};
 use conclave_bench::sim::MediaPlan;
 
 /// The bound every probe answer must keep.
@@ -192,6 +192,7 @@ fn liveness_and_metrics_answer_within_100_ms_while_the_media_thread_is_saturated
     let rooms = 50;
     let per_room = 4;
     let cfg = LoadConfig {
+        target: Target::Conclave,
         url,
         rooms,
         participants_per_room: per_room,
