@@ -262,6 +262,7 @@ metrics = [
     ("RSS / participant (KiB)", lambda s: s.get("media_rss_per_participant_kib"), "{:.0f}", 1),
     ("loss (%)", lambda s: s.get("loss_percent"), "{:.3f}", 1),
     ("server CPU in window (s)", lambda s: s.get("media_cpu_seconds"), "{:.2f}", 1),
+    ("generator CPU in window (s)", lambda s: s.get("generator_cpu_seconds"), "{:.2f}", 1),
     ("packets in window", lambda s: s.get("window_packets"), "{:.0f}", 1),
     ("failed participants", lambda s: s.get("failed"), "{:.0f}", 1),
     ("machine busy, whole run (%)", lambda s: s.get("machine_busy_percent"), "{:.0f}", 1),

@@ -86,6 +86,8 @@ pub struct Summary {
     pub latency_ms: Option<Percentiles>,
     pub window_secs: f64,
     pub media_cpu_seconds: Option<f64>,
+    /// CPU-seconds the generator itself spent in the window (it shares the machine).
+    pub generator_cpu_seconds: Option<f64>,
     /// RTP media packets delivered to subscribers inside the measured window.
     pub window_packets: u64,
     /// `window_packets` per media-node CPU-second spent in the window.
@@ -206,9 +208,12 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
     drop(tx);
 
     // The measured window: sample the media node at its edges.
+    let me = std::process::id();
     let mut cpu_at_window_start = None;
     let mut rss_at_window_end = None;
     let mut cpu_at_window_end = None;
+    let mut own_cpu_at_window_start = None;
+    let mut own_cpu_at_window_end = None;
     let deadline = stop_at + drain + Duration::from_secs(15);
     let mut last_print = Instant::now();
     while progress.finished.load(Relaxed) < total as u64 && Instant::now() < deadline {
@@ -216,9 +221,11 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
         let now = Instant::now();
         if cpu_at_window_start.is_none() && now >= window_start {
             cpu_at_window_start = cfg.media_pid.and_then(procstat::cpu_seconds);
+            own_cpu_at_window_start = procstat::cpu_seconds(me);
         }
         if cpu_at_window_end.is_none() && now >= stop_at {
             cpu_at_window_end = cfg.media_pid.and_then(procstat::cpu_seconds);
+            own_cpu_at_window_end = procstat::cpu_seconds(me);
             rss_at_window_end = cfg.media_pid.and_then(procstat::rss_bytes);
         }
         if cfg.progress && now.duration_since(last_print) >= Duration::from_secs(1) {
@@ -252,11 +259,15 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let own_window = match (own_cpu_at_window_start, own_cpu_at_window_end) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     Ok(summarise(
         cfg,
         total,
         reports,
-        window,
+        (window, own_window),
         rss_before,
         rss_at_window_end,
         window_start,
@@ -336,7 +347,7 @@ fn summarise(
     cfg: &LoadConfig,
     total: u32,
     reports: Vec<ParticipantReport>,
-    cpu: Option<f64>,
+    (cpu, own_cpu): (Option<f64>, Option<f64>),
     rss_before: Option<(u64, u64)>,
     rss_end: Option<(u64, u64)>,
     window_start: Instant,
@@ -394,6 +405,7 @@ fn summarise(
         window_secs: run_secs,
         window_packets,
         media_cpu_seconds: cpu,
+        generator_cpu_seconds: own_cpu,
         forwarded_per_cpu_second,
         media_peak_rss_mib: rss_end.map(|(_, peak)| peak as f64 / (1024.0 * 1024.0)),
         media_rss_per_participant_kib: match (rss_before, rss_end) {
@@ -446,6 +458,9 @@ pub fn table(s: &Summary) -> String {
         s.window_packets.to_string(),
     );
     row("media node CPU in window", opt(s.media_cpu_seconds, "s"));
+    if let Some(g) = s.generator_cpu_seconds {
+        row("generator CPU in window", format!("{g:.2} s"));
+    }
     row(
         "forwarded packets per CPU-second",
         opt(s.forwarded_per_cpu_second, ""),
