@@ -14,6 +14,8 @@
 #
 # Usage: benches/side-by-side.sh [--pairs 3] [--participants 20] [--duration 10]
 #          [--warmup 2] [--addr 10.77.0.1] [--iface cb0] [--bin DIR] [--out DIR]
+#          [--janus-event-loops N]   (Janus's event_loops; default: Janus's own, a thread
+#                                     per handle)
 # Everything it starts it stops by PID; the interface and the temporary directory are
 # removed on exit, also on failure or Ctrl-C. Each run is bounded in time.
 set -euo pipefail
@@ -26,6 +28,7 @@ ADDR=10.77.0.1
 IFACE=cb0
 BIN="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}/release"
 OUT=""
+EVENT_LOOPS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --pairs) PAIRS="$2"; shift 2 ;;
@@ -36,7 +39,8 @@ while [ $# -gt 0 ]; do
         --iface) IFACE="$2"; shift 2 ;;
         --bin) BIN="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --janus-event-loops) EVENT_LOOPS="$2"; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "side-by-side: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -98,6 +102,7 @@ general: {
     loggers_folder = "$JANUS_LIB/loggers"
     debug_level = 3
     session_timeout = 60
+${EVENT_LOOPS:+    event_loops = $EVENT_LOOPS}
 }
 certificates: {
 }
@@ -226,7 +231,7 @@ run_janus() {
 
 COMMIT=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
 echo "side-by-side: commit $COMMIT, $(janus --version 2>/dev/null | head -1 || echo janus),"\
-     "$(date -u '+%Y-%m-%d %H:%M UTC'), N=$N, ${DURATION}s window, $PAIRS pairs, on $ADDR ($IFACE)"
+     "event_loops ${EVENT_LOOPS:-default}, $(date -u '+%Y-%m-%d %H:%M UTC'), N=$N, ${DURATION}s window, $PAIRS pairs, on $ADDR ($IFACE)"
 echo "side-by-side: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 START=$(date +%s)
 for p in $(seq "$PAIRS"); do
