@@ -9,12 +9,28 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::procstat;
-use crate::sim::{self, tally, Endpoint, MediaPlan, ParticipantPlan, ParticipantReport};
+use crate::sim::{self, tally, Endpoint, MediaPlan, ParticipantPlan, ParticipantReport, Signaling};
+
+/// The server a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// A Conclave signaling node (`url`: its base URL, `http://127.0.0.1:8080`).
+    #[default]
+    Conclave,
+    /// Janus VideoRoom over its HTTP REST transport (`url`: `http://host:8088/janus`).
+    Janus,
+}
+
+/// Janus room ids of a run: one per room index (fresh Janus per run, so fixed ids do).
+pub fn janus_room_id(room_idx: u32) -> u64 {
+    1000 + u64::from(room_idx)
+}
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Signaling node base URL, `http://127.0.0.1:8080`.
+    pub target: Target,
+    /// Signaling node base URL, `http://127.0.0.1:8080` (Janus: `http://host:8088/janus`).
     pub url: String,
     pub rooms: u32,
     pub participants_per_room: u32,
@@ -70,6 +86,8 @@ pub struct Summary {
     pub latency_ms: Option<Percentiles>,
     pub window_secs: f64,
     pub media_cpu_seconds: Option<f64>,
+    /// CPU-seconds the generator itself spent in the window (it shares the machine).
+    pub generator_cpu_seconds: Option<f64>,
     /// RTP media packets delivered to subscribers inside the measured window.
     pub window_packets: u64,
     /// `window_packets` per media-node CPU-second spent in the window.
@@ -93,16 +111,29 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
     if let Some(pid) = cfg.media_pid {
         procstat::cpu_seconds(pid).ok_or(format!("no process {pid} to measure"))?;
     }
-    let ws_base = if let Some(rest) = cfg.url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = cfg.url.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        return Err(format!(
-            "url must start with http:// or https://: {}",
-            cfg.url
-        ));
+    let ws_base = match cfg.target {
+        Target::Janus => String::new(),
+        Target::Conclave => {
+            if let Some(rest) = cfg.url.strip_prefix("https://") {
+                format!("wss://{rest}")
+            } else if let Some(rest) = cfg.url.strip_prefix("http://") {
+                format!("ws://{rest}")
+            } else {
+                return Err(format!(
+                    "url must start with http:// or https://: {}",
+                    cfg.url
+                ));
+            }
+        }
     };
+    if cfg.target == Target::Janus {
+        let rooms: Vec<u64> = (0..cfg.rooms).map(janus_room_id).collect();
+        let url = cfg.url.clone();
+        let publishers = cfg.publishers_per_room.max(1);
+        actix_rt::System::new()
+            .block_on(async move { crate::janus::create_rooms(&url, &rooms, publishers).await })
+            .map_err(|e| format!("janus at {}: {e}", cfg.url))?;
+    }
     let total = cfg.rooms * cfg.participants_per_room;
     // Joins take a moment each on a busy 2-core box; budget for them before the window.
     let join_budget = Duration::from_millis(200 + 40 * total as u64);
@@ -117,13 +148,21 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
         let room = format!("{}-{room_idx}", cfg.room_prefix);
         for p in 0..cfg.participants_per_room {
             let index = room_idx * cfg.participants_per_room + p;
-            let user = format!("sim-{index}");
-            let token = token(cfg, &room, &user)?;
+            let signaling = match cfg.target {
+                Target::Conclave => Signaling::Conclave {
+                    ws_url: format!("{ws_base}/ws?room={room}"),
+                    token: token(cfg, &room, &format!("sim-{index}"))?,
+                },
+                Target::Janus => Signaling::Janus {
+                    url: cfg.url.clone(),
+                    room: janus_room_id(room_idx),
+                },
+            };
             plans.push(ParticipantPlan {
                 index,
-                ws_url: format!("{ws_base}/ws?room={room}"),
-                token,
+                signaling,
                 publish: (p < cfg.publishers_per_room).then(|| cfg.media.clone()),
+                epoch: start,
                 stop_at,
                 drain,
                 bind_ip: cfg.bind_ip,
@@ -169,9 +208,12 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
     drop(tx);
 
     // The measured window: sample the media node at its edges.
+    let me = std::process::id();
     let mut cpu_at_window_start = None;
     let mut rss_at_window_end = None;
     let mut cpu_at_window_end = None;
+    let mut own_cpu_at_window_start = None;
+    let mut own_cpu_at_window_end = None;
     let deadline = stop_at + drain + Duration::from_secs(15);
     let mut last_print = Instant::now();
     while progress.finished.load(Relaxed) < total as u64 && Instant::now() < deadline {
@@ -179,9 +221,11 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
         let now = Instant::now();
         if cpu_at_window_start.is_none() && now >= window_start {
             cpu_at_window_start = cfg.media_pid.and_then(procstat::cpu_seconds);
+            own_cpu_at_window_start = procstat::cpu_seconds(me);
         }
         if cpu_at_window_end.is_none() && now >= stop_at {
             cpu_at_window_end = cfg.media_pid.and_then(procstat::cpu_seconds);
+            own_cpu_at_window_end = procstat::cpu_seconds(me);
             rss_at_window_end = cfg.media_pid.and_then(procstat::rss_bytes);
         }
         if cfg.progress && now.duration_since(last_print) >= Duration::from_secs(1) {
@@ -215,11 +259,15 @@ pub fn run(cfg: &LoadConfig) -> Result<Summary, String> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let own_window = match (own_cpu_at_window_start, own_cpu_at_window_end) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     Ok(summarise(
         cfg,
         total,
         reports,
-        window,
+        (window, own_window),
         rss_before,
         rss_at_window_end,
         window_start,
@@ -299,7 +347,7 @@ fn summarise(
     cfg: &LoadConfig,
     total: u32,
     reports: Vec<ParticipantReport>,
-    cpu: Option<f64>,
+    (cpu, own_cpu): (Option<f64>, Option<f64>),
     rss_before: Option<(u64, u64)>,
     rss_end: Option<(u64, u64)>,
     window_start: Instant,
@@ -357,6 +405,7 @@ fn summarise(
         window_secs: run_secs,
         window_packets,
         media_cpu_seconds: cpu,
+        generator_cpu_seconds: own_cpu,
         forwarded_per_cpu_second,
         media_peak_rss_mib: rss_end.map(|(_, peak)| peak as f64 / (1024.0 * 1024.0)),
         media_rss_per_participant_kib: match (rss_before, rss_end) {
@@ -409,6 +458,9 @@ pub fn table(s: &Summary) -> String {
         s.window_packets.to_string(),
     );
     row("media node CPU in window", opt(s.media_cpu_seconds, "s"));
+    if let Some(g) = s.generator_cpu_seconds {
+        row("generator CPU in window", format!("{g:.2} s"));
+    }
     row(
         "forwarded packets per CPU-second",
         opt(s.forwarded_per_cpu_second, ""),

@@ -1,6 +1,10 @@
-//! One simulated participant: the real signaling protocol over WebSocket, a str0m `Rtc` as
-//! the WebRTC client over its own UDP socket, synthetic audio and video out, every other
-//! publisher's media in, measured.
+//! One simulated participant: str0m `Rtc`s as the WebRTC client over its own UDP socket,
+//! synthetic audio and video out, every other publisher's media in, measured.
+//!
+//! The media half ([`Media`]: socket, peer connections, paced senders, measurement) is the
+//! same for every server under test; only signaling differs. This file also holds Conclave's
+//! signaling (its WebSocket protocol, one peer connection); [`crate::janus`] holds Janus
+//! VideoRoom's (HTTP REST, a publisher and a subscriber peer connection).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,15 +40,33 @@ pub struct MediaPlan {
     pub keyframe_interval: u32,
 }
 
+/// The server a participant signals with.
+#[derive(Debug, Clone)]
+pub enum Signaling {
+    /// Conclave's WebSocket protocol.
+    Conclave {
+        /// `ws://host:port/ws?room=...`
+        ws_url: String,
+        token: String,
+    },
+    /// Janus VideoRoom over Janus's HTTP REST transport.
+    Janus {
+        /// `http://host:8088/janus`
+        url: String,
+        room: u64,
+    },
+}
+
 /// Everything one participant needs to run.
 #[derive(Debug, Clone)]
 pub struct ParticipantPlan {
     pub index: u32,
-    /// `ws://host:port/ws?room=...`
-    pub ws_url: String,
-    pub token: String,
+    pub signaling: Signaling,
     /// `None`: listen only.
     pub publish: Option<MediaPlan>,
+    /// The run's common time origin: each publisher's own clock (see [`Clock`]) is placed
+    /// relative to it, so every run of the same plan sends on the same schedule.
+    pub epoch: Instant,
     /// Publishing and measuring stop at this instant.
     pub stop_at: Instant,
     /// After `stop_at`, keep receiving this long for packets in flight.
@@ -196,30 +218,328 @@ impl ParticipantReport {
 
 type WsFramed = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
+/// One publisher's own media clock, as if each ran on a machine of its own: its audio and
+/// its video each tick from their own phase within the interval, at a rate a little off
+/// nominal (a crystal within ±100 ppm), never in step with another publisher's and never
+/// driven from one shared loop. Derived from the participant's index, so every run, against
+/// every server, sends on the same schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    /// Where each kind's ticks fall within its interval, a fraction in [0, 1): [audio, video].
+    pub phase: [f64; 2],
+    /// How far this clock runs off nominal, parts per million, within ±100.
+    pub skew_ppm: f64,
+}
+
+impl Clock {
+    pub fn for_publisher(index: u32) -> Clock {
+        // splitmix64: well-spread values from consecutive indices.
+        let mut state = u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut unit = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
+        };
+        Clock {
+            phase: [unit(), unit()],
+            skew_ppm: (unit() * 2.0 - 1.0) * 100.0,
+        }
+    }
+
+    /// The interval this clock actually ticks at for a nominal one.
+    pub fn interval(&self, nominal: Duration) -> Duration {
+        nominal.mul_f64(1.0 + self.skew_ppm * 1e-6)
+    }
+}
+
+/// One outgoing track, paced by its publisher's [`Clock`]: frame `k` is due at
+/// `origin + k * interval`.
 struct Sender {
+    /// Index into [`Media::peers`] of the peer connection that sends it.
+    peer: usize,
     mid: Mid,
     kind: u8,
     seq: u64,
-    next_at: Instant,
+    origin: Instant,
     interval: Duration,
+    next_at: Instant,
+}
+
+impl Sender {
+    fn new(
+        peer: usize,
+        mid: Mid,
+        kind: u8,
+        nominal: Duration,
+        clock: Clock,
+        epoch: Instant,
+    ) -> Self {
+        let origin = epoch + nominal.mul_f64(clock.phase[kind as usize]);
+        Sender {
+            peer,
+            mid,
+            kind,
+            seq: 0,
+            origin,
+            interval: clock.interval(nominal),
+            next_at: origin,
+        }
+    }
+
+    /// The first tick of this sender's grid after `now`. After a stall the missed ticks are
+    /// skipped, never sent in a burst, and the phase is kept.
+    fn tick_after(&self, now: Instant) -> Instant {
+        if now < self.origin {
+            return self.origin;
+        }
+        let k = (now - self.origin).as_nanos() / self.interval.as_nanos().max(1) + 1;
+        self.origin + self.interval * u32::try_from(k).unwrap_or(u32::MAX)
+    }
+}
+
+/// The media half of a participant, the same whatever the signaling: one UDP socket, the
+/// participant's peer connections on it, its paced senders, and what it measures.
+pub(crate) struct Media {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The participant's peer connections, all on `socket` (Conclave: one; Janus: a
+    /// publisher and a subscriber). A datagram goes to the one that accepts it.
+    pub(crate) peers: Vec<Rtc>,
+    /// Whether each peer connection is up (ICE and DTLS done): its senders start then.
+    connected: Vec<bool>,
+    senders: Vec<Sender>,
+    /// When the server confirmed the join (for join → first media).
+    pub(crate) joined_at: Option<Instant>,
+    /// str0m's earliest timeout over all peers, from the last [`Media::drain`].
+    next_timeout: Instant,
+    buf: Vec<u8>,
+    payload_buf: Vec<u8>,
+    video_seen: u64,
+}
+
+impl Media {
+    pub(crate) fn bind(plan: &ParticipantPlan) -> Result<Media, String> {
+        let socket =
+            bind_udp(SocketAddr::new(plan.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        Ok(Media {
+            socket,
+            local,
+            peers: Vec::new(),
+            connected: Vec::new(),
+            senders: Vec::new(),
+            joined_at: None,
+            next_timeout: Instant::now(),
+            buf: vec![0u8; 2048],
+            payload_buf: Vec::with_capacity(4096),
+            video_seen: 0,
+        })
+    }
+
+    /// A new peer connection on our socket (Opus and VP8 only); returns its index.
+    pub(crate) fn add_peer(&mut self) -> Result<usize, String> {
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(self.local, "udp").map_err(|e| e.to_string())?);
+        self.peers.push(rtc);
+        self.connected.push(false);
+        Ok(self.peers.len() - 1)
+    }
+
+    /// `peer`'s offer of what the plan publishes (send-only audio and video, each paced by
+    /// the publisher's own clock). A listener offers a recv-only audio line that will never
+    /// carry media (it still needs the transport).
+    pub(crate) fn publish_offer(
+        &mut self,
+        peer: usize,
+        plan: &ParticipantPlan,
+    ) -> Result<(SdpOffer, SdpPendingOffer), String> {
+        let clock = Clock::for_publisher(plan.index);
+        let mut api = self.peers[peer].sdp_api();
+        match &plan.publish {
+            Some(m) => {
+                if m.audio {
+                    let mid =
+                        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                    let nominal = Duration::from_millis(20);
+                    self.senders
+                        .push(Sender::new(peer, mid, 0, nominal, clock, plan.epoch));
+                }
+                if m.video {
+                    let mid =
+                        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                    let nominal = Duration::from_secs(1) / m.video_fps.max(1);
+                    self.senders
+                        .push(Sender::new(peer, mid, 1, nominal, clock, plan.epoch));
+                }
+            }
+            None => {
+                api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            }
+        }
+        api.apply().ok_or_else(|| "no offer to make".to_string())
+    }
+
+    /// Drain every peer connection until it wants time: send its datagrams, record its
+    /// events.
+    pub(crate) fn drain(&mut self, report: &mut ParticipantReport) -> Result<(), String> {
+        let mut earliest: Option<Instant> = None;
+        for (i, rtc) in self.peers.iter_mut().enumerate() {
+            loop {
+                match rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
+                    Output::Timeout(t) => {
+                        earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                        break;
+                    }
+                    Output::Transmit(t) => {
+                        let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    }
+                    Output::Event(e) => {
+                        on_event(e, report, self.joined_at, &mut self.connected[i]);
+                    }
+                }
+            }
+        }
+        self.next_timeout = earliest.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        Ok(())
+    }
+
+    /// When the participant's loop must wake next: str0m's earliest timeout, the next frame
+    /// due on a connected sender before `stop_at`, or `end`.
+    pub(crate) fn wake_at(&self, plan: &ParticipantPlan, end: Instant) -> Instant {
+        let publishing = Instant::now() < plan.stop_at;
+        let next_send = self
+            .senders
+            .iter()
+            .filter(|s| publishing && self.connected[s.peer])
+            .map(|s| s.next_at)
+            .min()
+            .unwrap_or(end);
+        self.next_timeout.min(next_send).min(end)
+    }
+
+    /// Wait for the next datagram; it is left in the receive buffer for [`Media::on_datagram`].
+    pub(crate) async fn recv(&mut self) -> std::io::Result<(usize, SocketAddr)> {
+        self.socket.recv_from(&mut self.buf).await
+    }
+
+    /// Hand the datagram [`Media::recv`] returned to the peer connection that accepts it
+    /// (dropping it first if the plan drops this video packet).
+    pub(crate) fn on_datagram(
+        &mut self,
+        n: usize,
+        source: SocketAddr,
+        plan: &ParticipantPlan,
+        report: &mut ParticipantReport,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        let Ok(r) = Receive::new(Protocol::Udp, source, self.local, &self.buf[..n]) else {
+            return Ok(());
+        };
+        let input = Input::Receive(now, r);
+        let peer = if self.peers.len() == 1 {
+            0
+        } else {
+            match self.peers.iter().position(|rtc| rtc.accepts(&input)) {
+                Some(p) => p,
+                None => return Ok(()),
+            }
+        };
+        let Some(rtc) = self.peers.get_mut(peer) else {
+            return Ok(());
+        };
+        // The video payload types as negotiated: the codec's and its RTX's.
+        let video = rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| (p.pt(), p.resend()));
+        match (rtp_payload_type(&self.buf[..n]), video) {
+            (Some(pt), Some((_, Some(rtx)))) if pt == *rtx => report.rtx_received += 1,
+            (Some(pt), Some((vp8, _))) if pt == *vp8 => {
+                self.video_seen += 1;
+                // Not at the very end: only a later packet reveals the gap.
+                let may_drop = now + NO_DROP_BEFORE_STOP < plan.stop_at;
+                if may_drop
+                    && plan
+                        .drop_video_every
+                        .is_some_and(|every| self.video_seen.is_multiple_of(every))
+                {
+                    report.video_dropped += 1;
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        rtc.handle_input(input).map_err(|e| e.to_string())
+    }
+
+    /// Send every frame that is due (before `stop_at`, on connected peers) and give every
+    /// peer connection its timeout.
+    pub(crate) fn on_wake(
+        &mut self,
+        plan: &ParticipantPlan,
+        report: &mut ParticipantReport,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        if let Some(m) = plan.publish.as_ref().filter(|_| now < plan.stop_at) {
+            for s in self.senders.iter_mut() {
+                if s.next_at > now || !self.connected[s.peer] {
+                    continue;
+                }
+                send_frame(
+                    &mut self.peers[s.peer],
+                    s,
+                    m,
+                    plan.index,
+                    &mut self.payload_buf,
+                    report,
+                )?;
+                s.next_at = s.tick_after(now);
+            }
+        }
+        for rtc in self.peers.iter_mut() {
+            rtc.handle_input(Input::Timeout(now))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 /// Run one participant until `stop_at + drain`. Never hangs: every wait is bounded by that.
 pub async fn run(plan: ParticipantPlan) -> ParticipantReport {
     let mut report = ParticipantReport::new(plan.index, plan.window);
-    if let Err(e) = run_inner(&plan, &mut report).await {
+    let result = match &plan.signaling {
+        Signaling::Conclave { ws_url, token } => {
+            run_conclave(&plan, ws_url, token, &mut report).await
+        }
+        Signaling::Janus { url, room } => crate::janus::run(&plan, url, *room, &mut report).await,
+    };
+    if let Err(e) = result {
         report.error = Some(e);
     }
     report
 }
 
-async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Result<(), String> {
+/// A participant signaling with Conclave: one peer connection; we offer once at join, then
+/// answer the server's offers.
+async fn run_conclave(
+    plan: &ParticipantPlan,
+    ws_url: &str,
+    token: &str,
+    report: &mut ParticipantReport,
+) -> Result<(), String> {
     let end = plan.stop_at + plan.drain;
     let started = Instant::now();
     let (_, mut framed) = tokio::time::timeout_at(
         end.into(),
         awc::Client::new()
-            .ws(plan.ws_url.as_str())
+            .ws(ws_url)
             .max_frame_size(4 * 1024 * 1024)
             .connect(),
     )
@@ -230,7 +550,7 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     send(
         &mut framed,
         &ClientMessage::Join {
-            token: plan.token.clone(),
+            token: token.to_string(),
             name: Some(format!("sim-{}", plan.index)),
             audio: plan.publish.as_ref().is_some_and(|m| m.audio),
             video: plan.publish.as_ref().is_some_and(|m| m.video),
@@ -238,86 +558,19 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
     )
     .await?;
 
-    let socket =
-        bind_udp(SocketAddr::new(plan.bind_ip, 0)).map_err(|e| format!("udp bind: {e}"))?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let now = Instant::now();
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(now);
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-
-    // Our one offer: send-only audio and video (a listener offers nothing but still needs
-    // the transport, so it offers a recv-only audio line that will never carry media).
-    let mut api = rtc.sdp_api();
-    let mut senders = Vec::new();
-    match &plan.publish {
-        Some(m) => {
-            if m.audio {
-                let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-                senders.push(Sender {
-                    mid,
-                    kind: 0,
-                    seq: 0,
-                    next_at: now,
-                    interval: Duration::from_millis(20),
-                });
-            }
-            if m.video {
-                let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-                senders.push(Sender {
-                    mid,
-                    kind: 1,
-                    seq: 0,
-                    next_at: now,
-                    interval: Duration::from_secs(1) / m.video_fps.max(1),
-                });
-            }
-        }
-        None => {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-    }
-    let (offer, pending) = api.apply().ok_or("no offer to make")?;
+    let mut media = Media::bind(plan)?;
+    let peer = media.add_peer()?;
+    let (offer, pending) = media.publish_offer(peer, plan)?;
     let mut pending: Option<SdpPendingOffer> = Some(pending);
     let mut offer_sdp = Some(offer.to_sdp_string());
-
-    let mut joined_at: Option<Instant> = None;
-    let mut buf = vec![0u8; 2048];
-    let mut payload_buf = Vec::with_capacity(4096);
-    let mut next_timeout;
-    let mut media_enabled = false;
     let mut signaling_up = true;
-    let mut video_seen: u64 = 0;
 
     loop {
-        // Drain str0m until it wants time.
-        loop {
-            match rtc.poll_output().map_err(|e| format!("rtc: {e}"))? {
-                Output::Timeout(t) => {
-                    next_timeout = t;
-                    break;
-                }
-                Output::Transmit(t) => {
-                    let _ = socket.try_send_to(&t.contents, t.destination);
-                }
-                Output::Event(e) => on_event(e, report, joined_at, &mut media_enabled),
-            }
-        }
-        let now = Instant::now();
-        if now >= end {
+        media.drain(report)?;
+        if Instant::now() >= end {
             break;
         }
-        let publishing = media_enabled && now < plan.stop_at;
-        let next_send = senders
-            .iter()
-            .map(|s| s.next_at)
-            .min()
-            .filter(|_| publishing)
-            .unwrap_or(end);
-        let wake = next_timeout.min(next_send).min(end);
+        let wake = media.wake_at(plan, end);
 
         tokio::select! {
             frame = framed.next(), if signaling_up => {
@@ -339,7 +592,7 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
                     .map_err(|e| format!("bad server message: {e}"))?;
                 match msg {
                     ServerMessage::Joined { .. } => {
-                        joined_at = Some(Instant::now());
+                        media.joined_at = Some(Instant::now());
                         plan.joined_counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         report.joined_after = Some(started.elapsed());
                         if let Some(sdp) = offer_sdp.take() {
@@ -349,12 +602,12 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
                     ServerMessage::Answer { sdp } => {
                         let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| e.to_string())?;
                         if let Some(p) = pending.take() {
-                            rtc.sdp_api().accept_answer(p, answer).map_err(|e| e.to_string())?;
+                            media.peers[peer].sdp_api().accept_answer(p, answer).map_err(|e| e.to_string())?;
                         }
                     }
                     ServerMessage::ServerOffer { sdp, .. } => {
                         let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| e.to_string())?;
-                        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
+                        let answer = media.peers[peer].sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
                         send(&mut framed, &ClientMessage::Answer { sdp: answer.to_sdp_string() }).await?;
                     }
                     ServerMessage::Error { code, message } => {
@@ -363,42 +616,12 @@ async fn run_inner(plan: &ParticipantPlan, report: &mut ParticipantReport) -> Re
                     _ => {}
                 }
             }
-            received = socket.recv_from(&mut buf) => {
+            received = media.recv() => {
                 if let Ok((n, source)) = received {
-                    // The video payload types as negotiated: the codec's and its RTX's.
-                    let video = rtc.codec_config().find(|p| p.spec().codec == Codec::Vp8).map(|p| (p.pt(), p.resend()));
-                    match (rtp_payload_type(&buf[..n]), video) {
-                        (Some(pt), Some((_, Some(rtx)))) if pt == *rtx => report.rtx_received += 1,
-                        (Some(pt), Some((vp8, _))) if pt == *vp8 => {
-                            video_seen += 1;
-                            // Not at the very end: only a later packet reveals the gap.
-                            let may_drop = Instant::now() + NO_DROP_BEFORE_STOP < plan.stop_at;
-                            if may_drop && plan.drop_video_every.is_some_and(|every| video_seen.is_multiple_of(every)) {
-                                report.video_dropped += 1;
-                                continue;
-                            }
-                        }
-                        _ => {}
-                    }
-                    if let Ok(r) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
-                        rtc.handle_input(Input::Receive(Instant::now(), r)).map_err(|e| e.to_string())?;
-                    }
+                    media.on_datagram(n, source, plan, report)?;
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                let now = Instant::now();
-                if publishing {
-                    if let Some(m) = &plan.publish {
-                        for s in senders.iter_mut().filter(|s| s.next_at <= now) {
-                            send_frame(&mut rtc, s, m, plan.index, &mut payload_buf, report)?;
-                            s.next_at += s.interval;
-                            // Never try to catch up a backlog in a burst.
-                            if s.next_at < now { s.next_at = now + s.interval; }
-                        }
-                    }
-                }
-                rtc.handle_input(Input::Timeout(now)).map_err(|e| e.to_string())?;
-            }
+            _ = tokio::time::sleep_until(wake.into()) => media.on_wake(plan, report)?,
         }
     }
     if !signaling_up {
@@ -436,12 +659,12 @@ fn on_event(
     e: Event,
     report: &mut ParticipantReport,
     joined_at: Option<Instant>,
-    media_enabled: &mut bool,
+    connected: &mut bool,
 ) {
     match e {
         Event::Connected => {
             report.connected = true;
-            *media_enabled = true;
+            *connected = true;
         }
         Event::MediaData(data) => {
             let Some(stamp) = payload::decode(&data.data) else {
@@ -538,4 +761,52 @@ async fn send(framed: &mut WsFramed, msg: &ClientMessage) -> Result<(), String> 
         .send(ws::Message::Text(json.into()))
         .await
         .map_err(|e| format!("websocket send: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_publisher_has_its_own_clock() {
+        let clocks: Vec<Clock> = (0..20).map(Clock::for_publisher).collect();
+        // The same index gives the same clock (runs and targets compare).
+        assert_eq!(clocks[7], Clock::for_publisher(7));
+        for c in &clocks {
+            assert!(c.phase.iter().all(|p| (0.0..1.0).contains(p)), "{c:?}");
+            assert!(c.skew_ppm.abs() <= 100.0, "{c:?}");
+        }
+        // Phases spread over the interval, not bunched on one tick: every tenth of the
+        // video interval holds at least one of the 20 publishers' first frames.
+        let mut tenths = [0; 10];
+        for c in &clocks {
+            tenths[(c.phase[1] * 10.0) as usize] += 1;
+        }
+        assert!(tenths.iter().filter(|&&n| n > 0).count() >= 7, "{tenths:?}");
+        let nominal = Duration::from_millis(20);
+        assert_ne!(clocks[0].interval(nominal), clocks[1].interval(nominal));
+    }
+
+    #[test]
+    fn a_sender_keeps_its_grid_and_skips_missed_ticks() {
+        let epoch = Instant::now();
+        let clock = Clock {
+            phase: [0.25, 0.0],
+            skew_ppm: 0.0,
+        };
+        let s = Sender::new(
+            0,
+            Mid::from("0"),
+            0,
+            Duration::from_millis(20),
+            clock,
+            epoch,
+        );
+        let ms = |n: u64| Duration::from_millis(n);
+        assert_eq!(s.origin, epoch + ms(5));
+        assert_eq!(s.tick_after(epoch), epoch + ms(5));
+        assert_eq!(s.tick_after(epoch + ms(5)), epoch + ms(25));
+        // Woken late (a stall of 3 intervals): the next tick on the grid, no burst.
+        assert_eq!(s.tick_after(epoch + ms(71)), epoch + ms(85));
+    }
 }

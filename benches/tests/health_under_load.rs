@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use conclave_bench::load::{self, LoadConfig};
+use conclave_bench::load::{self, LoadConfig, Target};
 use conclave_bench::sim::MediaPlan;
 
 mod support;
@@ -107,6 +107,7 @@ fn liveness_and_metrics_answer_within_100_ms_while_the_media_thread_is_saturated
     let rooms = 50;
     let per_room = 4;
     let cfg = LoadConfig {
+        target: Target::Conclave,
         url,
         rooms,
         participants_per_room: per_room,

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conclave_bench::load::{self, LoadConfig};
+use conclave_bench::load::{self, LoadConfig, Target};
 use conclave_bench::sim::MediaPlan;
 
 /// A signaling node we started; killed by PID when dropped.
@@ -68,6 +68,7 @@ fn start_node() -> Node {
 
 fn config(node: &Node, participants: u32, secs: f64) -> LoadConfig {
     LoadConfig {
+        target: Target::Conclave,
         url: node.url.clone(),
         rooms: 1,
         participants_per_room: participants,

@@ -1,5 +1,6 @@
 //! `conclave-load`: simulated participants against a Conclave signaling node, like LiveKit's
-//! `lk load-test`. Prints a live progress line and a summary table; `--json` for machines.
+//! `lk load-test`, or against Janus VideoRoom (`--target janus`) with the same participants
+//! and workload. Prints a live progress line and a summary table; `--json` for machines.
 //! `--floor` runs the same scenario through `udp-relay` (plain UDP, no WebRTC) instead: the
 //! baseline the SFU's cost is reported against.
 
@@ -9,8 +10,16 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use conclave_bench::floor::{self, FloorConfig};
-use conclave_bench::load::{self, LoadConfig};
+use conclave_bench::load::{self, LoadConfig, Target};
 use conclave_bench::sim::MediaPlan;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TargetArg {
+    /// A Conclave signaling node (`--url http://host:8080`).
+    Conclave,
+    /// Janus VideoRoom over Janus's HTTP transport (`--url http://host:8088/janus`).
+    Janus,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mix {
@@ -24,7 +33,10 @@ enum Mix {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Signaling node base URL.
+    /// The server under test.
+    #[arg(long, value_enum, default_value = "conclave")]
+    target: TargetArg,
+    /// Signaling node base URL (Janus: its HTTP API, `http://host:8088/janus`).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     #[arg(long, default_value_t = 1)]
@@ -55,7 +67,7 @@ struct Cli {
     /// Token secret of the node; without it tokens come from the node's `/dev/token`.
     #[arg(long, env = "CONCLAVE_TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
-    /// PID of the process hosting the media node, to measure its CPU and memory.
+    /// PID of the process hosting the media node (or of Janus), to measure its CPU and memory.
     #[arg(long)]
     media_pid: Option<u32>,
     /// Worker threads for the simulated participants. On a 2-core machine 1 leaves the
@@ -107,6 +119,10 @@ fn main() {
         fail("--video-loss must be a percentage in [0, 50]");
     }
     let cfg = LoadConfig {
+        target: match cli.target {
+            TargetArg::Conclave => Target::Conclave,
+            TargetArg::Janus => Target::Janus,
+        },
         url: cli.url.trim_end_matches('/').to_string(),
         rooms: cli.rooms,
         participants_per_room: cli.participants,
