@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use conclave_bench::load::{self, LoadConfig, Summary};
+use conclave_bench::load::{self, LoadConfig, Summary, Target};
 use conclave_bench::sim::MediaPlan;
 use conclave_common::test_redis::TestRedis;
 
@@ -20,6 +20,7 @@ const TOKEN_SECRET: &str = "room-threads-test-token-secret-0123456789";
 /// One room of `participants`, all publishing audio and video, for `secs`.
 fn one_room(url: &str, prefix: &str, participants: u32, secs: u64, warmup: u64) -> LoadConfig {
     LoadConfig {
+        target: Target::Conclave,
         url: url.to_string(),
         rooms: 1,
         participants_per_room: participants,
