@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo, RedisSettings};
+use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo, NodeLoad, RedisSettings};
 
 use crate::error::StartError;
 
@@ -45,7 +45,11 @@ pub async fn heartbeat_loop(
     loop {
         let count = media.participants.load(Relaxed) as u32;
         let draining = media.draining.load(Relaxed);
-        match store.heartbeat(&info, count, draining, now_ms()).await {
+        let load = NodeLoad {
+            participants: count,
+            ..Default::default()
+        };
+        match store.heartbeat(&info, &load, draining, now_ms()).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("redis reachable again");

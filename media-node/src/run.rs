@@ -40,8 +40,9 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
         let info = NodeInfo {
             id: media.node_id.clone(),
             link_url,
-            udp_addr: media.advertised.to_string(),
+            udp_addrs: vec![media.advertised.to_string()],
             capacity: config.capacity,
+            load_capacity: conclave_common::load::default_capacity(1),
         };
         let redis = RedisSettings {
             url: redis_url,
