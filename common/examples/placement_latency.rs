@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use conclave_common::cluster::{ClusterStore, NodeInfo};
+use conclave_common::cluster::{ClusterStore, NodeInfo, NodeLoad};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -24,10 +24,14 @@ async fn main() {
         let node = NodeInfo {
             id: format!("m{i}"),
             link_url: format!("ws://m{i}/internal/link"),
-            udp_addr: "127.0.0.1:40000".into(),
+            udp_addrs: vec!["127.0.0.1:40000".into()],
             capacity: 1_000_000,
+            load_capacity: 1_000_000_000,
         };
-        store.heartbeat(&node, 0, false, now()).await.unwrap();
+        store
+            .heartbeat(&node, &NodeLoad::default(), false, now())
+            .await
+            .unwrap();
     }
     let mut samples = Vec::new();
     for i in 0..2000 {

@@ -1,7 +1,15 @@
 //! Placement against a real Redis server (started here on a free 127.0.0.1 port, stopped by
 //! its PID at the end).
+//!
+//! Loads are in forwarded packets per second (fpps, `conclave_common::load`): a publisher of
+//! audio and video sends 110 packets/s, audio only 50, to every other participant of its room,
+//! so a room of n all-video participants costs n × (n − 1) × 110. Every expected node below is
+//! worked out by hand from that model.
 
-use conclave_common::cluster::{ClusterError, ClusterStore, Left, NodeInfo, NODE_STALE_MS};
+use conclave_common::cluster::{
+    ClusterError, ClusterStore, Left, NodeInfo, NodeLoad, NODE_STALE_MS,
+};
+use conclave_common::load::{new_room_reservation, publisher_fpps, room_cost};
 use conclave_common::test_redis::TestRedis;
 use futures_util::future::join_all;
 
@@ -9,76 +17,218 @@ fn start_redis() -> TestRedis {
     TestRedis::start()
 }
 
-fn node(id: &str, capacity: u32) -> NodeInfo {
+/// A node taking at most `capacity` participants and `load_capacity` fpps.
+fn node(id: &str, capacity: u32, load_capacity: u64) -> NodeInfo {
     NodeInfo {
         id: id.into(),
         link_url: format!("ws://{id}/internal/link"),
-        udp_addr: "127.0.0.1:40000".into(),
+        udp_addrs: vec!["127.0.0.1:40000".into(), "127.0.0.1:40001".into()],
         capacity,
+        load_capacity,
     }
 }
 
+/// A node's heartbeat reporting `participants` and `load_fpps`.
+async fn beat(store: &ClusterStore, node: &NodeInfo, participants: u32, load_fpps: u64, now: u64) {
+    let load = NodeLoad {
+        participants,
+        load_fpps,
+        ..NodeLoad::default()
+    };
+    store.heartbeat(node, &load, false, now).await.unwrap();
+}
+
+/// A node whose load leaves room for everything: only participants count.
+fn roomy(id: &str, capacity: u32) -> NodeInfo {
+    node(id, capacity, 1_000_000)
+}
+
 const NOW: u64 = 1_000_000;
+/// Audio and video.
+const FULL: u64 = 110;
+/// Audio only.
+const AUDIO: u64 = 50;
+
+#[test]
+fn the_hand_figures_below_are_the_load_model() {
+    assert_eq!(publisher_fpps(1, 1), FULL);
+    assert_eq!(publisher_fpps(1, 0), AUDIO);
+    assert_eq!(new_room_reservation(), 220);
+    assert_eq!(room_cost(&[FULL; 6]), 3300);
+    assert_eq!(room_cost(&[FULL; 3]) * 3, 1980);
+    assert_eq!(room_cost(&[FULL; 20]), 41_800);
+    assert_eq!(room_cost(&[AUDIO; 4]) * 10, 6000);
+    assert_eq!(room_cost(&[FULL; 10]), 9900);
+}
 
 #[tokio::test(flavor = "current_thread")]
-async fn rooms_go_to_the_least_loaded_node_ties_to_the_lowest_id() {
+async fn rooms_go_to_the_node_with_the_most_load_headroom_not_the_fewest_participants() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t1:").await.unwrap();
-    // Known loads: a 0/10, b 2/10, c 1/20.
-    store
-        .heartbeat(&node("a", 10), 0, false, NOW)
-        .await
-        .unwrap();
-    store
-        .heartbeat(&node("b", 10), 2, false, NOW)
-        .await
-        .unwrap();
-    store
-        .heartbeat(&node("c", 20), 1, false, NOW)
-        .await
-        .unwrap();
+    // Equal capacities: 100 participants, 10,000 fpps.
+    // a hosts one 6-person all-video room: 6 × 5 × 110 = 3,300 fpps, 6 participants.
+    // b hosts three 3-person all-video rooms: 3 × (3 × 2 × 110) = 1,980 fpps, 9 participants.
+    // Headroom: a 10,000 − 3,300 = 6,700; b 10,000 − 1,980 = 8,020. Counting participants
+    // (a 6/100 < b 9/100) would pick a; the load model picks b.
+    let (a, b) = (node("a", 100, 10_000), node("b", 100, 10_000));
+    beat(&store, &a, 6, 3300, NOW).await;
+    beat(&store, &b, 9, 1980, NOW).await;
     let mut placed = Vec::new();
     for i in 1..=9 {
         placed.push(store.place_room(&format!("room{i}"), NOW).await.unwrap());
     }
-    // Worked by hand: each placement reserves one participant on its node.
-    // a .0 b .2 c .05 -> a; a .1 c .05 -> c; a .1 = c .1 -> a; c .1 -> c; c .15 -> c;
-    // a .2 = b .2 = c .2 -> a; b .2 = c .2 -> b; c .2 -> c; c .25 -> c.
-    assert_eq!(placed, ["a", "c", "a", "c", "c", "a", "b", "c", "c"]);
-    assert_eq!(store.node_participants("a").await.unwrap(), Some(3));
-    assert_eq!(store.node_participants("c").await.unwrap(), Some(6));
-    // A later join of a placed room goes to the same node and reserves nothing more.
-    assert_eq!(store.place_room("room2", NOW).await.unwrap(), "c");
-    assert_eq!(store.node_participants("c").await.unwrap(), Some(6));
-    // A heartbeat replaces reservations with the true count.
-    store
-        .heartbeat(&node("c", 20), 0, false, NOW + 1000)
+    // Worked by hand: each placement takes 220 fpps of its node's headroom.
+    // b 8,020 > a 6,700 -> b (7,800); b 7,800 -> b (7,580); -> b (7,360); -> b (7,140);
+    // -> b (6,920); b 6,920 > 6,700 -> b (6,700); a 6,700 = b 6,700, tie to the lowest id
+    // -> a (6,480); b 6,700 > 6,480 -> b (6,480); a = b = 6,480 -> a (6,260).
+    assert_eq!(placed, ["b", "b", "b", "b", "b", "b", "a", "b", "a"]);
+    // a: 3,300 + 2 × 220; b: 1,980 + 7 × 220. One participant reserved per room.
+    assert_eq!(store.node_load("a").await.unwrap(), Some(3740));
+    assert_eq!(store.node_load("b").await.unwrap(), Some(3520));
+    assert_eq!(store.node_participants("a").await.unwrap(), Some(8));
+    assert_eq!(store.node_participants("b").await.unwrap(), Some(16));
+    // A later join of a placed room goes to the same node and reserves nothing at placement.
+    assert_eq!(store.place_room("room2", NOW).await.unwrap(), "b");
+    assert_eq!(store.node_load("b").await.unwrap(), Some(3520));
+    assert_eq!(store.node_participants("b").await.unwrap(), Some(16));
+    // A heartbeat replaces the reservations with the node's own figures.
+    beat(&store, &b, 10, 2100, NOW + 1000).await;
+    assert_eq!(store.node_load("b").await.unwrap(), Some(2100));
+    assert_eq!(store.node_participants("b").await.unwrap(), Some(10));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_bigger_node_wins_on_headroom_and_audio_rooms_cost_less() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1b:").await.unwrap();
+    // a: two room threads (100,000 fpps), one 20-person all-video room:
+    //    20 × 19 × 110 = 41,800 -> headroom 58,200 (20 of 100 participants).
+    // b: one thread (50,000), ten 4-person audio-only rooms: 10 × (4 × 3 × 50) = 6,000
+    //    -> headroom 44,000 (40 of 100 participants).
+    // c: one thread (50,000), one 10-person all-video room: 10 × 9 × 110 = 9,900
+    //    -> headroom 40,100 (10 of 100 participants: the fewest, which counting would pick).
+    beat(&store, &node("a", 100, 100_000), 20, 41_800, NOW).await;
+    beat(&store, &node("b", 100, 50_000), 40, 6000, NOW).await;
+    beat(&store, &node("c", 100, 50_000), 10, 9900, NOW).await;
+    assert_eq!(store.place_room("next", NOW).await.unwrap(), "a");
+    // b's forty audio participants cost far less than c's ten on video: without a, b is next.
+    let a_full = node("a", 100, 100_000);
+    beat(&store, &a_full, 20, 100_000, NOW).await;
+    assert_eq!(store.place_room("after", NOW).await.unwrap(), "b");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_at_or_over_its_load_capacity_is_full() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1c:").await.unwrap();
+    let (a, b, c) = (
+        node("a", 100, 50_000),
+        node("b", 100, 50_000),
+        node("c", 100, 50_000),
+    );
+    // a is exactly at its load capacity (with no participants at all), c is over it; b has
+    // 100 fpps of headroom: it takes a room (the 220 reservation puts it over), then no node
+    // is left.
+    beat(&store, &a, 0, 50_000, NOW).await;
+    beat(&store, &b, 3, 49_900, NOW).await;
+    beat(&store, &c, 1, 60_000, NOW).await;
+    assert_eq!(store.place_room("r1", NOW).await.unwrap(), "b");
+    assert_eq!(store.node_load("b").await.unwrap(), Some(50_120));
+    assert!(matches!(
+        store.place_room("r2", NOW).await,
+        Err(ClusterError::NoCapacity)
+    ));
+    // c's load drops (its rooms emptied): it takes the next room.
+    beat(&store, &c, 0, 0, NOW).await;
+    assert_eq!(store.place_room("r2", NOW).await.unwrap(), "c");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reservations_count_in_placement_and_never_create_a_node() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1d:").await.unwrap();
+    let (a, b) = (node("a", 100, 50_000), node("b", 100, 50_000));
+    beat(&store, &a, 4, 1000, NOW).await;
+    beat(&store, &b, 4, 1200, NOW).await;
+    // A third participant joined a 2-person video room on a: 2 × 110 + 220 = 440.
+    store.reserve_load("a", 440).await.unwrap();
+    assert_eq!(store.node_load("a").await.unwrap(), Some(1440));
+    // So a's load (1,440) is now above b's (1,200): b has the most headroom. Without the
+    // reservation a (1,000) would win.
+    assert_eq!(store.place_room("r", NOW).await.unwrap(), "b");
+    // A node that is not registered (or whose hash expired) gets no hash from a reservation.
+    store.reserve_load("ghost", 440).await.unwrap();
+    assert_eq!(store.node_load("ghost").await.unwrap(), None);
+    let mut conn = store.connection_manager();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("t1d:node:ghost")
+        .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(store.node_participants("c").await.unwrap(), Some(0));
+    assert!(!exists, "a reservation created a node hash");
+    let ids: Vec<String> = store
+        .nodes(NOW)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    // The next heartbeat overwrites the reservation with the node's own figure.
+    beat(&store, &a, 5, 1300, NOW + 1000).await;
+    assert_eq!(store.node_load("a").await.unwrap(), Some(1300));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_node_list_shows_load_capacity_cpu_and_every_udp_address() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1e:").await.unwrap();
+    let load = NodeLoad {
+        participants: 7,
+        load_fpps: 4620,
+        bits_out_per_sec: 21_000_000,
+        cpu_cores: 1.25,
+    };
+    store
+        .heartbeat(&node("a", 100, 100_000), &load, true, NOW)
+        .await
+        .unwrap();
+    let list = store.nodes(NOW + 400).await.unwrap();
+    let json = serde_json::to_value(&list).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([{
+            "id": "a",
+            "linkUrl": "ws://a/internal/link",
+            "udpAddrs": ["127.0.0.1:40000", "127.0.0.1:40001"],
+            "capacity": 100,
+            "participants": 7,
+            "load": 4620,
+            "loadCapacity": 100_000,
+            "bitsOut": 21_000_000,
+            "cpu": 1.25,
+            "heartbeatAgeMs": 400,
+            "live": true,
+            "draining": true,
+        }])
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t2:").await.unwrap();
-    store.heartbeat(&node("a", 1), 1, false, NOW).await.unwrap(); // full
-    store
-        .heartbeat(&node("b", 10), 0, false, NOW - NODE_STALE_MS - 1)
-        .await
-        .unwrap(); // dead
-    store.heartbeat(&node("c", 2), 1, false, NOW).await.unwrap();
+    beat(&store, &roomy("a", 1), 1, 0, NOW).await; // full (participants)
+    beat(&store, &roomy("b", 10), 0, 0, NOW - NODE_STALE_MS - 1).await; // dead
+    beat(&store, &roomy("c", 2), 1, 500, NOW).await;
     assert_eq!(store.place_room("r1", NOW).await.unwrap(), "c");
-    // c is now full too (its reservation counts at once).
+    // c is now full too (its participant reservation counts at once).
     assert!(matches!(
         store.place_room("r2", NOW).await,
         Err(ClusterError::NoCapacity)
     ));
     // b comes back to life: it takes the next room.
-    store
-        .heartbeat(&node("b", 10), 0, false, NOW)
-        .await
-        .unwrap();
+    beat(&store, &roomy("b", 10), 0, 0, NOW).await;
     assert_eq!(store.place_room("r2", NOW).await.unwrap(), "b");
 }
 
@@ -86,21 +236,12 @@ async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
 async fn a_room_whose_node_died_is_placed_again_on_a_live_node() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t3:").await.unwrap();
-    store
-        .heartbeat(&node("a", 10), 0, false, NOW)
-        .await
-        .unwrap();
-    store
-        .heartbeat(&node("b", 10), 5, false, NOW)
-        .await
-        .unwrap();
+    beat(&store, &roomy("a", 10), 0, 0, NOW).await;
+    beat(&store, &roomy("b", 10), 5, 3000, NOW).await;
     assert_eq!(store.place_room("r", NOW).await.unwrap(), "a");
     // a stops heartbeating; b goes on.
     let later = NOW + NODE_STALE_MS + 1;
-    store
-        .heartbeat(&node("b", 10), 5, false, later)
-        .await
-        .unwrap();
+    beat(&store, &roomy("b", 10), 5, 3000, later).await;
     assert_eq!(store.place_room("r", later).await.unwrap(), "b");
     assert_eq!(
         store.node_link_url("b").await.unwrap().as_deref(),
@@ -113,10 +254,7 @@ async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
     let redis = start_redis();
     let setup = ClusterStore::connect(&redis.url, "t4:").await.unwrap();
     for id in ["a", "b", "c"] {
-        setup
-            .heartbeat(&node(id, 100), 0, false, NOW)
-            .await
-            .unwrap();
+        beat(&setup, &node(id, 100, 50_000), 0, 0, NOW).await;
     }
     // Twenty independent connections, as from several signaling nodes, all at once.
     let mut stores = Vec::new();
@@ -126,31 +264,31 @@ async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
     let results = join_all(stores.iter().map(|s| s.place_room("hot", NOW))).await;
     let first = results[0].as_ref().unwrap().clone();
     assert!(results.iter().all(|r| r.as_ref().unwrap() == &first));
-    let total: u32 = [
-        setup.node_participants("a").await.unwrap().unwrap_or(0),
-        setup.node_participants("b").await.unwrap().unwrap_or(0),
-        setup.node_participants("c").await.unwrap().unwrap_or(0),
-    ]
-    .iter()
-    .sum();
-    assert_eq!(total, 1, "one reservation for one room");
+    let (mut participants, mut load) = (0, 0);
+    for id in ["a", "b", "c"] {
+        participants += setup.node_participants(id).await.unwrap().unwrap_or(0);
+        load += setup.node_load(id).await.unwrap().unwrap_or(0);
+    }
+    assert_eq!(participants, 1, "one participant reserved for one room");
+    assert_eq!(load, 220, "one new-room reservation for one room");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t5:").await.unwrap();
-    store
-        .heartbeat(&node("a", 10), 0, false, NOW)
-        .await
-        .unwrap();
-    store
-        .heartbeat(&node("b", 10), 5, false, NOW)
-        .await
-        .unwrap();
+    beat(&store, &node("a", 10, 50_000), 0, 0, NOW).await;
+    beat(&store, &node("b", 10, 50_000), 5, 2200, NOW).await;
     assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
     // a drains: the emptier node is skipped for new rooms, its room stays.
-    store.heartbeat(&node("a", 10), 1, true, NOW).await.unwrap();
+    let drained = NodeLoad {
+        participants: 1,
+        ..NodeLoad::default()
+    };
+    store
+        .heartbeat(&node("a", 10, 50_000), &drained, true, NOW)
+        .await
+        .unwrap();
     assert_eq!(store.place_room("new", NOW).await.unwrap(), "b");
     assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use conclave_common::cluster::{
-    resume_hash, ClusterError, ClusterStore, MemberRecord, NodeInfo, RedisSettings,
+    resume_hash, ClusterError, ClusterStore, MemberRecord, NodeInfo, NodeLoad, RedisSettings,
 };
 use conclave_common::protocol::ParticipantInfo;
 use conclave_common::test_redis::{Security, TestRedis};
@@ -67,10 +67,14 @@ async fn works(store: &ClusterStore, what: &str) {
     let node = NodeInfo {
         id: "m1".into(),
         link_url: "ws://m1/internal/link".into(),
-        udp_addr: "127.0.0.1:40000".into(),
+        udp_addrs: vec!["127.0.0.1:40000".into()],
         capacity: 10,
+        load_capacity: 50_000,
     };
-    store.heartbeat(&node, 0, false, NOW).await.unwrap();
+    store
+        .heartbeat(&node, &NodeLoad::default(), false, NOW)
+        .await
+        .unwrap();
     assert_eq!(store.place_room("acme/general", NOW).await.unwrap(), "m1");
     store
         .join_member("acme/general", "acme", &member("p1"), 25, TTL)
@@ -238,10 +242,14 @@ async fn a_room_named_x_members_cannot_take_room_xs_member_hash() {
     let node = NodeInfo {
         id: "m1".into(),
         link_url: "ws://m1/internal/link".into(),
-        udp_addr: "127.0.0.1:40000".into(),
+        udp_addrs: vec!["127.0.0.1:40000".into()],
         capacity: 10,
+        load_capacity: 50_000,
     };
-    store.heartbeat(&node, 0, false, NOW).await.unwrap();
+    store
+        .heartbeat(&node, &NodeLoad::default(), false, NOW)
+        .await
+        .unwrap();
 
     let hostile = "acme/x:members";
     let invalid = |r: Result<_, ClusterError>, what: &str| match r {
@@ -298,7 +306,13 @@ async fn a_room_named_x_members_cannot_take_room_xs_member_hash() {
         ..node
     };
     assert!(matches!(
-        store.heartbeat(&hostile_node, 0, false, NOW).await,
+        store
+            .heartbeat(&hostile_node, &NodeLoad::default(), false, NOW)
+            .await,
+        Err(ClusterError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        store.reserve_load("m1:rooms", 440).await,
         Err(ClusterError::InvalidName { .. })
     ));
     assert!(matches!(

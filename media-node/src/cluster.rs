@@ -1,10 +1,12 @@
 //! Cluster membership: with a Redis URL, the media node registers itself and heartbeats its
-//! true participant count, so signaling nodes can place rooms on the least-loaded node.
+//! true participant count and its measured load (forwarded packets per second, with the
+//! reservations of new participants; bits out; CPU), so signaling nodes can place rooms on the
+//! node with the most headroom.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo, RedisSettings};
+use conclave_common::cluster::{now_ms, ClusterStore, NodeInfo, NodeLoad, RedisSettings};
 
 use crate::error::StartError;
 
@@ -43,9 +45,15 @@ pub async fn heartbeat_loop(
     tracing::info!(node = %info.id, "registered in the cluster");
     let mut failing = false;
     loop {
-        let count = media.participants.load(Relaxed) as u32;
         let draining = media.draining.load(Relaxed);
-        match store.heartbeat(&info, count, draining, now_ms()).await {
+        let figures = &media.load;
+        let load = NodeLoad {
+            participants: media.participants.load(Relaxed) as u32,
+            load_fpps: figures.load_fpps.load(Relaxed),
+            bits_out_per_sec: figures.bits_out_per_sec.load(Relaxed),
+            cpu_cores: figures.cpu_millicores.load(Relaxed) as f64 / 1000.0,
+        };
+        match store.heartbeat(&info, &load, draining, now_ms()).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("redis reachable again");

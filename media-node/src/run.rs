@@ -40,8 +40,9 @@ pub async fn run(config: NodeConfig) -> Result<(), StartError> {
         let info = NodeInfo {
             id: media.node_id.clone(),
             link_url,
-            udp_addr: media.advertised[0].to_string(),
+            udp_addrs: media.advertised_strings(),
             capacity: config.capacity,
+            load_capacity: media.load.capacity_fpps.load(Relaxed),
         };
         let redis = RedisSettings {
             url: redis_url,

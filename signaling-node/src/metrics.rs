@@ -158,8 +158,9 @@ pub static FAILOVERS: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 
 /// Redis operations, as labels.
-pub const REDIS_OPERATIONS: [&str; 9] = [
+pub const REDIS_OPERATIONS: [&str; 10] = [
     "place",
+    "reserve",
     "join",
     "leave",
     "update",
@@ -236,7 +237,9 @@ pub fn init(cluster: bool) {
             REDIS_SECONDS.with_label_values(&[op]);
             REDIS_ERRORS.with_label_values(&[op]);
         }
-        for op in ["publish", "update", "join", "claim", "leave", "assert"] {
+        for op in [
+            "publish", "update", "reserve", "join", "claim", "leave", "assert",
+        ] {
             ROOM_REDIS_DROPPED.with_label_values(&[op]);
         }
     }

@@ -25,6 +25,6 @@ mod rooms;
 mod store;
 
 pub use instances::SIGNALING_STALE_MS;
-pub use nodes::{NodeInfo, NodeStatus, NODE_STALE_MS, ROOM_TTL_MS};
+pub use nodes::{NodeInfo, NodeLoad, NodeStatus, NODE_STALE_MS, ROOM_TTL_MS};
 pub use rooms::{resume_hash, Claim, Claimed, Joined, Left, MemberRecord};
 pub use store::{now_ms, redacted, ClusterError, ClusterStore, RedisSettings};

@@ -1,15 +1,18 @@
-//! Media nodes and room placement: each media node's heartbeat (with its *true*
-//! participant count), liveness, the operators' node list, and atomic least-loaded placement
-//! of rooms (`scripts/place_room.lua`).
+//! Media nodes and room placement: each media node's heartbeat (its *true* participant count
+//! and load), liveness, the operators' node list, and atomic placement of rooms on the node
+//! with the most load headroom (`scripts/place_room.lua`).
 //!
-//! The media node's own heartbeat carries its true count, so a crashed signaling node cannot
-//! leak counts; placement adds a one-participant reservation at once so that rooms placed back
-//! to back see fresh loads until the next heartbeat reconciles.
+//! Load is in forwarded packets per second (`crate::load`). The media node's own heartbeat
+//! carries its true count and its own load figure, so a crashed signaling node cannot leak
+//! either; placement reserves a new room's expected cost (and one participant) at once, and
+//! each join reserves what it adds ([`ClusterStore::reserve_load`]), so that rooms placed back
+//! to back see fresh loads until the next heartbeat overwrites them with the node's figure.
 
 use redis::{AsyncCommands, Script};
 use serde::Serialize;
 
 use super::store::{ClusterError, ClusterStore};
+use crate::load;
 
 /// A media node older than this (since its last heartbeat) is dead to placement.
 pub const NODE_STALE_MS: u64 = 5_000;
@@ -18,54 +21,94 @@ const NODE_TTL_MS: u64 = 15_000;
 /// Lifetime of a room -> node record; refreshed while the room lives.
 pub const ROOM_TTL_MS: u64 = 60_000;
 
-/// Atomic placement: returns the room's live node, or picks the live node with the lowest
-/// participants/capacity (ties: lowest id), records the room and reserves one participant.
+/// Atomic placement: returns the room's live node, or picks the live node with the most load
+/// headroom (ties: lowest id), records the room and reserves a new room's cost and one
+/// participant on it.
 const PLACE_ROOM: &str = include_str!("scripts/place_room.lua");
+/// Adds to a node's `load`, only if the node's hash exists (never creates half a hash).
+const RESERVE_LOAD: &str = include_str!("scripts/reserve_load.lua");
 
-/// What a media node tells the cluster about itself.
+/// What a media node tells the cluster about itself (fixed while it runs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     pub id: String,
     /// Internal link URL (`ws://host:port/internal/link`).
     pub link_url: String,
-    /// Advertised UDP address for media.
-    pub udp_addr: String,
+    /// Advertised UDP address (`ip:port`) of each room thread, browsers send media there.
+    pub udp_addrs: Vec<String>,
     /// Most participants this node takes.
     pub capacity: u32,
+    /// Most load this node takes, in forwarded packets per second (`crate::load`).
+    pub load_capacity: u64,
+}
+
+/// What a media node measures and reports at each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeLoad {
+    /// Peers it holds (its true count).
+    pub participants: u32,
+    /// Forwarded packets per second: measured, plus the modelled cost of participants too
+    /// new to show in the measurement. Placement compares it with `load_capacity`.
+    pub load_fpps: u64,
+    /// Bits per second it sends (media to subscribers), for operators.
+    pub bits_out_per_sec: u64,
+    /// CPU the process used over the last seconds, in cores (1.5 = one and a half cores).
+    pub cpu_cores: f64,
 }
 
 /// A media node as the operators' node list shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     pub id: String,
     pub link_url: String,
-    pub udp_addr: String,
+    /// Advertised UDP address of each room thread.
+    pub udp_addrs: Vec<String>,
+    /// Most participants.
     pub capacity: u32,
     pub participants: u32,
+    /// Forwarded packets per second (with reservations of rooms placed or joined since the
+    /// last heartbeat).
+    pub load: u64,
+    /// Most forwarded packets per second the node takes.
+    pub load_capacity: u64,
+    /// Bits per second sent.
+    pub bits_out: u64,
+    /// CPU used, in cores.
+    pub cpu: f64,
     /// Milliseconds since the last heartbeat.
     pub heartbeat_age_ms: u64,
     pub live: bool,
     pub draining: bool,
 }
 
-/// `link_url`, `udp_addr`, `capacity`, `participants`, `hb`, `draining` of a node hash.
-type NodeFields = (
-    Option<String>,
-    Option<String>,
-    Option<u32>,
-    Option<u32>,
-    Option<u64>,
-    Option<String>,
-);
+/// Fields of a node hash the node list reads, in this order.
+const STATUS_FIELDS: [&str; 10] = [
+    "link_url",
+    "udp_addrs",
+    "capacity",
+    "participants",
+    "load",
+    "load_capacity",
+    "bits_out",
+    "cpu",
+    "hb",
+    "draining",
+];
+
+/// Milli-cores, as the node hash stores CPU (an integer, like every other field).
+fn millicores(cores: f64) -> u64 {
+    (cores.max(0.0) * 1000.0).round() as u64
+}
 
 impl ClusterStore {
-    /// Register (or refresh) a media node with its true participant count; a draining node
-    /// takes no new rooms.
+    /// Register (or refresh) a media node with its true participant count and its load; a
+    /// draining node takes no new rooms. Overwrites the reservations made since the last
+    /// heartbeat (the node's own figures include what they stood in for).
     pub async fn heartbeat(
         &self,
         node: &NodeInfo,
-        participants: u32,
+        load: &NodeLoad,
         draining: bool,
         now_ms: u64,
     ) -> Result<(), ClusterError> {
@@ -78,9 +121,13 @@ impl ClusterStore {
                 &key,
                 &[
                     ("link_url", node.link_url.clone()),
-                    ("udp_addr", node.udp_addr.clone()),
+                    ("udp_addrs", node.udp_addrs.join(",")),
                     ("capacity", node.capacity.to_string()),
-                    ("participants", participants.to_string()),
+                    ("load_capacity", node.load_capacity.to_string()),
+                    ("participants", load.participants.to_string()),
+                    ("load", load.load_fpps.to_string()),
+                    ("bits_out", load.bits_out_per_sec.to_string()),
+                    ("cpu", millicores(load.cpu_cores).to_string()),
                     ("hb", now_ms.to_string()),
                     ("draining", if draining { "1" } else { "0" }.to_string()),
                 ],
@@ -95,7 +142,22 @@ impl ClusterStore {
         Ok(())
     }
 
-    /// The node of `room`, placing the room on the least-loaded live node if it has none.
+    /// Add `fpps` to a node's load (a participant joined one of its rooms), until its next
+    /// heartbeat replaces the figure with its own. Nothing happens if the node has no hash
+    /// (expired, or never registered): a partial hash would look like a node.
+    pub async fn reserve_load(&self, node_id: &str, fpps: u64) -> Result<(), ClusterError> {
+        ClusterError::check_name(node_id)?;
+        let mut conn = self.conn();
+        let _: Option<i64> = Script::new(RESERVE_LOAD)
+            .key(self.node_key(node_id))
+            .arg(fpps)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The node of `room`, placing the room on the live node with the most load headroom if
+    /// it has none.
     pub async fn place_room(&self, room: &str, now_ms: u64) -> Result<String, ClusterError> {
         ClusterError::check_room_id(room)?;
         let mut conn = self.conn();
@@ -107,6 +169,7 @@ impl ClusterStore {
             .arg(ROOM_TTL_MS)
             .arg(self.prefix())
             .arg(room)
+            .arg(load::new_room_reservation())
             .invoke_async(&mut conn)
             .await?;
         placed.ok_or(ClusterError::NoCapacity)
@@ -130,6 +193,12 @@ impl ClusterStore {
         Ok(conn.hget(self.node_key(node_id), "participants").await?)
     }
 
+    /// A node's recorded load in fpps (reservations included until its heartbeat).
+    pub async fn node_load(&self, node_id: &str) -> Result<Option<u64>, ClusterError> {
+        let mut conn = self.conn();
+        Ok(conn.hget(self.node_key(node_id), "load").await?)
+    }
+
     /// A media node's link dropped: dead to placement now, instead of after its heartbeat
     /// goes stale. A live node's next heartbeat revives it.
     pub async fn node_down(&self, node_id: &str) -> Result<(), ClusterError> {
@@ -149,33 +218,42 @@ impl ClusterStore {
         ids.sort();
         let mut out = Vec::new();
         for id in ids {
-            let fields: NodeFields = redis::cmd("HMGET")
+            let fields: Vec<Option<String>> = redis::cmd("HMGET")
                 .arg(self.node_key(&id))
-                .arg(&[
-                    "link_url",
-                    "udp_addr",
-                    "capacity",
-                    "participants",
-                    "hb",
-                    "draining",
-                ])
+                .arg(&STATUS_FIELDS)
                 .query_async(&mut conn)
                 .await?;
-            let (Some(link_url), Some(udp_addr), capacity, participants, Some(hb), draining) =
-                fields
-            else {
+            // A field by name (HMGET answers in STATUS_FIELDS' order).
+            let text = |name: &str| {
+                let i = STATUS_FIELDS.iter().position(|f| *f == name);
+                i.and_then(|i| fields.get(i).cloned().flatten())
+            };
+            let number = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
+            let (Some(link_url), Some(hb)) = (text("link_url"), number("hb")) else {
                 continue; // Expired: gone for good.
             };
+            let udp_addrs = text("udp_addrs")
+                .map(|v| {
+                    v.split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
             let heartbeat_age_ms = now_ms.saturating_sub(hb);
             out.push(NodeStatus {
                 id,
                 link_url,
-                udp_addr,
-                capacity: capacity.unwrap_or(0),
-                participants: participants.unwrap_or(0),
+                udp_addrs,
+                capacity: number("capacity").unwrap_or(0) as u32,
+                participants: number("participants").unwrap_or(0) as u32,
+                load: number("load").unwrap_or(0),
+                load_capacity: number("load_capacity").unwrap_or(0),
+                bits_out: number("bits_out").unwrap_or(0),
+                cpu: number("cpu").unwrap_or(0) as f64 / 1000.0,
                 heartbeat_age_ms,
                 live: heartbeat_age_ms <= NODE_STALE_MS,
-                draining: draining.as_deref() == Some("1"),
+                draining: text("draining").as_deref() == Some("1"),
             });
         }
         Ok(out)

@@ -1,7 +1,8 @@
 //! What a room does in cluster mode, through its `ClusterMirror` (`mirror.rs`): the Redis
-//! halves of join, resume and leave; re-asserting its records every few seconds and
-//! reconciling its mirror of the other instances' members; events from those instances (the
-//! room bus); and noticing that another instance moved the room to a new media node.
+//! halves of join, resume and leave; the load a member's new peer adds to the media node;
+//! re-asserting its records every few seconds and reconciling its mirror of the other
+//! instances' members; events from those instances (the room bus); and noticing that another
+//! instance moved the room to a new media node.
 //!
 //! Every method here is a no-op on a single node (`self.cluster` is `None`), except the three
 //! halves, which `members.rs` calls only in cluster mode.
@@ -70,6 +71,14 @@ impl Room {
     pub(super) fn mirror_state(&self, participant_id: &str) {
         if let (Some(cluster), Some(record)) = (&self.cluster, self.record(participant_id)) {
             cluster.update(record);
+        }
+    }
+
+    /// A member's new peer goes to the room's media node: reserve what it adds to the node's
+    /// load there (`Roster::peer_cost`) until the node's next heartbeat counts it.
+    pub(super) fn reserve_peer_load(&self, participant_id: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.reserve_load(self.roster.peer_cost(participant_id));
         }
     }
 

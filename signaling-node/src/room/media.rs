@@ -47,12 +47,15 @@ impl Room {
         let has_peer = member.media != MediaPhase::NoPeer;
         match request {
             ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid) {
-                Ok(()) => self.media(MediaCommand::AddPeer {
-                    room: self.media_id.clone(),
-                    adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(&pid)),
-                    participant_id: pid,
-                    offer: sdp,
-                }),
+                Ok(()) => {
+                    self.reserve_peer_load(&pid);
+                    self.media(MediaCommand::AddPeer {
+                        room: self.media_id.clone(),
+                        adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(&pid)),
+                        participant_id: pid,
+                        offer: sdp,
+                    })
+                }
                 Err(e) => self.refuse_request(&pid, e),
             },
             ParticipantRequest::Answer(sdp) if has_peer => self.media(MediaCommand::Answer {

@@ -111,6 +111,19 @@ impl ClusterMirror {
         });
     }
 
+    /// Reserve `fpps` of load on the room's media node (a peer joined it), so that placement
+    /// sees it before the node's next heartbeat reports it. Nobody waits: a failure is logged.
+    pub(super) fn reserve_load(&self, fpps: u64) {
+        let Some(node) = self.node.clone().filter(|_| fpps > 0) else {
+            return;
+        };
+        let store = self.store.clone();
+        self.queue.push(
+            "reserve",
+            async move { store.reserve_load(&node, fpps).await },
+        );
+    }
+
     /// Record a joining member (Redis enforces the cap across instances); the answer is
     /// every member's record.
     pub(super) fn join(&self, record: MemberRecord, cap: usize) -> Pending<Joined> {

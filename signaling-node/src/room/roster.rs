@@ -1,6 +1,7 @@
 //! Room membership and state, free of actors and I/O so it can be tested directly.
 
 use conclave_common::caps::ParticipantCaps;
+use conclave_common::load;
 use conclave_common::protocol::ParticipantInfo;
 
 use crate::error::{Refusal, RequestError};
@@ -215,6 +216,26 @@ impl Roster {
         }
     }
 
+    /// What `participant_id`'s new peer adds to the media node's load, in forwarded packets
+    /// per second (`load::join_cost`): what it publishes goes to each other member whose media
+    /// is on the node, and what each of them publishes comes to it. A member of ours without a
+    /// peer is left out: it counts this one when it offers, so after a move, when every member
+    /// offers again one by one, the room is counted once. Members of other instances are
+    /// counted (their peers are there as far as we know).
+    pub fn peer_cost(&self, participant_id: &str) -> u64 {
+        let Some(newcomer) = self.get(participant_id) else {
+            return 0;
+        };
+        let others: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| m.info.participant_id != participant_id)
+            .filter(|m| m.remote || m.media != MediaPhase::NoPeer)
+            .map(publishes)
+            .collect();
+        load::join_cost(publishes(newcomer), &others)
+    }
+
     /// Every member loses its peer (the media node went away).
     pub fn reset_media(&mut self) {
         // Remote members have no peer of ours; resetting them is harmless.
@@ -222,6 +243,12 @@ impl Roster {
             m.media = MediaPhase::NoPeer;
         }
     }
+}
+
+/// Packets per second a member publishes, from its microphone and camera state (camera off:
+/// audio only).
+fn publishes(member: &Member) -> u64 {
+    load::publisher_fpps(member.info.audio as u64, member.info.video as u64)
 }
 
 #[cfg(test)]
@@ -339,6 +366,54 @@ mod tests {
         assert!(r.has_local());
         r.set_remote("a", true);
         assert!(!r.has_local());
+    }
+
+    #[test]
+    fn a_peer_costs_what_it_sends_to_the_others_and_what_they_send_it() {
+        let mut r = Roster::new(10);
+        for id in ["a", "b"] {
+            r.join("g", p(id)).unwrap();
+            r.begin_offer(id).unwrap();
+        }
+        r.set_media("a", MediaPhase::Active);
+        // The third into a 2-person video room: 110 to each of 2, and 2 × 110 to it.
+        r.join("g", p("c")).unwrap();
+        r.begin_offer("c").unwrap();
+        assert_eq!(r.peer_cost("c"), 110 * 2 + 220);
+        // Camera off: audio only (50). d, audio only, into a room of three on video.
+        r.join("g", p("d")).unwrap();
+        r.set_state("d", None, Some(false));
+        r.begin_offer("d").unwrap();
+        assert_eq!(r.peer_cost("d"), 50 * 3 + 330);
+        // A member of another instance counts; one of ours that has not offered does not
+        // (it counts the others when it offers).
+        r.upsert_remote(p("e"));
+        r.join("g", p("f")).unwrap();
+        let mut g = p("g");
+        g.audio = false;
+        g.video = false;
+        r.join("g", g).unwrap();
+        r.begin_offer("g").unwrap();
+        // g publishes nothing; it receives a, b, c (110 each), d (50) and e (110).
+        assert_eq!(r.peer_cost("g"), 4 * 110 + 50);
+        assert_eq!(r.peer_cost("nobody"), 0);
+    }
+
+    #[test]
+    fn after_a_move_the_room_is_counted_once_whatever_the_order_of_offers() {
+        let mut r = Roster::new(5);
+        let mut d = p("d");
+        d.video = false;
+        for info in [p("a"), p("b"), p("c"), d] {
+            r.join("g", info).unwrap();
+        }
+        // Everyone offers again on the new node, in some order.
+        let mut total = 0;
+        for id in ["c", "a", "d", "b"] {
+            r.begin_offer(id).unwrap();
+            total += r.peer_cost(id);
+        }
+        assert_eq!(total, load::room_cost(&[110, 110, 110, 50]));
     }
 
     #[test]

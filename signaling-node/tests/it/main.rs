@@ -4,6 +4,7 @@
 mod caps;
 mod cluster;
 mod cluster_heartbeat;
+mod cluster_load;
 mod cluster_support;
 mod identities;
 mod limits;
