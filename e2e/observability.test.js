@@ -282,7 +282,9 @@ test('metrics of a live call: promtool-clean, scraped by a real Prometheus, aler
   fs.copyFileSync(path.join(PROM_DIR, 'alerts.yml'), path.join(tmp, 'alerts.yml'));
   r = await run(PROMTOOL, ['check', 'config', path.join(tmp, 'prometheus.yml')]);
   assert.equal(r.code, 0, `promtool check config (copy with file discovery):\n${r.out}`);
-  assert.match(r.out, /SUCCESS: 9 rules found/, 'the configuration loads the alert rules');
+  const ruleCount = (fs.readFileSync(path.join(PROM_DIR, 'alerts.yml'), 'utf8').match(/^\s*- alert:/gm) || []).length;
+  assert.ok(ruleCount >= 10, `alerts.yml has its rules (${ruleCount})`);
+  assert.match(r.out, new RegExp(`SUCCESS: ${ruleCount} rules found`), 'the configuration loads every alert rule');
 
   // (b) A real Prometheus scraping the nodes through that configuration.
   const promPort = await freePort();
@@ -330,7 +332,7 @@ test('metrics of a live call: promtool-clean, scraped by a real Prometheus, aler
     const rules = g.flatMap((x) => x.rules);
     const bad = rules.filter((x) => x.health !== 'ok');
     if (bad.some((x) => x.health === 'err')) throw new Error(`rule errors: ${JSON.stringify(bad.map((x) => [x.name, x.lastError]))}`);
-    return rules.length === 9 && bad.length === 0 ? g : null;
+    return rules.length === ruleCount && bad.length === 0 ? g : null;
   }, { timeoutMs: 15000, intervalMs: 250 });
   const firing = groups.flatMap((g) => g.rules).filter((x) => x.state === 'firing').map((x) => x.name);
   assert.deepEqual(firing, [], 'no alert fires in a healthy cluster');

@@ -86,6 +86,8 @@ struct ThreadSample {
 pub struct LoadMeter {
     threads: Vec<(std::sync::Arc<ThreadLoad>, ThreadMetrics)>,
     samples: Vec<VecDeque<ThreadSample>>,
+    /// Each thread's CPU seconds as last read (the metric counts up by the difference).
+    thread_cpu: Vec<f64>,
     cpu: VecDeque<(Instant, f64)>,
 }
 
@@ -93,6 +95,7 @@ impl LoadMeter {
     pub fn new(threads: Vec<(std::sync::Arc<ThreadLoad>, ThreadMetrics)>) -> LoadMeter {
         let samples = threads.iter().map(|_| VecDeque::new()).collect();
         LoadMeter {
+            thread_cpu: vec![0.0; threads.len()],
             threads,
             samples,
             cpu: VecDeque::new(),
@@ -103,7 +106,8 @@ impl LoadMeter {
     pub fn sample(&mut self, figures: &NodeLoadFigures) {
         let now = Instant::now();
         let (mut load, mut bytes_per_sec) = (0, 0.0);
-        for ((thread, metrics), window) in self.threads.iter().zip(&mut self.samples) {
+        let threads = self.threads.iter().zip(&mut self.samples);
+        for (((thread, metrics), window), last_cpu) in threads.zip(&mut self.thread_cpu) {
             push(
                 window,
                 ThreadSample {
@@ -124,7 +128,8 @@ impl LoadMeter {
             metrics.load_fpps.set(thread_load as i64);
             metrics.rooms.set(thread.rooms.load(Relaxed) as i64);
             if let Some(cpu) = thread.tid.get().and_then(|tid| thread_cpu_seconds(*tid)) {
-                metrics.cpu_seconds.set(cpu);
+                metrics.cpu_seconds.inc_by((cpu - *last_cpu).max(0.0));
+                *last_cpu = cpu;
             }
         }
         figures.load_fpps.store(load, Relaxed);

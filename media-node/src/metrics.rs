@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 
 use conclave_common::metrics::{latency_buckets, register};
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts,
+    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
 };
 
 macro_rules! counter {
@@ -146,11 +146,11 @@ pub static THREAD_ROOMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         &["thread"],
     ))
 });
-pub static THREAD_CPU_SECONDS: LazyLock<GaugeVec> = LazyLock::new(|| {
-    register(GaugeVec::new(
+pub static THREAD_CPU_SECONDS: LazyLock<CounterVec> = LazyLock::new(|| {
+    register(CounterVec::new(
         Opts::new(
             "conclave_media_thread_cpu_seconds_total",
-            "CPU time each room thread has used (a counter: take its rate; Linux only)",
+            "CPU time each room thread has used, user + system (Linux only; updated every second)",
         ),
         &["thread"],
     ))
@@ -167,7 +167,7 @@ pub struct ThreadMetrics {
     pub forwarded: IntCounter,
     pub load_fpps: IntGauge,
     pub rooms: IntGauge,
-    pub cpu_seconds: Gauge,
+    pub cpu_seconds: Counter,
 }
 
 impl ThreadMetrics {
