@@ -34,7 +34,7 @@ const SATURATED: f64 = 0.9;
 
 /// The start-up arguments of every process of this file, in one place.
 mod args {
-    /// `media-node`: one room thread (the default), so the `many` scenario saturates it.
+    /// `media-node`: one room thread, so the `many` scenario saturates it.
     pub const MEDIA_NODE: &[&str] = &[
         "--listen",
         "127.0.0.1:0",

@@ -143,7 +143,7 @@ fn rooms_land_on_different_threads_and_each_threads_socket_carries_only_its_room
 fn the_heartbeats_load_follows_the_forwarding_rate_for_two_room_sizes() {
     let redis = TestRedis::start();
     let redis_url = redis.url.clone();
-    let (media, _) = support::start(
+    let (_media, _) = support::start(
         "media-node",
         &[
             "--listen",
@@ -180,7 +180,6 @@ fn the_heartbeats_load_follows_the_forwarding_rate_for_two_room_sizes() {
         LINK_SECRET,
     );
     let url = field(&line, "url=");
-    let _ = media;
     let heartbeat_load = || -> Option<f64> {
         let out = Command::new("redis-cli")
             .args(["-u", &redis_url, "HGET", "conclave:node:m1", "load"])
