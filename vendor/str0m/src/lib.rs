@@ -758,6 +758,8 @@ pub mod config {
 // reuse str0m's ICE implementation. This is now in the `is` crate.
 #[doc(hidden)]
 pub mod ice {
+    // Conclave patch: ICE credentials from the OS CSPRNG.
+    pub use crate::ice_creds::secure_ice_creds;
     pub use is::IceCreds;
     pub use is::stun::{StunMessage, StunMessageBuilder, StunPacket, TransId};
     pub use is::{IceAgent, IceAgentEvent};
@@ -765,6 +767,9 @@ pub mod ice {
 }
 
 mod io;
+
+// Conclave patch: ICE credentials from the OS CSPRNG.
+mod ice_creds;
 use io::DatagramRecvInner;
 
 mod packet;
@@ -1247,7 +1252,9 @@ impl Rtc {
         // Capture before any partial moves of `config` below.
         let mtu = config.mtu.clone();
 
-        let local_creds = config.local_ice_credentials.unwrap_or_else(IceCreds::new);
+        let local_creds = config
+            .local_ice_credentials
+            .unwrap_or_else(ice_creds::secure_ice_creds);
         let mut ice = IceAgent::with_hmac(local_creds, crypto_provider.sha1_hmac_provider);
         if config.ice_lite {
             ice.set_ice_lite(config.ice_lite);

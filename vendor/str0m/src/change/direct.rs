@@ -78,6 +78,12 @@ impl<'a> DirectApi<'a> {
         self.rtc.ice.set_local_credentials(local_ice_credentials);
     }
 
+    /// The remote ICE credentials, once the remote description gave them (Conclave patch:
+    /// the SFU signs its own consent checks to the peer with them).
+    pub fn remote_ice_credentials(&self) -> Option<IceCreds> {
+        self.rtc.ice.remote_credentials().cloned()
+    }
+
     /// Sets the remote ICE credentials.
     pub fn set_remote_ice_credentials(&mut self, remote_ice_credentials: IceCreds) {
         self.rtc.ice.set_remote_credentials(remote_ice_credentials);

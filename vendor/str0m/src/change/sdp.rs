@@ -486,7 +486,7 @@ impl<'a> SdpApi<'a> {
         self.changes
             .retain(|c| !matches!(c, Change::IceRestart(_, _)));
 
-        let new_creds = IceCreds::new();
+        let new_creds = crate::ice_creds::secure_ice_creds();
         self.changes
             .push(Change::IceRestart(new_creds.clone(), keep_local_candidates));
 
@@ -708,7 +708,7 @@ fn add_ice_details(
         } else {
             // The remote OFFER had an ice restart, and we need to respond with
             // new credentials in the ANSWER.
-            (IceCreds::new(), true)
+            (crate::ice_creds::secure_ice_creds(), true)
         };
 
         rtc.ice
