@@ -93,6 +93,12 @@ pub struct MediaConfig {
     /// nodes' `--resume-grace-secs`.
     #[arg(long, env = "CONCLAVE_ORPHAN_GRACE", default_value_t = 20)]
     pub orphan_grace_secs: u64,
+    /// Datagrams per second one participant may send to the media node; more are dropped
+    /// before any decryption (`conclave_media_dropped_packets_total{reason="over_budget"}`).
+    /// The default is far above what a browser sends (docs/security.md, "The UDP path").
+    #[arg(long, env = "CONCLAVE_PEER_INGRESS_PPS", default_value_t = crate::sfu::udp::DEFAULT_PEER_INGRESS_PPS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub peer_ingress_pps: u32,
     #[command(flatten)]
     pub caps: CapsConfig,
 }
@@ -153,6 +159,14 @@ impl CapsConfig {
 }
 
 impl MediaConfig {
+    /// What one peer may cost its thread's router.
+    pub fn router_limits(&self) -> crate::sfu::udp::RouterLimits {
+        crate::sfu::udp::RouterLimits {
+            ingress_pps: self.peer_ingress_pps,
+            ..Default::default()
+        }
+    }
+
     /// The address to advertise for a socket bound at `bound`.
     pub fn advertised_addr(&self, bound: SocketAddr) -> SocketAddr {
         let ip = self

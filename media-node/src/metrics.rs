@@ -206,12 +206,34 @@ pub static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(IntCounterVec::new(
         Opts::new(
             "conclave_media_dropped_packets_total",
-            "Packets dropped, by reason: unknown_source (no peer of ours), rejected (the peer's connection refused it), no_route (no send stream for a subscriber's track), send_failed (socket error)",
+            "Packets dropped, by reason: unknown_source (no peer of ours), unknown_ufrag (STUN naming no peer of ours), bad_integrity (STUN not signed with the named peer's ICE password), address_taken (verified STUN from another peer's address), over_budget (a peer over its ingress budget), unproven_path (to an address the peer has not proven its own), rejected (the peer's connection refused it), no_route (no send stream for a subscriber's track), send_failed (socket error)",
         ),
         &["reason"],
     ))
 });
-pub const DROP_REASONS: [&str; 4] = ["unknown_source", "rejected", "no_route", "send_failed"];
+pub const DROP_REASONS: [&str; 9] = [
+    "unknown_source",
+    "unknown_ufrag",
+    "bad_integrity",
+    "address_taken",
+    "over_budget",
+    "unproven_path",
+    "rejected",
+    "no_route",
+    "send_failed",
+];
+
+/// `conclave_media_path_checks_total{result}`: consent checks sent to addresses a peer's
+/// media would go to, and the ones answered (the address proven the peer's).
+pub static PATH_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "conclave_media_path_checks_total",
+            "Consent checks towards addresses a peer's media would go to: sent, and proven (answered by the peer)",
+        ),
+        &["result"],
+    ))
+});
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     register(Histogram::with_opts(
@@ -278,6 +300,9 @@ pub fn init() {
     }
     for reason in LINK_REFUSAL_REASONS {
         LINK_UPGRADES_REFUSED.with_label_values(&[reason]);
+    }
+    for result in ["sent", "proven"] {
+        PATH_CHECKS.with_label_values(&[result]);
     }
     for h in [&RTT, &LOSS, &JITTER, &FORWARD_SECONDS] {
         LazyLock::force(h);

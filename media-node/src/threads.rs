@@ -76,12 +76,13 @@ pub fn start_room_threads(
         let arbiter = Arbiter::new();
         let (router, updates) = tokio::sync::mpsc::unbounded_channel();
         let (loop_metrics, thread_load) = (metrics.clone(), load.clone());
+        let limits = config.router_limits();
         arbiter.spawn_fn(move || {
             // On the room thread: its runtime owns the socket's receive side.
             if let Some(tid) = current_tid() {
                 let _ = thread_load.tid.set(tid);
             }
-            socket.spawn_receive_loop(updates, loop_metrics);
+            socket.spawn_receive_loop(updates, loop_metrics, limits);
         });
         threads.push(RoomThread {
             index,

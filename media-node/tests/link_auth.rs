@@ -3,129 +3,24 @@
 //! a hello that proves the node holds the secret; a link cannot steer a peer another link owns,
 //! and adopting a peer needs the key bound to its member, not just the link secret.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod support;
 
-use awc::error::WsClientError;
-use awc::ws;
 use conclave_common::link::{MediaCommand, MediaEvent};
 use conclave_common::link_auth::{self, adopt_key, adopt_verifier, LinkSecret};
 use conclave_common::protocol::ErrorCode;
-use futures_util::{SinkExt, StreamExt};
+use support::{next_event, open, send, signed_link, Framed, Node, LINK_SECRET};
 
-const LINK_SECRET: &str = "link-auth-test-secret-0123456789abcdef";
-
-struct Node {
-    child: Child,
-    internal: String,
-}
-
-impl Node {
-    fn start() -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_media-node"))
-            .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
-            .args(["--node-id", "media-auth", "--link-secret", LINK_SECRET])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("media-node starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let internal = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("internal=http://"))
-            .unwrap_or_else(|| panic!("no internal address in {line:?}"))
-            .to_string();
-        Node { child, internal }
-    }
-
-    fn link_url(&self) -> String {
-        format!("ws://{}/internal/link", self.internal)
-    }
-
-    async fn metric(&self, line_start: &str) -> f64 {
-        let body = awc::Client::new()
-            .get(format!("http://{}/metrics", self.internal))
-            .send()
-            .await
-            .expect("metrics")
-            .body()
-            .await
-            .expect("body");
-        let text = String::from_utf8_lossy(&body);
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in metrics"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type Framed = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
-
-/// Open a link with this `Authorization` value (none: unsigned).
-async fn open(node: &Node, authorization: Option<String>) -> Result<Framed, WsClientError> {
-    let mut request = awc::Client::new().ws(node.link_url());
-    if let Some(value) = authorization {
-        request = request.set_header("authorization", value);
-    }
-    request.connect().await.map(|(_, framed)| framed)
-}
-
-fn status(result: Result<Framed, WsClientError>) -> u16 {
+fn status(result: Result<Framed, awc::error::WsClientError>) -> u16 {
     match result {
-        Err(WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => 101,
     }
 }
 
-async fn next_event(link: &mut Framed) -> MediaEvent {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), link.next())
-            .await
-            .expect("an event within 10 s")
-            .expect("link open")
-            .expect("a frame");
-        if let ws::Frame::Text(bytes) = frame {
-            return serde_json::from_slice(&bytes).expect("a link event");
-        }
-    }
-}
-
-async fn send(link: &mut Framed, cmd: &MediaCommand) {
-    let text = serde_json::to_string(cmd).unwrap();
-    link.send(ws::Message::Text(text.into())).await.unwrap();
-}
-
-/// A signed link, with its hello checked.
-async fn signed_link(node: &Node) -> Framed {
-    let secret = LinkSecret::new(LINK_SECRET).unwrap();
-    let (authorization, nonce) = secret.sign_upgrade(link_auth::unix_now());
-    let mut link = open(node, Some(authorization)).await.expect("signed link");
-    match next_event(&mut link).await {
-        MediaEvent::Hello { node_id, proof, .. } => {
-            assert_eq!(node_id, "media-auth");
-            assert!(secret.verify_hello(&nonce, &node_id, &proof.expect("a proof")));
-        }
-        other => panic!("expected hello, got {other:?}"),
-    }
-    link
-}
-
 #[actix_rt::test]
 async fn unsigned_wrongly_signed_stale_and_replayed_upgrades_are_refused() {
-    let node = Node::start();
+    let node = Node::start("media-auth", &[]);
     let refused = |reason: &str| {
         format!("conclave_media_link_upgrades_refused_total{{reason=\"{reason}\"}} ")
     };
@@ -187,7 +82,7 @@ async fn probe(link: &mut Framed) -> ErrorCode {
 
 #[actix_rt::test]
 async fn a_link_cannot_steer_another_links_peer_and_adoption_needs_the_members_key() {
-    let node = Node::start();
+    let node = Node::start("media-auth", &[]);
     let mut owner = signed_link(&node).await;
     let mut other = signed_link(&node).await;
     let refused = "conclave_media_link_commands_refused_total ";

@@ -2,6 +2,7 @@
 //! the drain of its output (`poll_output`: transmits to the socket, events turned into what
 //! the other peers must hear about).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use actix::Recipient;
@@ -13,6 +14,8 @@ use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, M
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use super::consent::{PathGuard, Verdict};
+use super::ice;
 use super::rtc::guarded;
 use super::udp::{PeerKey, UdpSender};
 use crate::metrics;
@@ -111,6 +114,10 @@ pub struct Peer {
     /// Most tracks this peer may publish (`ParticipantCaps::max_tracks`); the offer was
     /// checked, this holds whatever str0m reports.
     max_tracks: u32,
+    /// Our ICE ufrag for this peer (the second half of our consent checks' USERNAME).
+    local_ufrag: String,
+    /// Which addresses this peer has proven its own: media goes only there.
+    paths: PathGuard,
 }
 
 /// What one peer's output means for the others.
@@ -141,6 +148,12 @@ pub struct PeerControl {
     pub adopt_verifier: String,
 }
 
+/// A new peer's connection: its `Rtc` and our ICE ufrag in it.
+pub struct PeerRtc {
+    pub rtc: Rtc,
+    pub local_ufrag: String,
+}
+
 impl Peer {
     /// Packets per second this peer publishes, by the load model.
     pub fn publishes_fpps(&self) -> u64 {
@@ -157,7 +170,7 @@ impl Peer {
     pub fn new(
         key: PeerKey,
         participant_id: String,
-        rtc: Rtc,
+        rtc: PeerRtc,
         control: PeerControl,
         tracks_out: Vec<TrackOut>,
         now: Instant,
@@ -167,6 +180,7 @@ impl Peer {
             link,
             adopt_verifier,
         } = control;
+        let PeerRtc { rtc, local_ufrag } = rtc;
         Peer {
             key,
             participant_id,
@@ -187,7 +201,61 @@ impl Peer {
             nacks_seen: Vec::new(),
             remote_candidates: 0,
             max_tracks,
+            local_ufrag,
+            paths: PathGuard::new(now),
         }
+    }
+
+    /// Send a consent check towards `addr` if one is due (see `consent.rs`): the peer
+    /// answers it from there only if the address is its own.
+    pub fn prove_path(&mut self, addr: SocketAddr, socket: &UdpSender) {
+        let Some(transaction_id) = self.paths.check_due(addr, Instant::now()) else {
+            return;
+        };
+        let rtc = &mut self.rtc;
+        let Some(Some(remote)) = guarded(|| rtc.direct_api().remote_ice_credentials()) else {
+            return;
+        };
+        let request = self.paths.request(
+            transaction_id,
+            &self.local_ufrag,
+            &remote.ufrag,
+            &remote.pass,
+        );
+        metrics::PATH_CHECKS.with_label_values(&["sent"]).inc();
+        if let Err(e) = socket.send(&request, addr) {
+            tracing::debug!(peer = self.key, error = %e, "consent check not sent");
+        }
+    }
+
+    /// A STUN datagram from `source`, before str0m sees it: `true` if it was the answer to
+    /// one of our consent checks (consumed here). A nominating request from an address not
+    /// proven yet starts its check at once, so the proof is usually back before media.
+    pub fn on_stun(&mut self, source: SocketAddr, datagram: &[u8], socket: &UdpSender) -> bool {
+        if let Some(request) = ice::binding_request(datagram) {
+            if request.use_candidate() && !self.paths.is_proven(source) {
+                self.prove_path(source, socket);
+            }
+            return false;
+        }
+        let (Some(response), Some(transaction_id)) = (
+            ice::binding_success(datagram),
+            ice::transaction_id(datagram),
+        ) else {
+            return false;
+        };
+        let rtc = &mut self.rtc;
+        let Some(Some(remote)) = guarded(|| rtc.direct_api().remote_ice_credentials()) else {
+            return false;
+        };
+        let proven =
+            self.paths
+                .on_success_response(source, transaction_id, &response, &remote.pass);
+        if proven {
+            metrics::PATH_CHECKS.with_label_values(&["proven"]).inc();
+            tracing::debug!(peer = self.key, %source, "address proven");
+        }
+        proven
     }
 
     /// Send an event to this peer's signaling node.
@@ -266,7 +334,15 @@ impl Peer {
                     return;
                 }
                 Output::Transmit(t) => {
-                    if let Err(e) = socket.send(&t.contents, t.destination) {
+                    let verdict = self
+                        .paths
+                        .verdict(t.destination, &t.contents, self.connected);
+                    if verdict != Verdict::Send {
+                        self.prove_path(t.destination, socket);
+                    }
+                    if verdict == Verdict::Hold {
+                        metrics::DROPPED.with_label_values(&["unproven_path"]).inc();
+                    } else if let Err(e) = socket.send(&t.contents, t.destination) {
                         tracing::debug!(peer = self.key, error = %e, "udp send failed");
                     }
                 }

@@ -20,14 +20,15 @@ use conclave_common::protocol::{ErrorCode, MediaConnectionState};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::{IceCreds, Input};
+use str0m::Input;
 
 use super::forward;
+use super::ice;
 use super::messages::{
     AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, StopRoom,
 };
 use super::negotiate;
-use super::peer::{Peer, PeerControl, Propagated};
+use super::peer::{Peer, PeerControl, PeerRtc, Propagated};
 use super::rtc::{answer_offer, guarded};
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
@@ -226,8 +227,8 @@ impl RoomSfu {
         let newcomer = load::publisher_fpps(audio as u64, (publishing.len() - audio) as u64);
         let others: Vec<u64> = self.peers.iter().map(Peer::publishes_fpps).collect();
         self.shared.load.reserve(load::join_cost(newcomer, &others));
-        let creds = IceCreds::new();
-        let ufrag = creds.ufrag.clone();
+        let creds = ice::secure_ice_creds();
+        let (ufrag, password) = (creds.ufrag.clone(), creds.pass.clone());
         let now = Instant::now();
         let (rtc, answer) = match answer_offer(offer, creds, self.shared.advertised, now) {
             Some(Ok(pair)) => pair,
@@ -248,7 +249,8 @@ impl RoomSfu {
         let tracks_out = negotiate::tracks_for_newcomer(&self.peers);
 
         let _ = self.shared.router.send(RouterUpdate::Add {
-            ufrag,
+            ufrag: ufrag.clone(),
+            password,
             route: Route {
                 peer: key,
                 room_id: self.room_id,
@@ -267,7 +269,10 @@ impl RoomSfu {
         self.peers.push(Peer::new(
             key,
             msg.participant_id,
-            rtc,
+            PeerRtc {
+                rtc,
+                local_ufrag: ufrag,
+            },
             PeerControl {
                 link: msg.link,
                 adopt_verifier: msg.adopt_verifier,
@@ -380,6 +385,12 @@ impl RoomSfu {
         let Some(peer) = self.peers.iter_mut().find(|p| p.key == msg.peer) else {
             return;
         };
+        // Answers to our consent checks stop here; nominations start them.
+        if ice::looks_like_stun(&msg.data)
+            && peer.on_stun(msg.source, &msg.data, &self.shared.socket)
+        {
+            return;
+        }
         let Ok(receive) =
             Receive::new(Protocol::Udp, msg.source, self.shared.advertised, &msg.data)
         else {
