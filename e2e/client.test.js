@@ -165,6 +165,13 @@ test('web client', { timeout: 240000 }, async (t) => {
     }
     await waitFor('Sid to resume', () => p.evaluate(() => window.conclave.state === 'joined' && window.conclave.resumes === 1), { timeoutMs: 15000 });
     assert.equal(await p.evaluate(() => window.conclave.participantId), p.participantId, 'same participant');
+    // Nobody else is in the room, so no roster event follows the resume: the list must show
+    // our own entry straight from it (it used to drop "(you)" until the next roster event).
+    const roster = await p.$$eval('#participant-list li', (l) => l.map((li) => ({ pid: li.dataset.participantId, text: li.textContent })));
+    assert.equal(roster.length, 1, `roster after resume: ${JSON.stringify(roster)}`);
+    assert.equal(roster[0].pid, p.participantId);
+    assert.match(roster[0].text, /Sid \(you\)/);
+    assert.equal(await p.textContent('#participant-count'), '1');
     const sent = await p.evaluate(() => window.__sent.filter((m) => m.id === 'resume' || m.id === 'join').map((m) => m.id));
     assert.equal(sent[0], 'join');
     assert.ok(sent.slice(1).every((id) => id === 'resume'), `only resumes after the join: ${sent}`);

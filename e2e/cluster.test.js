@@ -82,6 +82,16 @@ test('a killed media node: its room moves and every browser is back in media wit
   h.note(`failover times ${JSON.stringify(recovered)}`);
   assert.ok(worst < 10000, `media back within 10 s (took ${worst} ms)`);
   for (const p of pages) await assertMediaGrowing(p, others(p));
+  // Media is back, so nothing on screen still says it is reconnecting, and the pill agrees.
+  for (const p of pages) {
+    const statusGone = () =>
+      p.evaluate(() => {
+        const el = document.getElementById('status');
+        return el.hidden || !/reconnecting media|media connection failed/i.test(el.textContent);
+      });
+    await waitFor(`${p.label}: the "Reconnecting media" status to go`, statusGone, { timeoutMs: 5000 });
+    assert.equal(await p.getAttribute('#media-state', 'data-state'), 'connected', `${p.label}: media pill`);
+  }
 
   // Same participants, no page reload, on another live node.
   const after = await roomInfo(cluster.url, room);

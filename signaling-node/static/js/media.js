@@ -6,6 +6,7 @@
 
 import { conclave, session, intParam, localTrack } from './state.js';
 import {
+  clearStatusTopic,
   logLine,
   playTile,
   refreshTileVideo,
@@ -103,8 +104,10 @@ function createPeerConnection() {
     updateMediaPill();
     logLine('info', `media connection ${pc.connectionState}`);
     if (pc.connectionState === 'failed') {
-      reportError('Media connection failed (no route to the media server?)');
+      reportError('Media connection failed (no route to the media server?)', 'media');
     }
+    // Media is back (after a restart, the server's `mediaState` may come later or not at all).
+    if (pc.connectionState === 'connected') clearStatusTopic('media');
   };
   pc.oniceconnectionstatechange = () => {
     if (session === s) logLine('info', `ice ${pc.iceConnectionState}`);

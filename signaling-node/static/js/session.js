@@ -9,6 +9,7 @@ import { conclave, params, session, setSession, localTrack } from './state.js';
 import {
   clearStatus,
   clearStatusIfInfo,
+  clearStatusTopic,
   logLine,
   makeTile,
   remoteTile,
@@ -319,10 +320,13 @@ async function handle(s, msg) {
       updateMediaPill();
       if (msg.state === 'failed') {
         // The media node lost our peer (it died, or the connection timed out).
-        showStatus('Reconnecting media…', 'warn');
+        showStatus('Reconnecting media…', 'warn', 'media');
         return restartMedia(s);
       }
-      if (msg.state === 'connected') clearStatusIfInfo();
+      if (msg.state === 'connected') {
+        clearStatusIfInfo();
+        clearStatusTopic('media');
+      }
       return;
     case 'left':
       if (s.leftResolve) s.leftResolve();
@@ -394,9 +398,10 @@ function onResumed(s, msg) {
       setTileMedia(tile, p.audio, p.video);
     }
   }
+  // Joined again before rendering: the roster shows our own entry only when joined.
+  conclave.state = 'joined';
   renderRoster();
   startHeartbeat(s, msg.heartbeatIntervalMs);
-  conclave.state = 'joined';
   setWsState('open');
   clearStatus();
   logLine('info', 'session resumed');

@@ -44,24 +44,35 @@ function initials(name) {
   return (s || '?').toUpperCase();
 }
 
-export function showStatus(text, kind) {
+/**
+ * Show one line of status. `topic` names what the line is about (e.g. 'media'), so the event
+ * that ends it can clear exactly that line and nothing shown since (`clearStatusTopic`).
+ */
+export function showStatus(text, kind, topic) {
   ui.statusText.textContent = text;
   ui.status.dataset.kind = kind || 'info';
+  ui.status.dataset.topic = topic || '';
   ui.status.hidden = false;
 }
 
 export function clearStatus() {
   ui.status.hidden = true;
   ui.statusText.textContent = '';
+  ui.status.dataset.topic = '';
 }
 
 export function clearStatusIfInfo() {
   if (ui.status.dataset.kind === 'info') clearStatus();
 }
 
-export function reportError(text) {
+/** Clear the status line if it is still about `topic`. */
+export function clearStatusTopic(topic) {
+  if (!ui.status.hidden && ui.status.dataset.topic === topic) clearStatus();
+}
+
+export function reportError(text, topic) {
   conclave.errors.push(text);
-  showStatus(text, 'error');
+  showStatus(text, 'error', topic);
   logLine('error', text);
   console.warn('[conclave]', text);
 }
