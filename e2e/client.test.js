@@ -28,7 +28,7 @@ const now = () => Math.floor(Date.now() / 1000);
 async function visibleStatus(page) {
   return page.evaluate(() => {
     const el = document.getElementById('status');
-    return el.hidden ? null : { kind: el.dataset.kind, text: document.getElementById('status-text').textContent };
+    return el.hidden ? null : { kind: el.dataset.kind, code: el.dataset.code || '', text: document.getElementById('status-text').textContent };
   });
 }
 
@@ -69,19 +69,25 @@ test('web client', { timeout: 240000 }, async (t) => {
 
   await t.test('refused tokens are shown and the client goes back to the form', async () => {
     const cases = [
-      ['garbage', 'not-a-jwt', 'invalid_token'],
-      ['bad signature', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() + 600 }, 'other-secret'), 'invalid_token'],
-      ['expired', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() - 3600 }), 'token_expired'],
+      ['garbage', 'not-a-jwt', 'invalid_token', /invitation link is not valid/],
+      ['bad signature', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() + 600 }, 'other-secret'), 'invalid_token', /invitation link is not valid/],
+      ['expired', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() - 3600 }), 'token_expired', /invitation link has expired/],
     ];
-    for (const [what, token, code] of cases) {
+    for (const [what, token, code, readable] of cases) {
       const p = await h.openPage(prod.url, { room: 'r', name: 'Eve', params: { token } });
+      // The hook's error keeps the stable code (for programs); the user reads a sentence.
       await assert.rejects(p.evaluate(() => window.conclave.join('r', 'Eve')), new RegExp(code), what);
+      assert.deepEqual(await p.evaluate(() => window.conclave.errorCodes), [code], what);
       const errors = await p.evaluate(() => window.conclave.errors);
-      assert.ok(errors.some((e) => e.includes(code)), `${what}: errors ${JSON.stringify(errors)}`);
+      assert.equal(errors.length, 1, `${what}: one error shown: ${JSON.stringify(errors)}`);
+      assert.match(errors[0], readable, what);
       assert.ok(await p.evaluate((code) => window.conclave.events.some((e) => e.id === 'error' && e.code === code), code));
       assert.equal(await p.evaluate(() => window.conclave.state), 'idle');
       assert.equal(await p.isVisible('#join-form'), true);
-      assert.match((await visibleStatus(p)).text, new RegExp(code));
+      const st = await visibleStatus(p);
+      assert.match(st.text, readable, what);
+      assert.doesNotMatch(st.text, /_/, `${what}: words, not a code: ${st.text}`);
+      assert.equal(st.code, code, 'the code stays on the status line for support');
       await p.context().close();
     }
   });
