@@ -72,12 +72,23 @@ export function trackDeviceId(track) {
   return s.deviceId || '';
 }
 
-/** Play one media element's audio on the chosen speaker (no-op where unsupported). */
+/**
+ * Play one media element's audio on the chosen speaker (no-op where unsupported). One change
+ * at a time per element; a change the element aborts (it was loading its stream) is made
+ * again when it starts playing (ui.js calls this on `playing`).
+ */
 export function applySink(el) {
   if (!canChooseSpeaker || !el) return;
   const id = prefs.audioOutput || '';
-  if (el.sinkId === id) return;
-  el.setSinkId(id).catch((err) => console.warn('[conclave] setSinkId', err && err.name));
+  if (el.sinkId === id || el.conclaveSinkPending) return;
+  el.conclaveSinkPending = true;
+  el.setSinkId(id)
+    .catch((err) => console.warn('[conclave] setSinkId', err && err.name))
+    .finally(() => {
+      el.conclaveSinkPending = false;
+      // The choice changed meanwhile: follow it.
+      if (el.sinkId !== (prefs.audioOutput || '') && el.isConnected && !el.paused) applySink(el);
+    });
 }
 
 /** Play every tile's audio, and the sounds, on the chosen speaker. */

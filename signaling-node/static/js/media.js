@@ -110,15 +110,29 @@ async function useLocalTrack(kind, track) {
   }
 }
 
+/** A device in use went away (unplugged, revoked): carry on with another one if there is one. */
 function onTrackEnded(kind, track) {
   if (localTrack(kind) !== track) return; // stopped by us
-  logLine('warn', `${kind === 'audio' ? 'microphone' : 'camera'} stopped (unplugged?)`);
+  const what = kind === 'audio' ? 'microphone' : 'camera';
+  logLine('warn', `${what} stopped (unplugged?)`);
   serialized(async () => {
     if (localTrack(kind) !== track) return;
-    await useLocalTrack(kind, null);
-    if (kind === 'video') setCameraState(false);
-    else setMicState(false);
-    reportError(`Your ${kind === 'audio' ? 'microphone' : 'camera'} stopped (unplugged?). Turn it on again to use another one.`);
+    let next = null;
+    try {
+      next = await openDevice(kind); // the remembered one if it is there, else any
+    } catch (_) {}
+    if (next) {
+      if (kind === 'audio') next.enabled = micShouldSend();
+      await useLocalTrack(kind, next);
+      showStatus(`Your ${what} went away; now using ${next.label || 'another one'}.`, 'warn');
+    } else {
+      await useLocalTrack(kind, null);
+      if (kind === 'video') setCameraState(false);
+      else setMicState(false);
+      reportError(`Your ${what} stopped (unplugged?). Plug it in again or pick another in Settings.`);
+    }
+    await refreshDevices();
+    renderDevices();
   });
 }
 
@@ -250,9 +264,19 @@ export function switchDevice(kind, deviceId) {
 
 /** Devices were plugged in or out: refresh the pickers; a released choice falls back. */
 export async function onDeviceChange() {
-  await refreshDevices();
+  const devices = await refreshDevices();
   // A device that was missing may be there now: let the buttons try again.
   for (const k of ['audio', 'video']) if (conclave.deviceErrors[k] === 'NotFoundError') delete conclave.deviceErrors[k];
+  // The device the user chose is back (plugged in again): use it instead of the stand-in.
+  for (const [kind, list, pref] of [
+    ['audio', devices.audioinput, prefs.audioInput],
+    ['video', devices.videoinput, prefs.videoInput],
+  ]) {
+    const t = localTrack(kind);
+    if (t && pref && trackDeviceId(t) !== pref && list.some((d) => d.deviceId === pref)) {
+      await switchDevice(kind === 'audio' ? 'audioinput' : 'videoinput', pref);
+    }
+  }
   renderDevices();
   updateControls();
 }

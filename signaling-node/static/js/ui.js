@@ -147,6 +147,7 @@ export function makeTile(participantId, name, isLocal) {
     watchFirstFrame(tile, participantId);
   }
   video.addEventListener('loadeddata', () => refreshTileVideo(tile));
+  if (!isLocal) video.addEventListener('playing', () => applySink(video));
   ui.grid.appendChild(el);
   updateGridCount();
   return tile;
