@@ -9,7 +9,6 @@ import { conclave, intParam, prefs, session } from './state.js';
 import { setSoundsSink } from './sounds.js';
 
 const PREF_BY_KIND = { audio: 'audioInput', video: 'videoInput' };
-const LIST_BY_KIND = { audio: 'audioinput', video: 'videoinput' };
 
 /** Whether this browser can choose where audio plays. */
 export const canChooseSpeaker = typeof HTMLMediaElement !== 'undefined' && typeof HTMLMediaElement.prototype.setSinkId === 'function';
@@ -33,33 +32,46 @@ export async function refreshDevices() {
   return out;
 }
 
-/** Whether the browser lists a device of `kind` ('audio' | 'video'); true while unknown. */
-export function hasDevice(kind) {
-  const list = conclave.devices[LIST_BY_KIND[kind]];
-  return !list || list.length > 0 || !navigator.mediaDevices || typeof navigator.mediaDevices.enumerateDevices !== 'function';
-}
-
 /**
- * getUserMedia constraints for `kinds` (['audio'], ['video'] or both): the remembered device
- * as `ideal` (a device that is gone falls back to another), or `deviceId` as `exact` (the
- * user just picked it).
+ * getUserMedia constraints for `kinds` (['audio'], ['video'] or both): `deviceId` (the user
+ * just picked it), else the remembered device unless `anyDevice`; either as `exact` (an
+ * `ideal` device loses to another that fits the size better).
  */
-export function constraints(kinds, deviceId) {
+export function constraints(kinds, deviceId, anyDevice) {
   const c = { audio: false, video: false };
   for (const kind of kinds) {
-    const id = deviceId || prefs[PREF_BY_KIND[kind]];
+    const id = deviceId || (anyDevice ? '' : prefs[PREF_BY_KIND[kind]]);
     const base = kind === 'video' ? { width: { ideal: intParam('width', 640) }, height: { ideal: intParam('height', 480) } } : {};
-    if (id) base.deviceId = deviceId ? { exact: id } : { ideal: id };
+    if (id) base.deviceId = { exact: id };
     c[kind] = Object.keys(base).length ? base : true;
   }
   return c;
+}
+
+/** Whether `kinds` would ask for a remembered device (so a failure may be retried without). */
+function usesPrefs(kinds) {
+  return kinds.some((k) => prefs[PREF_BY_KIND[k]]);
+}
+
+/**
+ * getUserMedia for `kinds` with the remembered devices; one that is gone (unplugged, another
+ * machine) falls back to the browser's default.
+ */
+export async function getMedia(kinds) {
+  const md = navigator.mediaDevices;
+  try {
+    return await md.getUserMedia(constraints(kinds));
+  } catch (err) {
+    if (!usesPrefs(kinds) || !['OverconstrainedError', 'NotFoundError'].includes(err && err.name)) throw err;
+    return md.getUserMedia(constraints(kinds, '', true));
+  }
 }
 
 /** Open one device of `kind` (the remembered one, or `deviceId`): a live track, or throws. */
 export async function openDevice(kind, deviceId) {
   const md = navigator.mediaDevices;
   if (!md || !md.getUserMedia) throw new DOMException('no media devices here (the page needs https)', 'NotSupportedError');
-  const stream = await md.getUserMedia(constraints([kind], deviceId));
+  const stream = deviceId ? await md.getUserMedia(constraints([kind], deviceId)) : await getMedia([kind]);
   const track = (kind === 'audio' ? stream.getAudioTracks() : stream.getVideoTracks())[0];
   if (!track) throw new DOMException(`no ${kind} track`, 'NotFoundError');
   delete conclave.deviceErrors[kind];

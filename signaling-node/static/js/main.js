@@ -59,6 +59,9 @@ ui.soundButton.addEventListener('click', () => {
   unlockSounds();
   enableSound();
 });
+// Phones start audio only inside a user gesture: the first touch or key unlocks the sounds.
+window.addEventListener('pointerdown', unlockSounds, { once: true });
+window.addEventListener('keydown', unlockSounds, { once: true });
 wireControls();
 if (navigator.mediaDevices && typeof navigator.mediaDevices.addEventListener === 'function') {
   navigator.mediaDevices.addEventListener('devicechange', () => onDeviceChange());

@@ -19,7 +19,7 @@ import {
   updateMediaPill,
 } from './ui.js';
 import { send } from './protocol.js';
-import { applySinkEverywhere, constraints, openDevice, refreshDevices, trackDeviceId } from './devices.js';
+import { applySinkEverywhere, getMedia, openDevice, refreshDevices, trackDeviceId } from './devices.js';
 import { describeDeviceError } from './errors.js';
 
 // ---------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ export async function getLocalMedia(wantAudio, wantVideo) {
   const errors = {};
   for (const a of attempts) {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia(constraints(a));
+      const stream = await getMedia(a);
       const missing = kinds.filter((k) => !a.includes(k));
       for (const k of missing) conclave.deviceErrors[k] = (errors[k] || errors.both || {}).name || 'NotFoundError';
       if (missing.length) {
