@@ -36,6 +36,7 @@ const IDS: &[&str] = &[
     "iceCandidate",
     "setAudio",
     "setVideo",
+    "setDeafened",
     "leave",
     "heartbeat",
     "resume",
@@ -156,6 +157,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             }),
         any::<bool>().prop_map(|enabled| ClientMessage::SetAudio { enabled }),
         any::<bool>().prop_map(|enabled| ClientMessage::SetVideo { enabled }),
+        any::<bool>().prop_map(|enabled| ClientMessage::SetDeafened { enabled }),
         Just(ClientMessage::Leave),
         Just(ClientMessage::Heartbeat),
         (text(), text()).prop_map(|(token, resume_token)| ClientMessage::Resume {
