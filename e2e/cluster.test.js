@@ -150,6 +150,10 @@ test('a killed signaling node: media never stalls, browsers resume through nginx
     const churn = after.filter((e) => (e.id === 'participantLeft' || e.id === 'participantJoined') && e.participantId !== cat.participantId);
     assert.deepEqual(churn, [], `${p.label}: no leave/join for resumed members`);
     assert.equal(p.participantId, await p.evaluate(() => window.conclave.participantId), 'same participant');
+    // Its own entry stays in the participant list through the resume.
+    const own = await p.$$eval('#participant-list li', (l, pid) => l.filter((li) => li.dataset.participantId === pid).map((li) => li.textContent), p.participantId);
+    assert.equal(own.length, 1, `${p.label}: own roster entry after the resume`);
+    assert.match(own[0], /\(you\)/);
   }
   // Cat is removed once the dead node is stale (5 s) and her grace is over.
   for (const p of [ann, ben]) {
