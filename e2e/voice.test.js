@@ -95,6 +95,42 @@ function tileAudio(page) {
   );
 }
 
+/**
+ * A phone page (390x844) in a call with `tiles` tiles: portrait, nothing wider than the
+ * screen, every control on screen and apart, inline video, whole tiles (the page scrolls).
+ */
+async function assertPhoneLayout(pho, tiles) {
+  const layout = await pho.evaluate(() => {
+    const vw = window.innerWidth;
+    const vh = window.innerHeight;
+    const buttons = Array.from(document.querySelectorAll('.controls .control'), (b) => b.getBoundingClientRect());
+    const overlap = buttons.some((a, i) => buttons.some((b, j) => j > i && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom));
+    return {
+      vw,
+      scrollWidth: document.documentElement.scrollWidth,
+      onScreen: buttons.every((r) => r.left >= 0 && r.right <= vw && r.top >= 0 && r.bottom <= vh && r.width >= 40 && r.height >= 40),
+      overlap,
+      buttons: buttons.length,
+      inline: Array.from(document.querySelectorAll('video'), (v) => v.hasAttribute('playsinline') && v.autoplay),
+      localMuted: document.querySelector('.tile.local video').hasAttribute('muted'),
+      tilesFit: Array.from(document.querySelectorAll('.tile'), (el) => el.getBoundingClientRect().right <= vw + 0.5),
+      // Whole tiles (4:3, nothing cut off by a scroll box): the page scrolls instead.
+      tilesWhole: Array.from(document.querySelectorAll('.tile'), (el) => {
+        const r = el.getBoundingClientRect();
+        const stage = document.querySelector('.stage').getBoundingClientRect();
+        return Math.abs(r.width / r.height - 4 / 3) < 0.02 && r.bottom <= stage.bottom + 0.5;
+      }),
+    };
+  });
+  assert.equal(layout.vw, 390);
+  assert.ok(layout.scrollWidth <= layout.vw, `no sideways scrolling: ${JSON.stringify(layout)}`);
+  assert.equal(layout.buttons, 4);
+  assert.ok(layout.onScreen && !layout.overlap, `controls fit the screen: ${JSON.stringify(layout)}`);
+  assert.ok(layout.inline.length === tiles && layout.inline.every(Boolean), `videos play inline: ${JSON.stringify(layout.inline)}`);
+  assert.ok(layout.localMuted && layout.tilesFit.every(Boolean), JSON.stringify(layout));
+  assert.ok(layout.tilesWhole.every(Boolean), `tiles shown whole: ${JSON.stringify(layout)}`);
+}
+
 test('voice channel: camera off, devices, deafen, volume, push-to-talk, shortcuts, sounds, phone', { timeout: 240000 }, async (t) => {
   const h = new Harness('voice');
   t.after(() => h.close());
@@ -257,6 +293,9 @@ test('voice channel: camera off, devices, deafen, volume, push-to-talk, shortcut
     const cuesBefore = await obs.evaluate(() => window.conclave.cues.length);
     await cam.evaluate(() => window.conclave.leave());
     await waitEvent(obs, 'participantLeft', { participantId: camId });
+    // The phone with two tiles, each as wide as the screen.
+    await waitFor('Pho: Cam\'s tile gone', () => pho.evaluate(() => document.querySelectorAll('.tile').length === 2));
+    await assertPhoneLayout(pho, 2);
     await cam.evaluate(([r, n]) => window.conclave.join(r, n, { video: true }), [room, 'Cam']);
     const camId2 = await cam.evaluate(() => window.conclave.participantId);
     cam.participantId = camId2;
@@ -291,31 +330,9 @@ test('voice channel: camera off, devices, deafen, volume, push-to-talk, shortcut
     assert.equal(prefs.audioOutput, speakerId);
     const cuesOff = await obs.evaluate(() => window.conclave.cues.length);
 
-    // Meanwhile the phone: portrait, nothing wider than the screen, every control on screen,
-    // inline video, and a tap mutes.
+    // Meanwhile the phone, with three tiles; a tap mutes.
     await waitMediaFrom(pho, [obsId, camId2]);
-    const layout = await pho.evaluate(() => {
-      const vw = window.innerWidth;
-      const vh = window.innerHeight;
-      const buttons = Array.from(document.querySelectorAll('.controls .control'), (b) => b.getBoundingClientRect());
-      const overlap = buttons.some((a, i) => buttons.some((b, j) => j > i && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom));
-      return {
-        vw,
-        scrollWidth: document.documentElement.scrollWidth,
-        onScreen: buttons.every((r) => r.left >= 0 && r.right <= vw && r.top >= 0 && r.bottom <= vh && r.width >= 40 && r.height >= 40),
-        overlap,
-        buttons: buttons.length,
-        inline: Array.from(document.querySelectorAll('video'), (v) => v.hasAttribute('playsinline') && v.autoplay),
-        localMuted: document.querySelector('.tile.local video').hasAttribute('muted'),
-        tilesFit: Array.from(document.querySelectorAll('.tile'), (el) => el.getBoundingClientRect().right <= vw + 0.5),
-      };
-    });
-    assert.equal(layout.vw, 390);
-    assert.ok(layout.scrollWidth <= layout.vw, `no sideways scrolling: ${JSON.stringify(layout)}`);
-    assert.equal(layout.buttons, 4);
-    assert.ok(layout.onScreen && !layout.overlap, `controls fit the screen: ${JSON.stringify(layout)}`);
-    assert.ok(layout.inline.length === 3 && layout.inline.every(Boolean), `videos play inline: ${JSON.stringify(layout.inline)}`);
-    assert.ok(layout.localMuted && layout.tilesFit.every(Boolean), JSON.stringify(layout));
+    await assertPhoneLayout(pho, 3);
     await pho.tap('#mic-button');
     await waitEvent(obs, 'participantState', { participantId: phoId, audio: false });
 
