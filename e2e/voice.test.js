@@ -245,9 +245,13 @@ test('voice channel: camera off, devices, deafen, volume, push-to-talk, shortcut
 
   await t.test('deafen, per-user volume, sounds, and choices remembered across a rejoin', async () => {
     // A phone joins: Obs hears the join sound, and it plays in the chosen speaker's context.
-    const pho = await h.openPage(url, { room, name: 'Pho', phone: true, initScript: instrument });
+    // Its remembered devices were unplugged since its last call: it joins with the defaults.
+    const unplugged = () => localStorage.setItem('conclave.prefs', JSON.stringify({ videoInput: 'unplugged-camera', audioInput: 'unplugged-mic' }));
+    const pho = await h.openPage(url, { room, name: 'Pho', phone: true, initScript: unplugged });
     await h.join(pho, room, 'Pho');
     const phoId = pho.participantId;
+    const phoSends = await senders(pho);
+    assert.deepEqual([phoSends.video.label, phoSends.video.readyState, phoSends.audio.readyState], ['fake_device_0', 'live', 'live'], JSON.stringify(phoSends));
     await waitFor('Obs: a join sound for Pho', () => obs.evaluate((id) => window.conclave.cues.some((c) => c.kind === 'join' && c.participantId === id), phoId));
     const cue = await obs.evaluate(() => window.conclave.cues.at(-1));
     assert.equal(cue.contextState, 'running', 'the sound played (its AudioContext runs)');
@@ -339,6 +343,7 @@ test('voice channel: camera off, devices, deafen, volume, push-to-talk, shortcut
     await pho.evaluate(() => window.conclave.leave());
     await waitEvent(obs, 'participantLeft', { participantId: phoId });
     assert.equal(await obs.evaluate(() => window.conclave.cues.length), cuesOff, 'sounds off: no leave sound');
+    await assertNoClientErrors([pho]);
     await obs.check('#sounds-toggle');
   });
 
