@@ -28,7 +28,7 @@ const now = () => Math.floor(Date.now() / 1000);
 async function visibleStatus(page) {
   return page.evaluate(() => {
     const el = document.getElementById('status');
-    return el.hidden ? null : { kind: el.dataset.kind, text: document.getElementById('status-text').textContent };
+    return el.hidden ? null : { kind: el.dataset.kind, code: el.dataset.code || '', text: document.getElementById('status-text').textContent };
   });
 }
 
@@ -69,19 +69,25 @@ test('web client', { timeout: 240000 }, async (t) => {
 
   await t.test('refused tokens are shown and the client goes back to the form', async () => {
     const cases = [
-      ['garbage', 'not-a-jwt', 'invalid_token'],
-      ['bad signature', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() + 600 }, 'other-secret'), 'invalid_token'],
-      ['expired', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() - 3600 }), 'token_expired'],
+      ['garbage', 'not-a-jwt', 'invalid_token', /invitation link is not valid/],
+      ['bad signature', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() + 600 }, 'other-secret'), 'invalid_token', /invitation link is not valid/],
+      ['expired', mintToken({ sub: 'u', room: 'r', community: 'c', exp: now() - 3600 }), 'token_expired', /invitation link has expired/],
     ];
-    for (const [what, token, code] of cases) {
+    for (const [what, token, code, readable] of cases) {
       const p = await h.openPage(prod.url, { room: 'r', name: 'Eve', params: { token } });
+      // The hook's error keeps the stable code (for programs); the user reads a sentence.
       await assert.rejects(p.evaluate(() => window.conclave.join('r', 'Eve')), new RegExp(code), what);
+      assert.deepEqual(await p.evaluate(() => window.conclave.errorCodes), [code], what);
       const errors = await p.evaluate(() => window.conclave.errors);
-      assert.ok(errors.some((e) => e.includes(code)), `${what}: errors ${JSON.stringify(errors)}`);
+      assert.equal(errors.length, 1, `${what}: one error shown: ${JSON.stringify(errors)}`);
+      assert.match(errors[0], readable, what);
       assert.ok(await p.evaluate((code) => window.conclave.events.some((e) => e.id === 'error' && e.code === code), code));
       assert.equal(await p.evaluate(() => window.conclave.state), 'idle');
       assert.equal(await p.isVisible('#join-form'), true);
-      assert.match((await visibleStatus(p)).text, new RegExp(code));
+      const st = await visibleStatus(p);
+      assert.match(st.text, readable, what);
+      assert.doesNotMatch(st.text, /_/, `${what}: words, not a code: ${st.text}`);
+      assert.equal(st.code, code, 'the code stays on the status line for support');
       await p.context().close();
     }
   });
@@ -165,6 +171,13 @@ test('web client', { timeout: 240000 }, async (t) => {
     }
     await waitFor('Sid to resume', () => p.evaluate(() => window.conclave.state === 'joined' && window.conclave.resumes === 1), { timeoutMs: 15000 });
     assert.equal(await p.evaluate(() => window.conclave.participantId), p.participantId, 'same participant');
+    // Nobody else is in the room, so no roster event follows the resume: the list must show
+    // our own entry straight from it (it used to drop "(you)" until the next roster event).
+    const roster = await p.$$eval('#participant-list li', (l) => l.map((li) => ({ pid: li.dataset.participantId, text: li.textContent })));
+    assert.equal(roster.length, 1, `roster after resume: ${JSON.stringify(roster)}`);
+    assert.equal(roster[0].pid, p.participantId);
+    assert.match(roster[0].text, /Sid \(you\)/);
+    assert.equal(await p.textContent('#participant-count'), '1');
     const sent = await p.evaluate(() => window.__sent.filter((m) => m.id === 'resume' || m.id === 'join').map((m) => m.id));
     assert.equal(sent[0], 'join');
     assert.ok(sent.slice(1).every((id) => id === 'resume'), `only resumes after the join: ${sent}`);

@@ -82,6 +82,16 @@ test('a killed media node: its room moves and every browser is back in media wit
   h.note(`failover times ${JSON.stringify(recovered)}`);
   assert.ok(worst < 10000, `media back within 10 s (took ${worst} ms)`);
   for (const p of pages) await assertMediaGrowing(p, others(p));
+  // Media is back, so nothing on screen still says it is reconnecting, and the pill agrees.
+  for (const p of pages) {
+    const statusGone = () =>
+      p.evaluate(() => {
+        const el = document.getElementById('status');
+        return el.hidden || !/reconnecting media|media connection failed/i.test(el.textContent);
+      });
+    await waitFor(`${p.label}: the "Reconnecting media" status to go`, statusGone, { timeoutMs: 5000 });
+    assert.equal(await p.getAttribute('#media-state', 'data-state'), 'connected', `${p.label}: media pill`);
+  }
 
   // Same participants, no page reload, on another live node.
   const after = await roomInfo(cluster.url, room);
@@ -140,6 +150,10 @@ test('a killed signaling node: media never stalls, browsers resume through nginx
     const churn = after.filter((e) => (e.id === 'participantLeft' || e.id === 'participantJoined') && e.participantId !== cat.participantId);
     assert.deepEqual(churn, [], `${p.label}: no leave/join for resumed members`);
     assert.equal(p.participantId, await p.evaluate(() => window.conclave.participantId), 'same participant');
+    // Its own entry stays in the participant list through the resume.
+    const own = await p.$$eval('#participant-list li', (l, pid) => l.filter((li) => li.dataset.participantId === pid).map((li) => li.textContent), p.participantId);
+    assert.equal(own.length, 1, `${p.label}: own roster entry after the resume`);
+    assert.match(own[0], /\(you\)/);
   }
   // Cat is removed once the dead node is stale (5 s) and her grace is over.
   for (const p of [ann, ben]) {

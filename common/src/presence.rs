@@ -71,6 +71,9 @@ pub struct PresenceEvent {
     pub audio: bool,
     /// Camera on (after the event).
     pub video: bool,
+    /// Hears nobody (after the event). Left out when false; absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deafened: bool,
     /// For `left`/`disconnected`: why (`"left"`, `"disconnected"`, `"timeout"`,
     /// `"mediaFailed"`, `"kicked"`, ...). Absent for `joined` and `state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +98,7 @@ mod tests {
             name: "Ann".into(),
             audio: true,
             video: false,
+            deafened: false,
             reason: reason.map(str::to_string),
             at_ms: 1_700_000_000_000,
             node: "sig.ab12cd34".into(),

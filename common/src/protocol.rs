@@ -8,7 +8,12 @@
 //! `offer` after `joined` (its microphone and camera, `sendonly`); from then on only the server
 //! offers (`serverOffer`, adding or removing the other participants' tracks) and the client
 //! answers (`answer`). Muting is `track.enabled`/`replaceTrack` plus `setAudio`/`setVideo`,
-//! never renegotiation.
+//! never renegotiation. Deafening (hearing nobody) is the client's own business plus
+//! `setDeafened`, so the others see it.
+//!
+//! Compatibility: fields added after version 1 are optional with a default, and the server
+//! leaves a `false` flag out (`deafened`), so a client written before them reads every
+//! message as before.
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +81,13 @@ pub enum ClientMessage {
     /// {"id":"setVideo","enabled":false}
     /// ```
     SetVideo { enabled: bool },
+    /// Deafened (the client plays no incoming audio) or not. Tells the room only: the media
+    /// keeps flowing. Optional: a client that never sends it is never shown deafened.
+    ///
+    /// ```json
+    /// {"id":"setDeafened","enabled":true}
+    /// ```
+    SetDeafened { enabled: bool },
     /// Leave the room. The server answers with `left` and keeps the socket open.
     ///
     /// ```json
@@ -124,6 +136,9 @@ pub struct ParticipantInfo {
     pub audio: bool,
     /// Camera enabled.
     pub video: bool,
+    /// Hears nobody (`setDeafened`). Left out when false; absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deafened: bool,
 }
 
 /// Kind of media a track carries.
@@ -216,16 +231,23 @@ pub enum ServerMessage {
         participant_id: String,
         reason: LeaveReason,
     },
-    /// A participant turned its microphone or camera on or off.
+    /// A participant turned its microphone or camera on or off, or deafened or undeafened.
+    /// Every field is the state after the change; `deafened` is left out when false.
     ///
     /// ```json
     /// {"id":"participantState","participantId":"p-9a8b","audio":true,"video":false}
+    /// ```
+    ///
+    /// ```json
+    /// {"id":"participantState","participantId":"p-9a8b","audio":false,"video":false,"deafened":true}
     /// ```
     #[serde(rename_all = "camelCase")]
     ParticipantState {
         participant_id: String,
         audio: bool,
         video: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deafened: bool,
     },
     /// The media connection of this client changed state (`connected`, `disconnected`,
     /// `failed`). `failed` means the server has no media peer for this client any more (its
@@ -358,6 +380,7 @@ impl ClientMessage {
             ClientMessage::IceCandidate { .. } => "iceCandidate",
             ClientMessage::SetAudio { .. } => "setAudio",
             ClientMessage::SetVideo { .. } => "setVideo",
+            ClientMessage::SetDeafened { .. } => "setDeafened",
             ClientMessage::Leave => "leave",
             ClientMessage::Heartbeat => "heartbeat",
             ClientMessage::Resume { .. } => "resume",
@@ -425,6 +448,7 @@ const KNOWN_CLIENT_IDS: &[&str] = &[
     "iceCandidate",
     "setAudio",
     "setVideo",
+    "setDeafened",
     "leave",
     "heartbeat",
     "resume",
@@ -472,6 +496,31 @@ mod tests {
                 audio: true,
                 video: true
             }
+        );
+    }
+
+    #[test]
+    fn deafened_is_optional_both_ways() {
+        // A message from a server or client that predates deafen still parses ...
+        let old: ParticipantInfo = serde_json::from_str(
+            r#"{"participantId":"p","userId":"u","name":"A","audio":true,"video":true}"#,
+        )
+        .unwrap();
+        assert!(!old.deafened);
+        // ... and a not-deafened participant looks exactly as it did before.
+        assert!(!serde_json::to_string(&old).unwrap().contains("deafened"));
+        let deaf = ServerMessage::ParticipantState {
+            participant_id: "p".into(),
+            audio: false,
+            video: true,
+            deafened: true,
+        };
+        assert!(serde_json::to_string(&deaf)
+            .unwrap()
+            .contains(r#""deafened":true"#));
+        assert_eq!(
+            parse_client_message(r#"{"id":"setDeafened","enabled":true}"#).unwrap(),
+            ClientMessage::SetDeafened { enabled: true }
         );
     }
 

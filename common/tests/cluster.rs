@@ -308,6 +308,7 @@ mod members {
                 name: pid.to_uppercase(),
                 audio: true,
                 video: true,
+                deafened: false,
             },
             signaling: instance.into(),
             resume_hash: resume_hash(&format!("secret-{pid}")),

@@ -27,6 +27,9 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
+/// How many of [`IDS`] are client message ids (they come first).
+const CLIENT_IDS: usize = 10;
+
 /// Message ids and field names of both protocols, so that generated objects often look
 /// almost right (the interesting inputs), plus some that mean nothing.
 const IDS: &[&str] = &[
@@ -36,6 +39,7 @@ const IDS: &[&str] = &[
     "iceCandidate",
     "setAudio",
     "setVideo",
+    "setDeafened",
     "leave",
     "heartbeat",
     "resume",
@@ -156,6 +160,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             }),
         any::<bool>().prop_map(|enabled| ClientMessage::SetAudio { enabled }),
         any::<bool>().prop_map(|enabled| ClientMessage::SetVideo { enabled }),
+        any::<bool>().prop_map(|enabled| ClientMessage::SetDeafened { enabled }),
         Just(ClientMessage::Leave),
         Just(ClientMessage::Heartbeat),
         (text(), text()).prop_map(|(token, resume_token)| ClientMessage::Resume {
@@ -360,7 +365,7 @@ proptest! {
             prop_assert_eq!(again, Ok(msg));
         }
         if let Some(Value::String(id)) = v.get("id") {
-            if !IDS[..9].contains(&id.as_str()) {
+            if !IDS[..CLIENT_IDS].contains(&id.as_str()) {
                 prop_assert_eq!(parse_client_message(&text).unwrap_err().0, ErrorCode::UnknownMessage);
             }
         }

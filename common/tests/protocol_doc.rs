@@ -104,6 +104,7 @@ const CLIENT_IDS: &[&str] = &[
     "iceCandidate",
     "setAudio",
     "setVideo",
+    "setDeafened",
     "leave",
     "heartbeat",
     "resume",

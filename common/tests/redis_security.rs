@@ -37,6 +37,7 @@ fn member(pid: &str) -> MemberRecord {
             name: pid.into(),
             audio: true,
             video: true,
+            deafened: false,
         },
         signaling: "sig.1".into(),
         resume_hash: resume_hash(&format!("secret-{pid}")),

@@ -355,9 +355,15 @@ class Harness {
   /**
    * Launch Chromium. `mdnsPrivacy`: keep Chromium's default of hiding local IPs behind mDNS
    * names (and do not auto-grant camera/microphone, which would lift that privacy).
+   * `fakeDevices`: options of the fake devices, all in the one flag value (e.g.
+   * 'device-count=2' for two cameras).
    */
-  async launchBrowser({ mdnsPrivacy = false, autoplayPolicy = 'no-user-gesture-required' } = {}) {
-    const args = BASE_FLAGS.map((f) => (f.startsWith('--autoplay-policy=') ? `--autoplay-policy=${autoplayPolicy}` : f));
+  async launchBrowser({ mdnsPrivacy = false, autoplayPolicy = 'no-user-gesture-required', fakeDevices = '' } = {}) {
+    const args = BASE_FLAGS.map((f) => {
+      if (f.startsWith('--autoplay-policy=')) return `--autoplay-policy=${autoplayPolicy}`;
+      if (f === '--use-fake-device-for-media-stream' && fakeDevices) return `${f}=${fakeDevices}`;
+      return f;
+    });
     if (!mdnsPrivacy) args.push(FAKE_UI_FLAG, SHOW_IPS_FLAG);
     this.browserServer = await chromium.launchServer({
       executablePath: CHROMIUM,
@@ -381,9 +387,13 @@ class Harness {
  * `passive`: do not evaluate anything in the page after loading it. Every Playwright
  *   evaluation counts as a user gesture (sticky activation, which lifts autoplay blocking);
  *   use `quietEval` on such a page until a real gesture is meant.
+ * `phone`: a phone's portrait screen (390x844, touch, mobile viewport) instead of 800x600.
+ * `initScript`: a function run in the page before its own scripts (as addInitScript).
    */
-  async openPage(baseUrl, { room, name, width = 320, height = 240, synthetic = false, noDevices = false, passive = false, params: extraParams = {} } = {}) {
-    const context = await this.browser.newContext({ viewport: { width: 800, height: 600 } });
+  async openPage(baseUrl, { room, name, width = 320, height = 240, synthetic = false, noDevices = false, passive = false, phone = false, initScript = null, params: extraParams = {} } = {}) {
+    const context = await this.browser.newContext(
+      phone ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 } : { viewport: { width: 800, height: 600 } }
+    );
     const page = await context.newPage();
     page.label = name || 'page';
     page.on('console', (m) => this.writeLog(`${new Date().toISOString()} [${name} console.${m.type()}] ${m.text()}\n`));
@@ -403,6 +413,7 @@ class Harness {
       };
     });
     if (synthetic) await page.addInitScript(installSyntheticMedia);
+    if (initScript) await page.addInitScript(initScript);
     if (noDevices) {
       await page.addInitScript(() => {
         if (navigator.mediaDevices) {

@@ -41,7 +41,9 @@ impl MessageClass {
 
     pub fn of(msg: &ClientMessage) -> MessageClass {
         match msg {
-            ClientMessage::SetAudio { .. } | ClientMessage::SetVideo { .. } => Self::State,
+            ClientMessage::SetAudio { .. }
+            | ClientMessage::SetVideo { .. }
+            | ClientMessage::SetDeafened { .. } => Self::State,
             ClientMessage::IceCandidate { .. } => Self::Candidate,
             ClientMessage::Offer { .. } | ClientMessage::Answer { .. } => Self::Negotiation,
             ClientMessage::Join { .. } | ClientMessage::Resume { .. } | ClientMessage::Leave => {
@@ -66,7 +68,7 @@ impl MessageClass {
     /// What the client sent too much of (the close reason names it; ≤ 123 bytes in all).
     pub fn describe(self) -> &'static str {
         match self {
-            Self::State => "setAudio/setVideo",
+            Self::State => "setAudio/setVideo/setDeafened",
             Self::Candidate => "iceCandidate",
             Self::Negotiation => "offer/answer",
             Self::Membership => "join/resume/leave",

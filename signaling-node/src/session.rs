@@ -218,6 +218,7 @@ impl Session {
             }
             ClientMessage::SetAudio { enabled } => ParticipantRequest::SetAudio(enabled),
             ClientMessage::SetVideo { enabled } => ParticipantRequest::SetVideo(enabled),
+            ClientMessage::SetDeafened { enabled } => ParticipantRequest::SetDeafened(enabled),
         };
         let Some(m) = &self.joined else {
             return Self::reject(ctx, RequestError::NotJoined);
@@ -255,6 +256,8 @@ impl Session {
             name,
             audio,
             video,
+            // A client deafened at join says so with `setDeafened` right after `joined`.
+            deafened: false,
         };
         let key = RoomKey {
             community: claims.community,

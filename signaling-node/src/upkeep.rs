@@ -106,6 +106,7 @@ impl Upkeep {
                 name: info.name,
                 audio: info.audio,
                 video: info.video,
+                deafened: info.deafened,
                 reason: Some("disconnected".into()),
                 at_ms: now_ms(),
                 node: self.instance.clone(),

@@ -47,6 +47,10 @@ pub const FILES: &[StaticFile] = &[
     embed!("js/protocol.js", JS),
     embed!("js/media.js", JS),
     embed!("js/session.js", JS),
+    embed!("js/errors.js", JS),
+    embed!("js/sounds.js", JS),
+    embed!("js/devices.js", JS),
+    embed!("js/controls.js", JS),
 ];
 
 /// The page's Content-Security-Policy. The client is ES modules and a stylesheet from this

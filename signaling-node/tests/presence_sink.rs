@@ -58,6 +58,7 @@ fn event(community: &str, i: u64) -> PresenceEvent {
         name: format!("User {i}"),
         audio: i & 1 == 0,
         video: i % 3 == 1,
+        deafened: i % 5 == 2,
         reason: match kind {
             PresenceKind::Left => Some("left".into()),
             PresenceKind::Disconnected => Some("timeout".into()),

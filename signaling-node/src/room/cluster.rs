@@ -264,6 +264,7 @@ impl Room {
                     participant_id: info.participant_id,
                     audio: info.audio,
                     video: info.video,
+                    deafened: info.deafened,
                 }),
                 RemoteChange::Unchanged => {}
             }
@@ -322,6 +323,7 @@ impl Handler<RemoteRoomEvent> for Room {
                 participant_id,
                 audio,
                 video,
+                deafened,
             } => {
                 let Some(member) = self.roster.get(&participant_id) else {
                     return;
@@ -329,6 +331,7 @@ impl Handler<RemoteRoomEvent> for Room {
                 let info = ParticipantInfo {
                     audio,
                     video,
+                    deafened,
                     ..member.info.clone()
                 };
                 if self.roster.upsert_remote(info) == RemoteChange::StateChanged {
@@ -336,6 +339,7 @@ impl Handler<RemoteRoomEvent> for Room {
                         participant_id,
                         audio,
                         video,
+                        deafened,
                     });
                 }
             }

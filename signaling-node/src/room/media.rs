@@ -78,8 +78,9 @@ impl Room {
             }
             // Before the offer a candidate has no peer to go to; ICE does not need it.
             ParticipantRequest::Candidate(_) => {}
-            ParticipantRequest::SetAudio(on) => self.set_state(&pid, Some(on), None),
-            ParticipantRequest::SetVideo(on) => self.set_state(&pid, None, Some(on)),
+            ParticipantRequest::SetAudio(on) => self.set_state(&pid, Some(on), None, None),
+            ParticipantRequest::SetVideo(on) => self.set_state(&pid, None, Some(on), None),
+            ParticipantRequest::SetDeafened(on) => self.set_state(&pid, None, None, Some(on)),
         }
     }
 

@@ -269,9 +269,16 @@ impl Room {
         tracing::info!(room = %self.media_id, participant = %pid, "resumed");
     }
 
-    /// Set a member's microphone and/or camera state and tell everyone if it changed.
-    pub(super) fn set_state(&mut self, pid: &str, audio: Option<bool>, video: Option<bool>) {
-        let Some(info) = self.roster.set_state(pid, audio, video) else {
+    /// Set a member's microphone, camera and/or deafened state and tell everyone if it
+    /// changed.
+    pub(super) fn set_state(
+        &mut self,
+        pid: &str,
+        audio: Option<bool>,
+        video: Option<bool>,
+        deafened: Option<bool>,
+    ) {
+        let Some(info) = self.roster.set_state(pid, audio, video, deafened) else {
             return;
         };
         self.presence(PresenceKind::State, &info, None);
@@ -282,6 +289,7 @@ impl Room {
                 participant_id: info.participant_id,
                 audio: info.audio,
                 video: info.video,
+                deafened: info.deafened,
             },
         );
     }

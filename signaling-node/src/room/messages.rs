@@ -53,7 +53,7 @@ pub struct FromParticipant {
     pub request: ParticipantRequest,
 }
 
-/// What a joined participant asks of its room (negotiation and mute).
+/// What a joined participant asks of its room (negotiation, mute and deafen).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParticipantRequest {
     Offer(String),
@@ -61,6 +61,7 @@ pub enum ParticipantRequest {
     Candidate(String),
     SetAudio(bool),
     SetVideo(bool),
+    SetDeafened(bool),
 }
 
 /// Session -> room: the participant is gone.

@@ -231,6 +231,7 @@ impl Room {
             name: info.name.clone(),
             audio: info.audio,
             video: info.video,
+            deafened: info.deafened,
             reason: reason.map(leave_reason_str),
             at_ms: now_ms(),
             node: self.deps.instance.clone(),

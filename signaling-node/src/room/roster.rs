@@ -114,7 +114,7 @@ impl Roster {
     pub fn upsert_remote(&mut self, info: ParticipantInfo) -> RemoteChange {
         match self.get_mut(&info.participant_id) {
             Some(m) if !m.remote => RemoteChange::Unchanged,
-            Some(m) if (m.info.audio, m.info.video) != (info.audio, info.video) => {
+            Some(m) if visible_state(&m.info) != visible_state(&info) => {
                 m.info = info;
                 RemoteChange::StateChanged
             }
@@ -169,18 +169,21 @@ impl Roster {
         Some(self.members.remove(i))
     }
 
-    /// Set microphone and/or camera state. Returns the new state if it changed.
+    /// Set microphone, camera and/or deafened state (`None` keeps one as it is). Returns the
+    /// new state if it changed.
     pub fn set_state(
         &mut self,
         participant_id: &str,
         audio: Option<bool>,
         video: Option<bool>,
+        deafened: Option<bool>,
     ) -> Option<ParticipantInfo> {
         let m = self.get_mut(participant_id)?;
-        let before = (m.info.audio, m.info.video);
+        let before = visible_state(&m.info);
         m.info.audio = audio.unwrap_or(m.info.audio);
         m.info.video = video.unwrap_or(m.info.video);
-        (before != (m.info.audio, m.info.video)).then(|| m.info.clone())
+        m.info.deafened = deafened.unwrap_or(m.info.deafened);
+        (before != visible_state(&m.info)).then(|| m.info.clone())
     }
 
     /// The member sends its one offer: allowed only without a peer.
@@ -245,6 +248,11 @@ impl Roster {
     }
 }
 
+/// The on/off states of a member that everyone sees (`participantState`).
+fn visible_state(info: &ParticipantInfo) -> (bool, bool, bool) {
+    (info.audio, info.video, info.deafened)
+}
+
 /// Packets per second a member publishes, from its microphone and camera state (camera off:
 /// audio only).
 fn publishes(member: &Member) -> u64 {
@@ -263,6 +271,7 @@ mod tests {
             name: id.to_uppercase(),
             audio: true,
             video: true,
+            deafened: false,
         }
     }
 
@@ -295,13 +304,28 @@ mod tests {
     fn state_changes_are_reported_once() {
         let mut r = Roster::new(5);
         r.join("g", p("a")).unwrap();
-        let changed = r.set_state("a", None, Some(false)).unwrap();
+        let changed = r.set_state("a", None, Some(false), None).unwrap();
         assert!(changed.audio && !changed.video);
-        assert!(r.set_state("a", None, Some(false)).is_none());
-        assert!(r.set_state("a", Some(true), None).is_none());
-        assert!(r.set_state("zz", Some(false), None).is_none());
+        assert!(r.set_state("a", None, Some(false), None).is_none());
+        assert!(r.set_state("a", Some(true), None, None).is_none());
+        assert!(r.set_state("zz", Some(false), None, None).is_none());
         let roster_view = r.get("a").unwrap().info.clone();
         assert!(!roster_view.video);
+        // Deafening is a state change of its own, reported once, and leaves the rest alone.
+        let deaf = r.set_state("a", None, None, Some(true)).unwrap();
+        assert!(deaf.deafened && deaf.audio && !deaf.video);
+        assert!(r.set_state("a", None, None, Some(true)).is_none());
+    }
+
+    #[test]
+    fn a_mirrored_member_that_deafens_is_a_state_change() {
+        let mut r = Roster::new(5);
+        assert_eq!(r.upsert_remote(p("m")), RemoteChange::Added);
+        assert_eq!(r.upsert_remote(p("m")), RemoteChange::Unchanged);
+        let mut deaf = p("m");
+        deaf.deafened = true;
+        assert_eq!(r.upsert_remote(deaf), RemoteChange::StateChanged);
+        assert!(r.get("m").unwrap().info.deafened);
     }
 
     #[test]
@@ -382,7 +406,7 @@ mod tests {
         assert_eq!(r.peer_cost("c"), 110 * 2 + 220);
         // Camera off: audio only (50). d, audio only, into a room of three on video.
         r.join("g", p("d")).unwrap();
-        r.set_state("d", None, Some(false));
+        r.set_state("d", None, Some(false), None);
         r.begin_offer("d").unwrap();
         assert_eq!(r.peer_cost("d"), 50 * 3 + 330);
         // A member of another instance counts; one of ours that has not offered does not

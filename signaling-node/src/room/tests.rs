@@ -91,6 +91,7 @@ impl Member {
                 name: id.to_uppercase(),
                 audio: true,
                 video: true,
+                deafened: false,
             },
             session: FakeSession(seen.clone()).start(),
             seen,

@@ -6,15 +6,32 @@
 // (state.js).
 //
 // Test hooks live on `window.conclave` (state, participantId, participants, tracks, events,
-// errors, pc, ws, join(), leave(), setAudio(), setVideo(), statsByParticipant()).
+// errors, errorCodes, cues, devices, deviceErrors, pc, ws, join(), leave(), setAudio(),
+// setVideo(), releaseMicrophone(), switchDevice(), setDeafened(), setVolume(),
+// setPushToTalk(), setSounds(), statsByParticipant()).
 
 import { conclave, params, session } from './state.js';
-import { clearStatus, enableSound, renderRoster, reportError, ui } from './ui.js';
+import { clearStatus, enableSound, renderDevices, renderRoster, reportError, ui } from './ui.js';
 import { send } from './protocol.js';
-import { setAudio, setVideo, statsByParticipant } from './media.js';
+import { onDeviceChange, releaseMicrophone, setAudio, setVideo, statsByParticipant, switchDevice } from './media.js';
+import { refreshDevices } from './devices.js';
 import { join, leave } from './session.js';
+import { setDeafened, setPushToTalk, setSounds, setVolume, wireControls } from './controls.js';
+import { unlockSounds } from './sounds.js';
 
-Object.assign(conclave, { join, leave, setAudio, setVideo, statsByParticipant });
+Object.assign(conclave, {
+  join,
+  leave,
+  setAudio,
+  setVideo,
+  releaseMicrophone,
+  switchDevice,
+  setDeafened,
+  setVolume,
+  setPushToTalk,
+  setSounds,
+  statsByParticipant,
+});
 window.conclave = conclave;
 
 // ---------------------------------------------------------------------------------------
@@ -22,6 +39,7 @@ window.conclave = conclave;
 // ---------------------------------------------------------------------------------------
 ui.form.addEventListener('submit', (ev) => {
   ev.preventDefault();
+  unlockSounds(); // a user gesture: the join/leave sounds may start
   ui.joinButton.disabled = true;
   const room = ui.roomInput.value;
   const name = ui.nameInput.value;
@@ -37,7 +55,18 @@ ui.camButton.addEventListener('click', () => setVideo(!conclave.video));
 ui.leaveButton.addEventListener('click', () => {
   leave().catch((err) => reportError(`Leave failed: ${err.message}`));
 });
-ui.soundButton.addEventListener('click', enableSound);
+ui.soundButton.addEventListener('click', () => {
+  unlockSounds();
+  enableSound();
+});
+// Phones start audio only inside a user gesture: the first touch or key unlocks the sounds.
+window.addEventListener('pointerdown', unlockSounds, { once: true });
+window.addEventListener('keydown', unlockSounds, { once: true });
+wireControls();
+if (navigator.mediaDevices && typeof navigator.mediaDevices.addEventListener === 'function') {
+  navigator.mediaDevices.addEventListener('devicechange', () => onDeviceChange());
+}
+refreshDevices().then(renderDevices);
 ui.statusClose.addEventListener('click', clearStatus);
 window.addEventListener('pagehide', () => {
   if (session && conclave.state === 'joined') send({ id: 'leave' });

@@ -1,54 +1,66 @@
-// Conclave web client: media. The camera and microphone (getUserMedia, mute as
-// `track.enabled`), the one RTCPeerConnection to the SFU (our single offer, answers to the
-// server's offers, ICE candidates), putting received tracks on tiles, and inbound stats.
-// The client offers once per peer connection; from then on only the server offers
-// (`serverOffer`). Mute is `track.enabled` plus `setAudio` / `setVideo`, never renegotiation.
+// Conclave web client: media. The local tracks (camera off = device closed, microphone
+// muted = `track.enabled`, device switches), the one RTCPeerConnection to the SFU (our single
+// offer, answers to the server's offers, ICE candidates), putting received tracks on tiles,
+// and inbound stats. The client offers once per peer connection; from then on only the server
+// offers (`serverOffer`). Mute, camera off and device switches are `track.enabled` or
+// `replaceTrack` plus `setAudio` / `setVideo`, never renegotiation.
 
-import { conclave, session, intParam, localTrack } from './state.js';
+import { conclave, session, localTrack, prefs, savePrefs } from './state.js';
 import {
+  clearStatusTopic,
   logLine,
   playTile,
   refreshTileVideo,
   remoteTile,
+  renderDevices,
   reportError,
   showStatus,
   updateControls,
   updateMediaPill,
 } from './ui.js';
 import { send } from './protocol.js';
+import { applySinkEverywhere, getMedia, openDevice, refreshDevices, trackDeviceId } from './devices.js';
+import { describeDeviceError } from './errors.js';
 
 // ---------------------------------------------------------------------------------------
-// Devices
+// Local tracks: camera really off, microphone muted or released, device switches
 // ---------------------------------------------------------------------------------------
+// The camera is open only while it is on: off stops the track (the camera light goes out)
+// and on opens it again. The microphone stays open while muted (`track.enabled = false`), so
+// unmuting and push-to-talk are instant, unless the user releases it ("Leave microphone").
+// A new track reaches the media server through `replaceTrack` on the transceiver that exists
+// since the join offer: never a renegotiation.
+
+/**
+ * The tracks to join with: the microphone (even if it starts muted), and the camera only if
+ * it starts on. Never throws: a device that cannot be opened is left out, and said so.
+ */
 export async function getLocalMedia(wantAudio, wantVideo) {
+  conclave.deviceErrors = {};
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     reportError('Camera and microphone are unavailable here (the page must be served over https or from localhost). Joining to watch and listen only.');
+    conclave.deviceErrors = { audio: 'NotSupportedError', video: 'NotSupportedError' };
     return new MediaStream();
   }
-  const videoConstraints = {
-    width: { ideal: intParam('width', 640) },
-    height: { ideal: intParam('height', 480) },
-  };
-  // Always ask for both devices so they can be turned on later; "start off" is track.enabled.
-  const attempts = [
-    { audio: true, video: videoConstraints },
-    { audio: true, video: false },
-    { audio: false, video: videoConstraints },
-  ];
-  let lastError = null;
-  for (const c of attempts) {
+  const kinds = wantVideo ? ['audio', 'video'] : ['audio'];
+  const attempts = wantVideo ? [['audio', 'video'], ['audio'], ['video']] : [['audio']];
+  const errors = {};
+  for (const a of attempts) {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia(c);
-      if (!c.audio || !c.video) {
-        const missing = !c.audio ? 'microphone' : 'camera';
-        showStatus(`No ${missing} available (${lastError ? lastError.name : 'unknown'}); joining without it.`, 'warn');
+      const stream = await getMedia(a);
+      const missing = kinds.filter((k) => !a.includes(k));
+      for (const k of missing) conclave.deviceErrors[k] = (errors[k] || errors.both || {}).name || 'NotFoundError';
+      if (missing.length) {
+        showStatus(`${describeDeviceError(errors.both, missing)} Joining without it.`, 'warn');
       }
       return stream;
     } catch (err) {
-      lastError = err;
+      errors[a.length === 2 ? 'both' : a[0]] = err;
     }
   }
-  reportError(`Could not use camera or microphone (${lastError ? lastError.name + ': ' + lastError.message : 'unknown'}). Joining to watch and listen only.`);
+  const err = errors.both || errors.audio || errors.video;
+  for (const k of kinds) conclave.deviceErrors[k] = (errors[k] || err).name || 'Error';
+  reportError(`Could not use camera or microphone: ${describeDeviceError(err, kinds)} Joining to watch and listen only.`);
   return new MediaStream();
 }
 
@@ -59,26 +71,226 @@ export function stopLocalMedia() {
   conclave.localStream = null;
 }
 
-export function setAudio(enabled) {
-  enabled = !!enabled;
-  const t = localTrack('audio');
-  if (!t) return Promise.resolve(false);
-  t.enabled = enabled;
-  conclave.audio = enabled;
-  if (conclave.state === 'joined') send({ id: 'setAudio', enabled });
-  updateControls();
-  return Promise.resolve(true);
+// Device operations one at a time (a double click must not open the camera twice).
+let deviceOps = Promise.resolve();
+function serialized(fn) {
+  const run = deviceOps.then(fn, fn);
+  deviceOps = run.catch(() => {});
+  return run;
 }
 
-export function setVideo(enabled) {
-  enabled = !!enabled;
-  const t = localTrack('video');
-  if (!t) return Promise.resolve(false);
-  t.enabled = enabled;
+/**
+ * Make `track` (or none) the call's local track of `kind`: in the local stream and preview,
+ * and on the sender of the join offer's transceiver (`replaceTrack`, no renegotiation).
+ * The previous track is stopped.
+ */
+async function useLocalTrack(kind, track) {
+  if (!conclave.localStream) conclave.localStream = new MediaStream();
+  const stream = conclave.localStream;
+  const old = localTrack(kind);
+  if (old === track) return;
+  const s = session;
+  const tr = s && s.transceivers && s.transceivers[kind];
+  if (tr && s.pc && s.pc.signalingState !== 'closed') await tr.sender.replaceTrack(track);
+  if (old) {
+    stream.removeTrack(old);
+    old.stop();
+  }
+  if (track) stream.addTrack(track);
+  if (s && s.localTile) {
+    const preview = s.localTile.stream;
+    for (const t of preview.getTracks()) if (t.kind === kind) preview.removeTrack(t);
+    if (track) preview.addTrack(track);
+    refreshTileVideo(s.localTile);
+    s.localTile.video.play().catch(() => {});
+  }
+  if (track) {
+    // Unplugged or revoked: the call goes on without it, and the user is told.
+    track.addEventListener('ended', () => onTrackEnded(kind, track));
+  }
+}
+
+/** A device in use went away (unplugged, revoked): carry on with another one if there is one. */
+function onTrackEnded(kind, track) {
+  if (localTrack(kind) !== track) return; // stopped by us
+  const what = kind === 'audio' ? 'microphone' : 'camera';
+  logLine('warn', `${what} stopped (unplugged?)`);
+  serialized(async () => {
+    if (localTrack(kind) !== track) return;
+    let next = null;
+    try {
+      next = await openDevice(kind); // the remembered one if it is there, else any
+    } catch (_) {}
+    if (next) {
+      if (kind === 'audio') next.enabled = micShouldSend();
+      await useLocalTrack(kind, next);
+      showStatus(`Your ${what} went away; now using ${next.label || 'another one'}.`, 'warn');
+    } else {
+      await useLocalTrack(kind, null);
+      if (kind === 'video') setCameraState(false);
+      else setMicState(false);
+      reportError(`Your ${what} stopped (unplugged?). Plug it in again or pick another in Settings.`);
+    }
+    await refreshDevices();
+    renderDevices();
+  });
+}
+
+/** Whether the microphone should send right now: not muted, and push-to-talk's key held. */
+export function micShouldSend() {
+  return conclave.audio && (!prefs.ptt || conclave.pttHeld);
+}
+
+/** Apply mute and push-to-talk to the microphone track. */
+export function applyMicEnabled() {
+  const t = localTrack('audio');
+  if (t) t.enabled = micShouldSend();
+  updateControls();
+}
+
+function setMicState(enabled) {
+  conclave.audio = enabled;
+  applyMicEnabled();
+  if (conclave.state === 'joined') send({ id: 'setAudio', enabled });
+}
+
+function setCameraState(enabled) {
   conclave.video = enabled;
   if (conclave.state === 'joined') send({ id: 'setVideo', enabled });
   updateControls();
-  return Promise.resolve(true);
+}
+
+/** Microphone on (opening it again if it was released) or muted (the device stays open). */
+export function setAudio(enabled) {
+  enabled = !!enabled;
+  return serialized(async () => {
+    if (enabled && !localTrack('audio')) {
+      try {
+        await useLocalTrack('audio', await openDevice('audio'));
+      } catch (err) {
+        conclave.deviceErrors.audio = err.name || 'Error';
+        reportError(describeDeviceError(err, ['audio']));
+        updateControls();
+        return false;
+      }
+    }
+    if (!localTrack('audio')) return false;
+    setMicState(enabled);
+    return true;
+  });
+}
+
+/** Close the microphone ("Leave microphone"): muted, and the device is released. */
+export function releaseMicrophone() {
+  return serialized(async () => {
+    const had = !!localTrack('audio');
+    await useLocalTrack('audio', null);
+    if (conclave.audio) setMicState(false);
+    else updateControls();
+    return had;
+  });
+}
+
+/** Camera on (opens the device) or off (stops it: the camera light goes out). */
+export function setVideo(enabled) {
+  enabled = !!enabled;
+  return serialized(async () => {
+    if (enabled) {
+      let track = localTrack('video');
+      if (!track || track.readyState === 'ended') {
+        try {
+          track = await openDevice('video');
+        } catch (err) {
+          conclave.deviceErrors.video = err.name || 'Error';
+          reportError(describeDeviceError(err, ['video']));
+          updateControls();
+          return false;
+        }
+        await useLocalTrack('video', track);
+      }
+      track.enabled = true;
+    } else {
+      await useLocalTrack('video', null);
+    }
+    setCameraState(enabled);
+    return true;
+  });
+}
+
+/**
+ * Use another device: 'audioinput' / 'videoinput' switch the live track (if any) without
+ * renegotiation, 'audiooutput' moves every tile's sound. The choice is remembered.
+ */
+export function switchDevice(kind, deviceId) {
+  deviceId = deviceId || '';
+  if (kind === 'audiooutput') {
+    savePrefs({ audioOutput: deviceId });
+    applySinkEverywhere();
+    return Promise.resolve(true);
+  }
+  const trackKind = kind === 'audioinput' ? 'audio' : 'video';
+  savePrefs(trackKind === 'audio' ? { audioInput: deviceId } : { videoInput: deviceId });
+  return serialized(async () => {
+    const old = localTrack(trackKind);
+    if (!old || old.readyState === 'ended') return true; // used when the device is next opened
+    if (deviceId && trackDeviceId(old) === deviceId) return true;
+    let track;
+    try {
+      track = await openDevice(trackKind, deviceId || undefined);
+    } catch (err) {
+      if (err && err.name === 'NotReadableError') {
+        // Some devices (phones' cameras) open only one at a time: let the old one go first.
+        await useLocalTrack(trackKind, null);
+        try {
+          track = await openDevice(trackKind, deviceId || undefined);
+        } catch (err2) {
+          reportError(describeDeviceError(err2, [trackKind]));
+          if (trackKind === 'video') setCameraState(false);
+          else setMicState(false);
+          return false;
+        }
+      } else {
+        reportError(describeDeviceError(err, [trackKind]));
+        return false;
+      }
+    }
+    if (trackKind === 'audio') track.enabled = micShouldSend();
+    await useLocalTrack(trackKind, track);
+    logLine('info', `${trackKind === 'audio' ? 'microphone' : 'camera'}: ${track.label}`);
+    renderDevices();
+    return true;
+  });
+}
+
+/** Devices were plugged in or out: refresh the pickers; a released choice falls back. */
+export async function onDeviceChange() {
+  const devices = await refreshDevices();
+  // A device that was missing may be there now: let the buttons try again.
+  for (const k of ['audio', 'video']) if (conclave.deviceErrors[k] === 'NotFoundError') delete conclave.deviceErrors[k];
+  // The device the user chose is back (plugged in again): use it instead of the stand-in.
+  for (const [kind, list, pref] of [
+    ['audio', devices.audioinput, prefs.audioInput],
+    ['video', devices.videoinput, prefs.videoInput],
+  ]) {
+    const t = localTrack(kind);
+    if (t && pref && trackDeviceId(t) !== pref && list.some((d) => d.deviceId === pref)) {
+      await switchDevice(kind === 'audio' ? 'audioinput' : 'videoinput', pref);
+    }
+  }
+  renderDevices();
+  updateControls();
+}
+
+/** The tracks `getLocalMedia` opened become the call's (before the join offer). */
+export function adoptLocalStream(stream, wantAudio) {
+  conclave.localStream = stream;
+  conclave.audio = !!localTrack('audio') && wantAudio;
+  conclave.video = !!localTrack('video');
+  for (const t of stream.getTracks()) {
+    const kind = t.kind;
+    t.addEventListener('ended', () => onTrackEnded(kind, t));
+  }
+  applyMicEnabled();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -103,8 +315,10 @@ function createPeerConnection() {
     updateMediaPill();
     logLine('info', `media connection ${pc.connectionState}`);
     if (pc.connectionState === 'failed') {
-      reportError('Media connection failed (no route to the media server?)');
+      reportError('Media connection failed (no route to the media server?)', 'media');
     }
+    // Media is back (after a restart, the server's `mediaState` may come later or not at all).
+    if (pc.connectionState === 'connected') clearStatusTopic('media');
   };
   pc.oniceconnectionstatechange = () => {
     if (session === s) logLine('info', `ice ${pc.iceConnectionState}`);
@@ -118,11 +332,14 @@ export async function startMedia(s) {
   s.pc = conclave.pc = pc;
   s.offerSent = false;
   s.pendingCandidates = [];
-  const local = conclave.localStream || new MediaStream();
+  if (!conclave.localStream) conclave.localStream = new MediaStream();
+  const local = conclave.localStream;
+  s.transceivers = {};
   for (const kind of ['audio', 'video']) {
     const track = localTrack(kind);
-    // Keep both m-lines even without a device, so the layout the server sees is fixed.
-    pc.addTransceiver(track || kind, { direction: 'sendonly', streams: [local] });
+    // Keep both m-lines even without a device (camera off, no microphone), so the layout the
+    // server sees is fixed and a device turned on later only needs `replaceTrack`.
+    s.transceivers[kind] = pc.addTransceiver(track || kind, { direction: 'sendonly', streams: [local] });
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
@@ -253,6 +470,8 @@ export async function statsByParticipant() {
     } else if (r.kind === 'audio') {
       e.audioPacketsReceived += r.packetsReceived || 0;
       e.audioBytesReceived += r.bytesReceived || 0;
+      // What was heard, not just received: a muted (disabled) microphone sends silence.
+      e.audioEnergy = (e.audioEnergy || 0) + (r.totalAudioEnergy || 0);
     }
   });
   return out;

@@ -5,19 +5,22 @@
 // If the server says `mediaState: failed` (its media node died; the room moved), the client
 // builds a fresh peer connection and offers again, without leaving the room.
 
-import { conclave, params, session, setSession, localTrack } from './state.js';
+import { conclave, params, session, setSession } from './state.js';
 import {
   clearStatus,
   clearStatusIfInfo,
+  clearStatusTopic,
   logLine,
   makeTile,
   remoteTile,
+  applyTileAudio,
   removeTile,
   renderRoster,
   reportError,
   setPill,
   setTileMedia,
   setTileName,
+  renderDevices,
   setWsState,
   showCallView,
   showJoinView,
@@ -29,6 +32,7 @@ import {
 } from './ui.js';
 import { openSocket, send } from './protocol.js';
 import {
+  adoptLocalStream,
   detachMid,
   dropPeerConnection,
   getLocalMedia,
@@ -37,6 +41,9 @@ import {
   startMedia,
   stopLocalMedia,
 } from './media.js';
+import { refreshDevices } from './devices.js';
+import { describeClose, describeServerError } from './errors.js';
+import { playCue } from './sounds.js';
 
 const LEAVE_TIMEOUT_MS = 2000;
 const HEARTBEAT_DEAD_INTERVALS = 3;
@@ -138,13 +145,9 @@ export async function join(room, name, opts) {
   try {
     const [token, stream] = await Promise.all([fetchToken(room, name), getLocalMedia(wantAudio, wantVideo)]);
     if (session !== s) throw new Error('join cancelled');
-    conclave.localStream = stream;
-    const a = localTrack('audio');
-    const v = localTrack('video');
-    if (a) a.enabled = wantAudio;
-    if (v) v.enabled = wantVideo;
-    conclave.audio = !!a && wantAudio;
-    conclave.video = !!v && wantVideo;
+    // The microphone is open even if it starts muted; the camera only if it starts on.
+    adoptLocalStream(stream, wantAudio);
+    refreshDevices().then(renderDevices);
     s.localTile = makeTile('', name, true);
     for (const t of stream.getTracks()) s.localTile.stream.addTrack(t);
     s.localTile.video.play().catch(() => {});
@@ -160,7 +163,7 @@ export async function join(room, name, opts) {
     await joined;
   } catch (err) {
     if (session === s && !s.closed) {
-      reportError(`Could not join: ${err.message}`);
+      reportError(`Could not join: ${err.readable || err.message}`, '', err.code);
       teardown(s);
       conclave.state = 'idle';
       showJoinView();
@@ -181,9 +184,12 @@ function onSocketClosed(s, ev) {
     s.leftResolve();
     return;
   }
-  const why = `code ${ev.code}${ev.reason ? ', ' + ev.reason : ''}`;
+  const why = describeClose(ev.code, ev.reason);
+  logLine('warn', `socket closed: code ${ev.code}${ev.reason ? ', ' + ev.reason : ''}`);
   if ((conclave.state === 'joining' || s.reconnecting) && s.joinedReject) {
-    s.joinedReject(new Error(`server closed the connection (${why})`));
+    const err = new Error(`server closed the connection (code ${ev.code}${ev.reason ? ', ' + ev.reason : ''})`);
+    err.readable = why;
+    s.joinedReject(err);
     return;
   }
   // 4001: this participant was resumed on another connection (another tab?): stop here.
@@ -200,7 +206,7 @@ async function reconnect(s, why) {
   conclave.state = 'reconnecting';
   conclave.reconnects += 1;
   conclave.lastDisconnect = why;
-  showStatus(`Connection lost (${why}); reconnecting…`, 'warn');
+  showStatus(`Connection lost (${why}); reconnecting…`, 'warn', 'connection');
   logLine('warn', `connection lost (${why}); reconnecting`);
   if (s.heartbeatTimer) clearInterval(s.heartbeatTimer);
   s.heartbeatTimer = null;
@@ -250,7 +256,7 @@ function startHeartbeat(s, intervalMs) {
 
 function connectionLost(s, why) {
   if (session !== s || s.closed) return;
-  reportError(`Lost the connection to the server (${why})`);
+  reportError(`Lost the connection to the server (${why})`, 'connection');
   teardown(s);
   conclave.state = 'left';
   showJoinView();
@@ -290,27 +296,34 @@ async function handle(s, msg) {
       return onServerOffer(s, msg);
     case 'participantJoined': {
       const p = msg.participant;
+      const isNew = !(p.participantId in conclave.participants);
       conclave.participants[p.participantId] = p;
       const tile = session.tiles.get(p.participantId) || remoteTile(p.participantId);
       if (tile) {
         setTileName(tile, p.name, false);
-        setTileMedia(tile, p.audio, p.video);
+        setTileMedia(tile, p.audio, p.video, p.deafened);
+        applyTileAudio(tile);
       }
       renderRoster();
+      if (isNew && p.participantId !== conclave.participantId) playCue('join', p.participantId);
       return;
     }
-    case 'participantLeft':
+    case 'participantLeft': {
+      const known = msg.participantId in conclave.participants;
       removeParticipant(s, msg.participantId);
       renderRoster();
+      if (known && msg.participantId !== conclave.participantId) playCue('leave', msg.participantId);
       return;
+    }
     case 'participantState': {
       const p = conclave.participants[msg.participantId];
       if (p) {
         p.audio = msg.audio;
         p.video = msg.video;
+        p.deafened = !!msg.deafened; // absent: not deafened (and servers before deafen)
       }
       const tile = s.tiles.get(msg.participantId);
-      if (tile) setTileMedia(tile, msg.audio, msg.video);
+      if (tile) setTileMedia(tile, msg.audio, msg.video, !!msg.deafened);
       renderRoster();
       return;
     }
@@ -319,10 +332,13 @@ async function handle(s, msg) {
       updateMediaPill();
       if (msg.state === 'failed') {
         // The media node lost our peer (it died, or the connection timed out).
-        showStatus('Reconnecting media…', 'warn');
+        showStatus('Reconnecting media…', 'warn', 'media');
         return restartMedia(s);
       }
-      if (msg.state === 'connected') clearStatusIfInfo();
+      if (msg.state === 'connected') {
+        clearStatusIfInfo();
+        clearStatusTopic('media');
+      }
       return;
     case 'left':
       if (s.leftResolve) s.leftResolve();
@@ -341,10 +357,21 @@ async function handle(s, msg) {
         s.mediaRetryTimer = setTimeout(() => restartMedia(s), 1000);
         return;
       }
-      reportError(`Server error ${msg.code}: ${msg.message}`);
-      if ((conclave.state === 'joining' || s.reconnecting) && s.joinedReject) {
-        s.joinedReject(new Error(`${msg.code}: ${msg.message}`));
+      if (msg.code === 'unknown_message' && /setDeafened/.test(msg.message || '')) {
+        // A server from before deafen: incoming audio is still muted here, the room just
+        // does not hear of it.
+        logLine('warn', 'this server does not relay deafen');
+        return;
       }
+      const readable = describeServerError(msg.code, msg.message);
+      if ((conclave.state === 'joining' || s.reconnecting) && s.joinedReject) {
+        const err = new Error(`${msg.code}: ${msg.message}`);
+        err.code = msg.code;
+        err.readable = readable;
+        s.joinedReject(err);
+        return; // the join's own failure report says it
+      }
+      reportError(readable, '', msg.code);
       return;
     }
     default:
@@ -371,6 +398,8 @@ async function onJoined(s, msg) {
   await startMedia(s);
 
   conclave.state = 'joined';
+  // Deafened before joining (or before a rejoin): the room hears of it now (docs/protocol.md).
+  if (conclave.deafened) send({ id: 'setDeafened', enabled: true });
   updateMediaPill();
   updateControls();
   clearStatusIfInfo();
@@ -391,12 +420,14 @@ function onResumed(s, msg) {
     const tile = s.tiles.get(p.participantId) || remoteTile(p.participantId);
     if (tile) {
       setTileName(tile, p.name, false);
-      setTileMedia(tile, p.audio, p.video);
+      setTileMedia(tile, p.audio, p.video, p.deafened);
+      applyTileAudio(tile);
     }
   }
+  // Joined again before rendering: the roster shows our own entry only when joined.
+  conclave.state = 'joined';
   renderRoster();
   startHeartbeat(s, msg.heartbeatIntervalMs);
-  conclave.state = 'joined';
   setWsState('open');
   clearStatus();
   logLine('info', 'session resumed');

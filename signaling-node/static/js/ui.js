@@ -1,8 +1,10 @@
-// Conclave web client: the page. Status line, event log, connection pills, video tiles,
-// the roster and the call controls; the DOM ids and classes here are what users (and the
-// browser tests) see. Reads the call from state.js; sends nothing.
+// Conclave web client: the page. Status line, event log, connection pills, video tiles
+// (with each one's volume), the roster, the call controls and the settings (devices, sounds,
+// push-to-talk); the DOM ids and classes here are what users (and the browser tests) see.
+// Reads the call from state.js; sends nothing.
 
-import { conclave, session, localTrack } from './state.js';
+import { conclave, session, localTrack, prefs } from './state.js';
+import { applySink, canChooseSpeaker } from './devices.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,8 +31,17 @@ export const ui = {
   heartbeatCount: $('heartbeat-count'),
   micButton: $('mic-button'),
   camButton: $('cam-button'),
+  deafenButton: $('deafen-button'),
   leaveButton: $('leave-button'),
   tileTemplate: $('tile-template'),
+  micSelect: $('mic-select'),
+  camSelect: $('cam-select'),
+  speakerSelect: $('speaker-select'),
+  speakerRow: $('speaker-row'),
+  leaveMicButton: $('leave-mic-button'),
+  soundsToggle: $('sounds-toggle'),
+  pttToggle: $('ptt-toggle'),
+  pttKeyButton: $('ptt-key-button'),
 };
 
 const MAX_LOG_LINES = 200;
@@ -44,24 +55,38 @@ function initials(name) {
   return (s || '?').toUpperCase();
 }
 
-export function showStatus(text, kind) {
+/**
+ * Show one line of status. `topic` names what the line is about (e.g. 'media'), so the event
+ * that ends it can clear exactly that line and nothing shown since (`clearStatusTopic`).
+ */
+export function showStatus(text, kind, topic) {
   ui.statusText.textContent = text;
+  ui.status.dataset.code = '';
   ui.status.dataset.kind = kind || 'info';
+  ui.status.dataset.topic = topic || '';
   ui.status.hidden = false;
 }
 
 export function clearStatus() {
   ui.status.hidden = true;
   ui.statusText.textContent = '';
+  ui.status.dataset.topic = '';
 }
 
 export function clearStatusIfInfo() {
   if (ui.status.dataset.kind === 'info') clearStatus();
 }
 
-export function reportError(text) {
+/** Clear the status line if it is still about `topic`. */
+export function clearStatusTopic(topic) {
+  if (!ui.status.hidden && ui.status.dataset.topic === topic) clearStatus();
+}
+
+export function reportError(text, topic, code) {
   conclave.errors.push(text);
-  showStatus(text, 'error');
+  if (code) conclave.errorCodes.push(code);
+  showStatus(text, 'error', topic);
+  ui.status.dataset.code = code || '';
   logLine('error', text);
   console.warn('[conclave]', text);
 }
@@ -106,13 +131,23 @@ export function makeTile(participantId, name, isLocal) {
   video.srcObject = stream;
   const tile = { el, video, stream, isLocal };
   setTileName(tile, name, isLocal);
+  const volume = el.querySelector('.tile-volume');
   if (isLocal) {
     video.muted = true; // never play our own microphone back
+    video.setAttribute('muted', ''); // iOS Safari autoplays inline video only when muted
+    volume.remove();
   } else {
-    video.muted = session ? session.soundBlocked : false;
+    applyTileAudio(tile);
+    volume.setAttribute('aria-label', `Volume of ${name || 'Guest'}`);
+    volume.addEventListener('input', () => {
+      const uid = userIdOf(tile);
+      const v = Math.max(0, Math.min(1, Number(volume.value) / 100));
+      if (uid && onVolumeInput) onVolumeInput(uid, v);
+    });
     watchFirstFrame(tile, participantId);
   }
   video.addEventListener('loadeddata', () => refreshTileVideo(tile));
+  if (!isLocal) video.addEventListener('playing', () => applySink(video));
   ui.grid.appendChild(el);
   updateGridCount();
   return tile;
@@ -123,12 +158,47 @@ export function setTileName(tile, name, isLocal) {
   tile.el.querySelector('.tile-name').textContent = label;
   tile.el.querySelector('.avatar').textContent = initials(name);
   tile.el.setAttribute('aria-label', label);
+  const volume = tile.el.querySelector('.tile-volume');
+  if (volume) volume.setAttribute('aria-label', `Volume of ${name || 'Guest'}`);
 }
 
-export function setTileMedia(tile, audio, video) {
+export function setTileMedia(tile, audio, video, deafened) {
   tile.el.dataset.audio = audio ? 'on' : 'off';
   tile.el.dataset.video = video ? 'on' : 'off';
+  tile.el.dataset.deafened = deafened ? 'on' : 'off';
   refreshTileVideo(tile);
+}
+
+function userIdOf(tile) {
+  const info = conclave.participants[tile.el.dataset.participantId];
+  return info ? info.userId : null;
+}
+
+/** Set by controls.js: the user moved a tile's volume slider (userId, 0..1). */
+let onVolumeInput = null;
+export function onTileVolume(fn) {
+  onVolumeInput = fn;
+}
+
+/**
+ * A remote tile's sound as the user wants it: muted while deafened (or while the browser
+ * blocks sound), at that user's remembered volume, on the chosen speaker.
+ */
+export function applyTileAudio(tile) {
+  if (tile.isLocal) return;
+  const uid = userIdOf(tile);
+  const v = uid && typeof prefs.volumes[uid] === 'number' ? prefs.volumes[uid] : 1;
+  tile.video.muted = !!(conclave.deafened || (session && session.soundBlocked));
+  tile.video.volume = v;
+  const slider = tile.el.querySelector('.tile-volume');
+  if (slider && document.activeElement !== slider) slider.value = String(Math.round(v * 100));
+  applySink(tile.video);
+}
+
+/** Every remote tile's sound (after deafen, a volume or a speaker change). */
+export function applyAudioEverywhere() {
+  if (!session) return;
+  for (const tile of session.tiles.values()) applyTileAudio(tile);
 }
 
 export function refreshTileVideo(tile) {
@@ -163,7 +233,8 @@ export function remoteTile(participantId) {
   if (!tile) {
     const info = conclave.participants[participantId];
     tile = makeTile(participantId, info ? info.name : '', false);
-    if (info) setTileMedia(tile, info.audio, info.video);
+    if (info) setTileMedia(tile, info.audio, info.video, info.deafened);
+    applyTileAudio(tile);
     session.tiles.set(participantId, tile);
     renderRoster();
   }
@@ -187,7 +258,7 @@ export function playTile(tile) {
     if (err && err.name === 'NotAllowedError' && !tile.video.muted) {
       // Autoplay with sound blocked: play muted and offer a button.
       session && (session.soundBlocked = true);
-      tile.video.muted = true;
+      applyTileAudio(tile);
       ui.soundButton.hidden = false;
       tile.video.play().catch(() => {});
     }
@@ -199,7 +270,7 @@ export function enableSound() {
   session.soundBlocked = false;
   ui.soundButton.hidden = true;
   for (const tile of session.tiles.values()) {
-    tile.video.muted = false;
+    applyTileAudio(tile);
     playTile(tile);
   }
 }
@@ -214,6 +285,7 @@ export function renderRoster() {
       name: session ? session.name : '',
       audio: conclave.audio,
       video: conclave.video,
+      deafened: conclave.deafened,
       self: true,
     });
   }
@@ -235,27 +307,101 @@ export function renderRoster() {
     cam.className = 'state ' + (p.video ? 'on' : 'off');
     cam.textContent = p.video ? 'cam on' : 'cam off';
     state.append(mic, cam);
+    if (p.deafened) {
+      const deaf = document.createElement('span');
+      deaf.className = 'state off deaf';
+      deaf.textContent = 'deafened';
+      state.append(deaf);
+    }
+    li.dataset.deafened = p.deafened ? 'on' : 'off';
     li.append(name, state);
     list.appendChild(li);
   }
   ui.participantCount.textContent = String(entries.length);
 }
 
+/** No device of this kind could be found (or the page has no device access at all). */
+function noDevice(kind) {
+  const e = conclave.deviceErrors[kind];
+  return e === 'NotFoundError' || e === 'NotSupportedError' || e === 'OverconstrainedError';
+}
+
 export function updateControls() {
   const a = conclave.audio;
   const v = conclave.video;
-  const hasAudio = !!localTrack('audio');
-  const hasVideo = !!localTrack('video');
+  const d = conclave.deafened;
+  const micOpen = !!localTrack('audio');
+  const noMic = !micOpen && noDevice('audio');
+  const noCam = !v && noDevice('video');
   ui.micButton.setAttribute('aria-pressed', String(!a));
   ui.micButton.classList.toggle('off', !a);
-  ui.micButton.disabled = !hasAudio;
-  ui.micButton.querySelector('.control-label').textContent = !hasAudio ? 'No mic' : a ? 'Mute mic' : 'Unmute mic';
+  ui.micButton.disabled = noMic;
+  ui.micButton.dataset.ptt = prefs.ptt && a ? (conclave.pttHeld ? 'talking' : 'waiting') : 'off';
+  ui.micButton.querySelector('.control-label').textContent = noMic
+    ? 'No mic'
+    : !a
+      ? 'Unmute mic'
+      : prefs.ptt
+        ? conclave.pttHeld
+          ? 'Talking'
+          : 'Push to talk'
+        : 'Mute mic';
   ui.camButton.setAttribute('aria-pressed', String(!v));
   ui.camButton.classList.toggle('off', !v);
-  ui.camButton.disabled = !hasVideo;
-  ui.camButton.querySelector('.control-label').textContent = !hasVideo ? 'No camera' : v ? 'Stop camera' : 'Start camera';
-  if (session && session.localTile) setTileMedia(session.localTile, a, v);
+  ui.camButton.disabled = noCam;
+  ui.camButton.querySelector('.control-label').textContent = noCam ? 'No camera' : v ? 'Stop camera' : 'Start camera';
+  ui.deafenButton.setAttribute('aria-pressed', String(d));
+  ui.deafenButton.classList.toggle('off', d);
+  ui.deafenButton.querySelector('.control-label').textContent = d ? 'Undeafen' : 'Deafen';
+  ui.leaveMicButton.disabled = !micOpen;
+  ui.soundsToggle.checked = prefs.sounds;
+  ui.pttToggle.checked = prefs.ptt;
+  if (!ui.pttKeyButton.dataset.capturing) ui.pttKeyButton.textContent = keyName(prefs.pttKey);
+  if (session && session.localTile) setTileMedia(session.localTile, a, v, d);
   renderRoster();
+}
+
+/** A KeyboardEvent.code as people name the key ('Space', 'T', 'F1', ...). */
+export function keyName(code) {
+  return String(code || '')
+    .replace(/^Key/, '')
+    .replace(/^Digit/, '')
+    .replace(/^Numpad/, 'Numpad ');
+}
+
+// ---------------------------------------------------------------------------------------
+// Settings: device pickers
+// ---------------------------------------------------------------------------------------
+/** Fill the device pickers from `conclave.devices`; the selection is the device in use. */
+export function renderDevices() {
+  fillSelect(ui.micSelect, conclave.devices.audioinput, trackDevice('audio') || prefs.audioInput);
+  fillSelect(ui.camSelect, conclave.devices.videoinput, trackDevice('video') || prefs.videoInput);
+  ui.speakerRow.hidden = !canChooseSpeaker;
+  if (canChooseSpeaker) fillSelect(ui.speakerSelect, conclave.devices.audiooutput, prefs.audioOutput);
+}
+
+function trackDevice(kind) {
+  const t = localTrack(kind);
+  const s = t && typeof t.getSettings === 'function' ? t.getSettings() : null;
+  return (s && s.deviceId) || '';
+}
+
+function fillSelect(select, devices, selected) {
+  select.textContent = '';
+  const def = document.createElement('option');
+  def.value = '';
+  def.textContent = 'Browser default';
+  select.appendChild(def);
+  for (const d of devices) {
+    if (d.deviceId === 'default') continue; // the browser default, above
+    const o = document.createElement('option');
+    o.value = d.deviceId;
+    o.textContent = d.label;
+    select.appendChild(o);
+  }
+  const ids = Array.from(select.options, (o) => o.value);
+  select.value = ids.includes(selected) ? selected : '';
+  select.disabled = devices.length === 0;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -349,6 +349,16 @@ async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes()
         (st["participantId"].as_str(), &st["audio"]),
         (Some(bob_id.as_str()), &json!(false))
     );
+    // Deafen too, through the room record and event of the other node.
+    bob.send(json!({"id": "setDeafened", "enabled": true}))
+        .await;
+    bob.expect("participantState").await;
+    let st = ann.expect("participantState").await;
+    assert_eq!(
+        (st["participantId"].as_str(), &st["deafened"]),
+        (Some(bob_id.as_str()), &json!(true)),
+        "{st}"
+    );
 
     // Ann's socket drops; she resumes on the *other* signaling node.
     let ann_token = s1.token("ann", "shared");
@@ -360,6 +370,7 @@ async fn members_on_two_signaling_nodes_see_each_other_and_resume_across_nodes()
     let resumed = ann2.expect("joined").await;
     assert_eq!(resumed["resumed"], true, "{resumed}");
     assert_eq!(resumed["participants"][0]["participantId"], bob_id.as_str());
+    assert_eq!(resumed["participants"][0]["deafened"], true, "{resumed}");
     // Bob saw no leave and no join for her.
     bob.expect_silence(Duration::from_secs(2)).await;
     let members = store.room_members("test/shared").await.unwrap();

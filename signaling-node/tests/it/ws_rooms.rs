@@ -35,6 +35,24 @@ async fn roster_events_and_state_reach_every_member() {
     // Setting the same state again is not news.
     a.send(json!({"id": "setAudio", "enabled": false})).await;
     b.expect_silence(Duration::from_millis(300)).await;
+    // Not deafened: the field is left out, as before deafen existed.
+    assert!(
+        joined_b["participants"][0].get("deafened").is_none(),
+        "{joined_b}"
+    );
+
+    // Deafen is state too: everyone hears of it, once, with the rest of the state.
+    a.send(json!({"id": "setDeafened", "enabled": true})).await;
+    for c in [&mut a, &mut b] {
+        let s = c.expect("participantState").await;
+        assert_eq!(s["participantId"], a_id.as_str());
+        assert_eq!(
+            (&s["audio"], &s["video"], &s["deafened"]),
+            (&json!(false), &json!(true), &json!(true))
+        );
+    }
+    a.send(json!({"id": "setDeafened", "enabled": true})).await;
+    b.expect_silence(Duration::from_millis(300)).await;
 
     // A third member sees the muted state in its roster.
     let (_c, joined_c) = server.join("carol", "g").await;
@@ -46,8 +64,14 @@ async fn roster_events_and_state_reach_every_member() {
         .unwrap()
         .clone();
     assert_eq!(alice["audio"], false);
+    assert_eq!(alice["deafened"], true, "{alice}");
     a.expect("participantJoined").await;
     b.expect("participantJoined").await;
+    // Undeafened: the field goes again (absent = false).
+    a.send(json!({"id": "setDeafened", "enabled": false})).await;
+    let s = b.expect("participantState").await;
+    assert!(s.get("deafened").is_none(), "{s}");
+    a.expect("participantState").await;
 
     b.send(json!({"id": "leave"})).await;
     b.expect("left").await;
