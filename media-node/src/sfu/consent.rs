@@ -100,6 +100,11 @@ impl PathGuard {
         self.proven.contains(&addr)
     }
 
+    /// Checks were sent and none was ever answered.
+    pub fn never_proven(&self) -> bool {
+        self.proven.is_empty() && !self.checks.is_empty()
+    }
+
     /// The transaction id of a check to send towards `addr` now, if one is due: a first
     /// attempt (within the per-peer cap), or a retry of one not yet answered.
     pub fn check_due(&mut self, addr: SocketAddr, now: Instant) -> Option<[u8; 12]> {

@@ -102,6 +102,8 @@ pub struct Peer {
     pub dirty: bool,
     /// DTLS is up and media can flow.
     pub connected: bool,
+    /// ICE found a working pair at least once (tells a DTLS failure from an ICE one).
+    pub ice_connected: bool,
     /// When the peer was added (see `room::CONNECT_DEADLINE`).
     pub added_at: Instant,
     pub disconnected_since: Option<Instant>,
@@ -195,6 +197,7 @@ impl Peer {
             next_timeout: now,
             dirty: true,
             connected: false,
+            ice_connected: false,
             added_at: now,
             disconnected_since: None,
             dead: false,
@@ -225,6 +228,17 @@ impl Peer {
         metrics::PATH_CHECKS.with_label_values(&["sent"]).inc();
         if let Err(e) = socket.send(&request, addr) {
             tracing::debug!(peer = self.key, error = %e, "consent check not sent");
+        }
+    }
+
+    /// Why the peer's media never connected, for the log (the browser sees only "failed").
+    pub fn connect_failure(&self) -> &'static str {
+        if self.ice_connected {
+            "ICE connected but the DTLS handshake did not complete"
+        } else if self.paths.never_proven() {
+            "its address never answered our consent check"
+        } else {
+            "no ICE candidate pair worked (UDP blocked, or no usable candidate)"
         }
     }
 
@@ -306,7 +320,7 @@ impl Peer {
             let output = match guarded(|| rtc.poll_output()) {
                 Some(Ok(o)) => o,
                 Some(Err(e)) => {
-                    tracing::info!(peer = self.key, error = %e, "peer failed");
+                    tracing::info!(room, participant = %self.participant_id, error = %e, "media failed: DTLS/SRTP error, peer dropped");
                     metrics::DTLS_FAILURES.inc();
                     self.dead = true;
                     return;
@@ -365,9 +379,9 @@ impl Peer {
             }
             Event::IceConnectionStateChange(
                 IceConnectionState::Connected | IceConnectionState::Completed,
-            ) if self.disconnected_since.is_some() => {
-                self.disconnected_since = None;
-                if self.connected {
+            ) => {
+                self.ice_connected = true;
+                if self.disconnected_since.take().is_some() && self.connected {
                     self.send_state(room, MediaConnectionState::Connected);
                 }
             }

@@ -367,11 +367,17 @@ impl RoomSfu {
                 }
                 peer.dirty = true;
             }
-            let gone = match peer.disconnected_since {
-                Some(since) => now.duration_since(since) > DISCONNECT_GRACE,
-                None => !peer.connected && now.duration_since(peer.added_at) > CONNECT_DEADLINE,
+            let failure = match peer.disconnected_since {
+                Some(since) if now.duration_since(since) > DISCONNECT_GRACE => {
+                    Some("ICE lost the peer: no STUN from it for 15 s")
+                }
+                None if !peer.connected && now.duration_since(peer.added_at) > CONNECT_DEADLINE => {
+                    Some(peer.connect_failure())
+                }
+                _ => None,
             };
-            if gone && !peer.dead {
+            if let Some(reason) = failure.filter(|_| !peer.dead) {
+                tracing::info!(room = %self.room, participant = %peer.participant_id, reason, "media failed, peer dropped");
                 metrics::ICE_FAILURES.inc();
                 peer.dead = true;
             }
