@@ -22,6 +22,11 @@ use super::ice;
 
 /// Proven addresses kept per peer (a new one evicts the oldest).
 const MAX_PROVEN: usize = 4;
+/// A proven address the peer has sent no STUN from for this long is taken for gone when
+/// another proven address was heard since: media moves there at once, not when str0m's
+/// ICE-lite agent drops the old pair (15 s after its last request). Browsers repeat STUN on
+/// the pair in use every 2.5–5 s.
+const SILENT_AFTER: Duration = Duration::from_secs(4);
 /// A check not answered this long is sent again (while media waits for it).
 const CHECK_RETRY: Duration = Duration::from_millis(200);
 /// Attempts per check; after that the address waits for a new series.
@@ -35,12 +40,18 @@ const SERIES_WINDOW: Duration = Duration::from_secs(60);
 
 /// The proof state of one peer's destinations.
 pub struct PathGuard {
-    proven: Vec<SocketAddr>,
+    proven: Vec<Proven>,
     checks: Vec<Check>,
     window_started: Instant,
     series_in_window: u32,
     /// Our ICE-CONTROLLED tie breaker, the same for every check of this peer.
     tie_breaker: u64,
+}
+
+/// An address the peer proved its own, and when a verified STUN request last came from it.
+struct Proven {
+    addr: SocketAddr,
+    heard: Instant,
 }
 
 /// A consent check in flight towards one address.
@@ -55,8 +66,9 @@ struct Check {
 /// What a transmit to a destination may do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// STUN, or to a proven address.
-    Send,
+    /// Send it there: STUN to where str0m says, anything else to a proven address (str0m's
+    /// choice, or the peer's freshest proven one when str0m's has gone silent or is unproven).
+    Send(SocketAddr),
     /// DTLS during the handshake, to an address not proven yet: send it, and prove the
     /// address before media follows.
     SendAndProve,
@@ -86,9 +98,17 @@ impl PathGuard {
 
     /// May `contents` go to `destination` now? `dtls_done`: the peer's DTLS handshake has
     /// completed (after it, DTLS too needs a proven address).
-    pub fn verdict(&self, destination: SocketAddr, contents: &[u8], dtls_done: bool) -> Verdict {
-        if is_stun(contents) || self.proven.contains(&destination) {
-            Verdict::Send
+    pub fn verdict(
+        &self,
+        destination: SocketAddr,
+        contents: &[u8],
+        dtls_done: bool,
+        now: Instant,
+    ) -> Verdict {
+        if is_stun(contents) {
+            Verdict::Send(destination)
+        } else if let Some(to) = self.live_destination(destination, now) {
+            Verdict::Send(to)
         } else if !dtls_done && is_dtls(contents) {
             Verdict::SendAndProve
         } else {
@@ -96,8 +116,35 @@ impl PathGuard {
         }
     }
 
+    /// Where media for `wanted` goes: `wanted` itself while it is proven and not silent;
+    /// otherwise the proven address heard from last, if it was heard after `wanted`.
+    fn live_destination(&self, wanted: SocketAddr, now: Instant) -> Option<SocketAddr> {
+        let wanted_heard = self
+            .proven
+            .iter()
+            .find(|p| p.addr == wanted)
+            .map(|p| p.heard);
+        if let Some(heard) = wanted_heard {
+            if now.saturating_duration_since(heard) < SILENT_AFTER {
+                return Some(wanted);
+            }
+        }
+        let freshest = self.proven.iter().max_by_key(|p| p.heard)?;
+        match wanted_heard {
+            Some(heard) if heard >= freshest.heard => Some(wanted),
+            _ => Some(freshest.addr),
+        }
+    }
+
     pub fn is_proven(&self, addr: SocketAddr) -> bool {
-        self.proven.contains(&addr)
+        self.proven.iter().any(|p| p.addr == addr)
+    }
+
+    /// A verified STUN request came from `source`: if it is proven, it is alive.
+    pub fn heard_from(&mut self, source: SocketAddr, now: Instant) {
+        if let Some(p) = self.proven.iter_mut().find(|p| p.addr == source) {
+            p.heard = now;
+        }
     }
 
     /// Checks were sent and none was ever answered.
@@ -108,7 +155,7 @@ impl PathGuard {
     /// The transaction id of a check to send towards `addr` now, if one is due: a first
     /// attempt (within the per-peer cap), or a retry of one not yet answered.
     pub fn check_due(&mut self, addr: SocketAddr, now: Instant) -> Option<[u8; 12]> {
-        if self.proven.contains(&addr) {
+        if self.is_proven(addr) {
             return None;
         }
         if let Some(i) = self.checks.iter().position(|c| c.addr == addr) {
@@ -175,6 +222,7 @@ impl PathGuard {
         transaction_id: [u8; 12],
         response: &StunMessage<'_>,
         remote_password: &str,
+        now: Instant,
     ) -> bool {
         let Some(i) = self
             .checks
@@ -190,7 +238,10 @@ impl PathGuard {
         if self.proven.len() >= MAX_PROVEN {
             self.proven.remove(0);
         }
-        self.proven.push(source);
+        self.proven.push(Proven {
+            addr: source,
+            heard: now,
+        });
         true
     }
 }
@@ -227,9 +278,20 @@ mod tests {
     }
 
     fn respond(guard: &mut PathGuard, from: SocketAddr, id: [u8; 12], password: &str) -> bool {
+        respond_at(guard, from, id, password, Instant::now())
+    }
+
+    fn respond_at(
+        guard: &mut PathGuard,
+        from: SocketAddr,
+        id: [u8; 12],
+        password: &str,
+        now: Instant,
+    ) -> bool {
         let bytes = answer(id, password);
         let msg = ice::binding_success(&bytes).expect("a success response");
-        guard.on_success_response(from, ice::transaction_id(&bytes).unwrap(), &msg, PASSWORD)
+        let id = ice::transaction_id(&bytes).unwrap();
+        guard.on_success_response(from, id, &msg, PASSWORD, now)
     }
 
     #[test]
@@ -238,10 +300,10 @@ mod tests {
         let mut guard = PathGuard::new(now);
         let a = addr(5000);
         // STUN always goes; DTLS during the handshake; media only once proven.
-        assert_eq!(guard.verdict(a, &STUN, true), Verdict::Send);
-        assert_eq!(guard.verdict(a, &DTLS, false), Verdict::SendAndProve);
-        assert_eq!(guard.verdict(a, &DTLS, true), Verdict::Hold);
-        assert_eq!(guard.verdict(a, &RTP, false), Verdict::Hold);
+        assert_eq!(guard.verdict(a, &STUN, true, now), Verdict::Send(a));
+        assert_eq!(guard.verdict(a, &DTLS, false, now), Verdict::SendAndProve);
+        assert_eq!(guard.verdict(a, &DTLS, true, now), Verdict::Hold);
+        assert_eq!(guard.verdict(a, &RTP, false, now), Verdict::Hold);
 
         let id = guard.check_due(a, now).expect("a first check");
         // Not again at once; again after the retry interval, with the same id.
@@ -252,14 +314,56 @@ mod tests {
         assert!(!respond(&mut guard, addr(5001), id, PASSWORD));
         assert!(!respond(&mut guard, a, id, "a-guess-00000000000000000"));
         assert!(!respond(&mut guard, a, [7; 12], PASSWORD));
-        assert_eq!(guard.verdict(a, &RTP, true), Verdict::Hold);
+        assert_eq!(guard.verdict(a, &RTP, true, now), Verdict::Hold);
 
-        assert!(respond(&mut guard, a, id, PASSWORD));
-        assert_eq!(guard.verdict(a, &RTP, true), Verdict::Send);
-        assert_eq!(guard.verdict(a, &DTLS, true), Verdict::Send);
+        assert!(respond_at(&mut guard, a, id, PASSWORD, now));
+        assert_eq!(guard.verdict(a, &RTP, true, now), Verdict::Send(a));
+        assert_eq!(guard.verdict(a, &DTLS, true, now), Verdict::Send(a));
         assert_eq!(guard.check_due(a, now + CHECK_RETRY * 2), None);
-        // A second address needs its own proof.
-        assert_eq!(guard.verdict(addr(5001), &RTP, true), Verdict::Hold);
+    }
+
+    #[test]
+    fn media_for_an_unproven_address_goes_to_the_peers_proven_one() {
+        let now = Instant::now();
+        let mut guard = PathGuard::new(now);
+        let (a, third_party) = (addr(5000), addr(9));
+        let id = guard.check_due(a, now).unwrap();
+        assert!(respond_at(&mut guard, a, id, PASSWORD, now));
+        // A forged nomination points str0m at a third party: media still goes to the peer.
+        assert_eq!(
+            guard.verdict(third_party, &RTP, true, now),
+            Verdict::Send(a)
+        );
+        // STUN goes where str0m says (it answers requests from where they came).
+        assert_eq!(
+            guard.verdict(third_party, &STUN, true, now),
+            Verdict::Send(third_party)
+        );
+    }
+
+    #[test]
+    fn media_follows_the_peer_to_its_new_proven_address_once_the_old_one_is_silent() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut guard = PathGuard::new(start);
+        let (old, new) = (addr(5000), addr(5001));
+        let id = guard.check_due(old, at(0)).unwrap();
+        assert!(respond_at(&mut guard, old, id, PASSWORD, at(0)));
+        // The peer moves at 1 s: its STUN comes from `new`, proven at 1.1 s.
+        let id = guard.check_due(new, at(1_000)).unwrap();
+        assert!(respond_at(&mut guard, new, id, PASSWORD, at(1_100)));
+        guard.heard_from(new, at(2_000));
+        // str0m still sends to `old`. While `old` may be alive, it keeps it...
+        assert_eq!(
+            guard.verdict(old, &RTP, true, at(3_000)),
+            Verdict::Send(old)
+        );
+        // ...once `old` has been silent for SILENT_AFTER, media goes to `new`.
+        let later = at(0) + SILENT_AFTER;
+        assert_eq!(guard.verdict(old, &RTP, true, later), Verdict::Send(new));
+        // If `old` speaks again and is the freshest, it is used again.
+        guard.heard_from(old, later);
+        assert_eq!(guard.verdict(old, &RTP, true, later), Verdict::Send(old));
     }
 
     #[test]

@@ -247,6 +247,8 @@ impl Peer {
     /// proven yet starts its check at once, so the proof is usually back before media.
     pub fn on_stun(&mut self, source: SocketAddr, datagram: &[u8], socket: &UdpSender) -> bool {
         if let Some(request) = ice::binding_request(datagram) {
+            // The router verified it: the peer sent it (from here, or spoofed to look so).
+            self.paths.heard_from(source, Instant::now());
             if request.use_candidate() && !self.paths.is_proven(source) {
                 self.prove_path(source, socket);
             }
@@ -262,9 +264,13 @@ impl Peer {
         let Some(Some(remote)) = guarded(|| rtc.direct_api().remote_ice_credentials()) else {
             return false;
         };
-        let proven =
-            self.paths
-                .on_success_response(source, transaction_id, &response, &remote.pass);
+        let proven = self.paths.on_success_response(
+            source,
+            transaction_id,
+            &response,
+            &remote.pass,
+            Instant::now(),
+        );
         if proven {
             metrics::PATH_CHECKS.with_label_values(&["proven"]).inc();
             tracing::debug!(peer = self.key, %source, "address proven");
@@ -348,15 +354,25 @@ impl Peer {
                     return;
                 }
                 Output::Transmit(t) => {
-                    let verdict = self
-                        .paths
-                        .verdict(t.destination, &t.contents, self.connected);
-                    if verdict != Verdict::Send {
+                    let now = Instant::now();
+                    let verdict =
+                        self.paths
+                            .verdict(t.destination, &t.contents, self.connected, now);
+                    let to = match verdict {
+                        Verdict::Send(to) => to,
+                        Verdict::SendAndProve => t.destination,
+                        Verdict::Hold => {
+                            metrics::DROPPED.with_label_values(&["unproven_path"]).inc();
+                            self.prove_path(t.destination, socket);
+                            continue;
+                        }
+                    };
+                    // Media str0m aims at an address not proven yet (a new nomination) went
+                    // to a proven one, or is DTLS of the handshake: prove the new one.
+                    if !ice::looks_like_stun(&t.contents) && !self.paths.is_proven(t.destination) {
                         self.prove_path(t.destination, socket);
                     }
-                    if verdict == Verdict::Hold {
-                        metrics::DROPPED.with_label_values(&["unproven_path"]).inc();
-                    } else if let Err(e) = socket.send(&t.contents, t.destination) {
+                    if let Err(e) = socket.send(&t.contents, to) {
                         tracing::debug!(peer = self.key, error = %e, "udp send failed");
                     }
                 }
