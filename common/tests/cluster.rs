@@ -249,6 +249,62 @@ async fn a_room_whose_node_died_is_placed_again_on_a_live_node() {
     );
 }
 
+/// The rooms in a node's room set, sorted, and the set's time to live (ms; -1: none, -2: no set).
+async fn room_set(store: &ClusterStore, node: &str) -> (Vec<String>, i64) {
+    use redis::AsyncCommands;
+    let key = format!("{}node:{node}:rooms", store.prefix());
+    let mut conn = store.connection_manager();
+    let mut rooms: Vec<String> = conn.smembers(&key).await.unwrap();
+    rooms.sort();
+    (rooms, conn.pttl(&key).await.unwrap())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_room_that_moves_leaves_its_dead_nodes_room_set_and_every_room_set_expires() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t3b:").await.unwrap();
+    let node_ttl = 15_000;
+    beat(&store, &roomy("a", 10), 0, 0, NOW).await;
+    beat(&store, &roomy("b", 10), 5, 3000, NOW).await;
+    assert_eq!(store.place_room("r", NOW).await.unwrap(), "a");
+    assert_eq!(store.place_room("stays", NOW).await.unwrap(), "a");
+    let (rooms, ttl) = room_set(&store, "a").await;
+    assert_eq!(rooms, ["r", "stays"]);
+    assert!(ttl > 0 && ttl <= node_ttl, "a's room set expires with a: {ttl}");
+    // a's link drops (it died): r is placed again, on b, and is in b's set only.
+    store.node_down("a").await.unwrap();
+    assert_eq!(store.place_room("r", NOW).await.unwrap(), "b");
+    let (rooms, ttl) = room_set(&store, "a").await;
+    assert_eq!(rooms, ["stays"], "the moved room left the dead node's set");
+    assert!(ttl > 0 && ttl <= node_ttl, "{ttl}");
+    let (rooms, ttl) = room_set(&store, "b").await;
+    assert_eq!(rooms, ["r"]);
+    assert!(ttl > 0 && ttl <= node_ttl, "{ttl}");
+    // A re-assertion that finds the room on a node with no set (Redis restarted, or the
+    // node died and its keys expired) makes one that expires too.
+    use conclave_common::cluster::{resume_hash, MemberRecord};
+    use conclave_common::protocol::ParticipantInfo;
+    let me = MemberRecord {
+        participant: ParticipantInfo {
+            participant_id: "p1".into(),
+            user_id: "u1".into(),
+            name: "P1".into(),
+            audio: true,
+            video: true,
+        },
+        signaling: "sig-1".into(),
+        resume_hash: resume_hash("s"),
+    };
+    let (node, _) = store
+        .assert_room("test/gone", "test", "c", "sig-1", &[me], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(node, "c");
+    let (rooms, ttl) = room_set(&store, "c").await;
+    assert_eq!(rooms, ["test/gone"]);
+    assert!(ttl > 0 && ttl <= node_ttl, "c's room set expires: {ttl}");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn twenty_racing_placements_of_one_room_agree_and_reserve_once() {
     let redis = start_redis();

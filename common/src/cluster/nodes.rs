@@ -11,13 +11,11 @@
 use redis::{AsyncCommands, Script};
 use serde::Serialize;
 
-use super::store::{ClusterError, ClusterStore};
+use super::store::{ClusterError, ClusterStore, NODE_TTL_MS};
 use crate::load;
 
 /// A media node older than this (since its last heartbeat) is dead to placement.
 pub const NODE_STALE_MS: u64 = 5_000;
-/// A node's hash expires this long after its last heartbeat (cleanup of dead nodes).
-const NODE_TTL_MS: u64 = 15_000;
 /// Lifetime of a room -> node record; refreshed while the room lives.
 pub const ROOM_TTL_MS: u64 = 60_000;
 
@@ -135,6 +133,9 @@ impl ClusterStore {
             .ignore()
             .pexpire(&key, NODE_TTL_MS as i64)
             .ignore()
+            // The room set lives as long as the hash: a dead node's expires with it.
+            .pexpire(self.node_rooms_key(&node.id), NODE_TTL_MS as i64)
+            .ignore()
             .sadd(self.nodes_key(), &node.id)
             .ignore()
             .query_async::<()>(&mut conn)
@@ -170,6 +171,7 @@ impl ClusterStore {
             .arg(self.prefix())
             .arg(room)
             .arg(load::new_room_reservation())
+            .arg(NODE_TTL_MS)
             .invoke_async(&mut conn)
             .await?;
         placed.ok_or(ClusterError::NoCapacity)

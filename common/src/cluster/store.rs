@@ -247,6 +247,10 @@ impl ClusterStore {
     }
 }
 
+/// A media node's keys (its hash and its room set) expire this long after its last heartbeat
+/// (cleanup of dead nodes; a live node's heartbeat, every second, keeps them).
+pub(super) const NODE_TTL_MS: u64 = 15_000;
+
 /// Key naming: every key the store reads or writes from Rust (the table in `docs/cluster.md`).
 /// The Lua scripts build `node:{id}`, `node:{id}:rooms` and `signaling:{instance}:members`
 /// themselves from the prefix they are given.
@@ -262,6 +266,10 @@ impl ClusterStore {
     /// Hash: one media node's heartbeat fields.
     pub(super) fn node_key(&self, node_id: &str) -> String {
         self.key(&format!("node:{node_id}"))
+    }
+    /// Set: the rooms on one media node (expires with the node's hash).
+    pub(super) fn node_rooms_key(&self, node_id: &str) -> String {
+        self.key(&format!("node:{node_id}:rooms"))
     }
     /// String: the media node a room is placed on.
     pub(super) fn room_key(&self, room: &str) -> String {
