@@ -215,6 +215,63 @@ async fn the_node_list_shows_load_capacity_cpu_and_every_udp_address() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_node_whose_link_dropped_shows_its_real_heartbeat_age_and_counts_nothing() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1f:").await.unwrap();
+    let load = NodeLoad {
+        participants: 7,
+        load_fpps: 4620,
+        bits_out_per_sec: 21_000_000,
+        cpu_cores: 1.25,
+    };
+    let (a, b) = (node("a", 100, 100_000), node("b", 100, 100_000));
+    store.heartbeat(&a, &load, false, NOW).await.unwrap();
+    store.heartbeat(&b, &load, false, NOW).await.unwrap();
+    // a signaling node's link to a drops: a is dead at once, 400 ms after its last heartbeat.
+    store.node_down("a").await.unwrap();
+    let list = serde_json::to_value(store.nodes(NOW + 400).await.unwrap()).unwrap();
+    let figures = |n: &serde_json::Value| {
+        let f = |k: &str| n[k].clone();
+        (f("id"), f("live"), f("heartbeatAgeMs"), f("participants"), f("load"))
+    };
+    // Its members are moving to live nodes (which count them): a counts none of them.
+    assert_eq!(
+        figures(&list[0]),
+        ("a".into(), false.into(), 400.into(), 0.into(), 0.into()),
+        "{list}"
+    );
+    assert_eq!((&list[0]["bitsOut"], &list[0]["cpu"]), (&0.into(), &0.0.into()));
+    assert_eq!(
+        figures(&list[1]),
+        ("b".into(), true.into(), 400.into(), 7.into(), 4620.into()),
+        "{list}"
+    );
+    // Placement agrees: a (the lower id, equal headroom) is skipped.
+    assert_eq!(store.place_room("x", NOW + 400).await.unwrap(), "b");
+    // A node whose heartbeat went stale counts nothing either, with its real age.
+    let later = NOW + NODE_STALE_MS + 1;
+    let list = serde_json::to_value(store.nodes(later).await.unwrap()).unwrap();
+    assert_eq!(
+        figures(&list[1]),
+        ("b".into(), false.into(), (NODE_STALE_MS + 1).into(), 0.into(), 0.into()),
+        "{list}"
+    );
+    // a's next heartbeat revives it (b has the reservation of x: a has more headroom).
+    store.heartbeat(&a, &load, false, NOW + 1000).await.unwrap();
+    let list = serde_json::to_value(store.nodes(NOW + 1000).await.unwrap()).unwrap();
+    assert_eq!(
+        figures(&list[0]),
+        ("a".into(), true.into(), 0.into(), 7.into(), 4620.into()),
+        "{list}"
+    );
+    assert_eq!(store.place_room("y", NOW + 1000).await.unwrap(), "a");
+    // Marking a node that has no hash creates none.
+    store.node_down("ghost").await.unwrap();
+    assert_eq!(store.node_link_url("ghost").await.unwrap(), None);
+    assert_eq!(store.nodes(NOW + 1000).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t2:").await.unwrap();

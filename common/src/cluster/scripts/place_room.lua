@@ -10,9 +10,14 @@
 -- Returns the node id, or false when no node qualifies.
 local now, stale, ttl, prefix, room = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local reservation, node_ttl = ARGV[6], ARGV[7]
+-- Live: a heartbeat at most `stale` ms old, and no dropped link since it (`down_hb`, written
+-- by node_down.lua, names the heartbeat the node died after).
+local function live(hb, down_hb)
+  return hb and hb ~= down_hb and (now - tonumber(hb)) <= stale
+end
 local function alive(id)
-  local hb = redis.call('HGET', prefix .. 'node:' .. id, 'hb')
-  return hb and (now - tonumber(hb)) <= stale
+  local f = redis.call('HMGET', prefix .. 'node:' .. id, 'hb', 'down_hb')
+  return live(f[1], f[2])
 end
 local existing = redis.call('GET', KEYS[1])
 if existing and alive(existing) then
@@ -24,8 +29,8 @@ table.sort(ids)
 local best, best_headroom = nil, nil
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', prefix .. 'node:' .. id,
-    'hb', 'participants', 'capacity', 'draining', 'load', 'load_capacity')
-  if f[1] and (now - tonumber(f[1])) <= stale and f[4] ~= '1' then
+    'hb', 'participants', 'capacity', 'draining', 'load', 'load_capacity', 'down_hb')
+  if live(f[1], f[7]) and f[4] ~= '1' then
     local p, c = tonumber(f[2] or '0'), tonumber(f[3] or '0')
     local headroom = tonumber(f[6] or '0') - tonumber(f[5] or '0')
     if p < c and headroom > 0 then
