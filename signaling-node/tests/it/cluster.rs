@@ -299,7 +299,10 @@ async fn offer_again_after_failure(c: &mut Client) {
             return;
         }
         assert_eq!(v["code"], "unavailable", "{v}");
-        assert!(Instant::now() < deadline, "the new media node never answered");
+        assert!(
+            Instant::now() < deadline,
+            "the new media node never answered"
+        );
         actix_rt::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -338,7 +341,10 @@ async fn a_killed_media_node_counts_nothing_and_keeps_no_room_that_moved_away() 
     // none of the members m2 now counts, with the real age of its last heartbeat.
     let mut res = awc::Client::new()
         .get(format!("{}/api/nodes", sig.base))
-        .insert_header(("Authorization", format!("Bearer {}", crate::support::API_KEY)))
+        .insert_header((
+            "Authorization",
+            format!("Bearer {}", crate::support::API_KEY),
+        ))
         .send()
         .await
         .unwrap();
@@ -350,8 +356,14 @@ async fn a_killed_media_node_counts_nothing_and_keeps_no_room_that_moved_away() 
     assert_eq!(m1["participants"], 0, "{v}");
     // It last reported at most one heartbeat period (1 s) before the kill.
     let age = m1["heartbeatAgeMs"].as_u64().unwrap();
-    assert!(age <= since_kill + 2_000, "age {age} ms, killed {since_kill} ms ago: {v}");
-    let total: u64 = nodes.iter().map(|n| n["participants"].as_u64().unwrap()).sum();
+    assert!(
+        age <= since_kill + 2_000,
+        "age {age} ms, killed {since_kill} ms ago: {v}"
+    );
+    let total: u64 = nodes
+        .iter()
+        .map(|n| n["participants"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, 2, "each member counted once: {v}");
 
     // The room left m1's room set, and that set expires with m1's hash.
@@ -368,7 +380,10 @@ async fn a_killed_media_node_counts_nothing_and_keeps_no_room_that_moved_away() 
     let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, "conclave:node:m2:rooms")
         .await
         .unwrap();
-    assert!(ttl > 0 && ttl <= 15_000, "m2's room set expires with m2's hash: {ttl}");
+    assert!(
+        ttl > 0 && ttl <= 15_000,
+        "m2's room set expires with m2's hash: {ttl}"
+    );
 }
 
 #[actix_rt::test]
