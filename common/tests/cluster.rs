@@ -232,7 +232,13 @@ async fn a_node_whose_link_dropped_shows_its_real_heartbeat_age_and_counts_nothi
     let list = serde_json::to_value(store.nodes(NOW + 400).await.unwrap()).unwrap();
     let figures = |n: &serde_json::Value| {
         let f = |k: &str| n[k].clone();
-        (f("id"), f("live"), f("heartbeatAgeMs"), f("participants"), f("load"))
+        (
+            f("id"),
+            f("live"),
+            f("heartbeatAgeMs"),
+            f("participants"),
+            f("load"),
+        )
     };
     // Its members are moving to live nodes (which count them): a counts none of them.
     assert_eq!(
@@ -240,7 +246,10 @@ async fn a_node_whose_link_dropped_shows_its_real_heartbeat_age_and_counts_nothi
         ("a".into(), false.into(), 400.into(), 0.into(), 0.into()),
         "{list}"
     );
-    assert_eq!((&list[0]["bitsOut"], &list[0]["cpu"]), (&0.into(), &0.0.into()));
+    assert_eq!(
+        (&list[0]["bitsOut"], &list[0]["cpu"]),
+        (&0.into(), &0.0.into())
+    );
     assert_eq!(
         figures(&list[1]),
         ("b".into(), true.into(), 400.into(), 7.into(), 4620.into()),
@@ -253,7 +262,13 @@ async fn a_node_whose_link_dropped_shows_its_real_heartbeat_age_and_counts_nothi
     let list = serde_json::to_value(store.nodes(later).await.unwrap()).unwrap();
     assert_eq!(
         figures(&list[1]),
-        ("b".into(), false.into(), (NODE_STALE_MS + 1).into(), 0.into(), 0.into()),
+        (
+            "b".into(),
+            false.into(),
+            (NODE_STALE_MS + 1).into(),
+            0.into(),
+            0.into()
+        ),
         "{list}"
     );
     // a's next heartbeat revives it (b has the reservation of x: a has more headroom).
@@ -327,7 +342,10 @@ async fn a_room_that_moves_leaves_its_dead_nodes_room_set_and_every_room_set_exp
     assert_eq!(store.place_room("stays", NOW).await.unwrap(), "a");
     let (rooms, ttl) = room_set(&store, "a").await;
     assert_eq!(rooms, ["r", "stays"]);
-    assert!(ttl > 0 && ttl <= node_ttl, "a's room set expires with a: {ttl}");
+    assert!(
+        ttl > 0 && ttl <= node_ttl,
+        "a's room set expires with a: {ttl}"
+    );
     // a's link drops (it died): r is placed again, on b, and is in b's set only.
     store.node_down("a").await.unwrap();
     assert_eq!(store.place_room("r", NOW).await.unwrap(), "b");
@@ -404,6 +422,28 @@ async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
         .unwrap();
     assert_eq!(store.place_room("new", NOW).await.unwrap(), "b");
     assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_command_after_redis_returns_does_not_wait_for_a_sleeping_reconnection() {
+    let redis = start_redis();
+    let port = redis.port;
+    let store = ClusterStore::connect(&redis.url, "t6:").await.unwrap();
+    beat(&store, &roomy("a", 10), 0, 0, NOW).await;
+    drop(redis); // Killed, its data with it.
+                 // A command while Redis is down fails and starts a reconnection, which fails too.
+    assert!(store.room_node("r").await.is_err());
+    let _back = TestRedis::start_on(port);
+    let started = std::time::Instant::now();
+    let answer = store.room_node("r").await;
+    let waited = started.elapsed();
+    // It goes through (on a new connection) instead of failing on the attempt made while Redis
+    // was down, and at once: the redis crate's own retry would sleep at least 1 s first.
+    assert_eq!(answer.unwrap(), None);
+    assert!(
+        waited < std::time::Duration::from_millis(500),
+        "waited {waited:?}"
+    );
 }
 
 mod members {

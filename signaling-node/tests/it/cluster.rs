@@ -665,6 +665,38 @@ async fn redis_down_mid_call_keeps_the_call_and_refuses_new_joins_until_it_retur
 }
 
 #[actix_rt::test]
+async fn a_join_right_after_redis_returns_does_not_wait_for_a_sleeping_reconnection() {
+    let port = free_port();
+    let (redis, redis_url) = start_redis_on(port);
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(5), 25);
+    let (_ann, a) = join_and_offer(&sig, "ann", "call").await;
+    assert_eq!(a["id"], "answer", "{a}");
+    let mut cat = sig.connect().await;
+
+    drop(redis); // Redis restarts, losing its data.
+                 // The signaling node's commands fail meanwhile (its heartbeat every second, the room's
+                 // re-assertion every 3 s), each starting a reconnection of the store's connection, which
+                 // fails too. This one (on the same store) makes sure that has happened before Redis is
+                 // back, instead of within the next second.
+    assert!(store.room_node("test/call").await.is_err());
+    let (_redis2, _) = start_redis_on(port);
+    let started = Instant::now();
+    cat.send(json!({"id": "join", "token": sig.token("cat", "call")}))
+        .await;
+    let v = cat.expect_any().await;
+    let waited = started.elapsed();
+    assert_eq!(v["id"], "joined", "{v}");
+    // Not behind a reconnection sleeping in the redis crate's backoff (at least 1 s).
+    assert!(
+        waited < Duration::from_millis(600),
+        "the join waited {waited:?}"
+    );
+}
+
+#[actix_rt::test]
 async fn a_signaling_node_waits_for_an_unreachable_redis_and_says_so() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
