@@ -430,9 +430,12 @@ async fn the_first_command_after_redis_returns_does_not_wait_for_a_sleeping_reco
     let port = redis.port;
     let store = ClusterStore::connect(&redis.url, "t6:").await.unwrap();
     beat(&store, &roomy("a", 10), 0, 0, NOW).await;
-    drop(redis); // Killed, its data with it.
-                 // A command while Redis is down fails and starts a reconnection, which fails too.
+    // Redis is killed (its data with it). A command meanwhile fails and starts a
+    // reconnection; let its attempt run, and fail, while Redis is down (starting Redis below
+    // blocks this thread, the runtime's only one).
+    drop(redis);
     assert!(store.room_node("r").await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let _back = TestRedis::start_on(port);
     let started = std::time::Instant::now();
     let answer = store.room_node("r").await;

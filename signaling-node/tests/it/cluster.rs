@@ -676,12 +676,15 @@ async fn a_join_right_after_redis_returns_does_not_wait_for_a_sleeping_reconnect
     assert_eq!(a["id"], "answer", "{a}");
     let mut cat = sig.connect().await;
 
-    drop(redis); // Redis restarts, losing its data.
-                 // The signaling node's commands fail meanwhile (its heartbeat every second, the room's
-                 // re-assertion every 3 s), each starting a reconnection of the store's connection, which
-                 // fails too. This one (on the same store) makes sure that has happened before Redis is
-                 // back, instead of within the next second.
+    // Redis restarts, losing its data. The signaling node's commands fail meanwhile (its
+    // heartbeat every second, the room's re-assertion every 3 s), each starting a reconnection
+    // of the store's connection, whose attempt fails too. This command (on the same store)
+    // makes sure that has happened before Redis is back, instead of within the next second;
+    // the sleep lets its attempt run (starting Redis below blocks this thread, where the
+    // store's reconnection runs).
+    drop(redis);
     assert!(store.room_node("test/call").await.is_err());
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
     let (_redis2, _) = start_redis_on(port);
     let started = Instant::now();
     cat.send(json!({"id": "join", "token": sig.token("cat", "call")}))
