@@ -215,6 +215,78 @@ async fn the_node_list_shows_load_capacity_cpu_and_every_udp_address() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_node_whose_link_dropped_shows_its_real_heartbeat_age_and_counts_nothing() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t1f:").await.unwrap();
+    let load = NodeLoad {
+        participants: 7,
+        load_fpps: 4620,
+        bits_out_per_sec: 21_000_000,
+        cpu_cores: 1.25,
+    };
+    let (a, b) = (node("a", 100, 100_000), node("b", 100, 100_000));
+    store.heartbeat(&a, &load, false, NOW).await.unwrap();
+    store.heartbeat(&b, &load, false, NOW).await.unwrap();
+    // a signaling node's link to a drops: a is dead at once, 400 ms after its last heartbeat.
+    store.node_down("a").await.unwrap();
+    let list = serde_json::to_value(store.nodes(NOW + 400).await.unwrap()).unwrap();
+    let figures = |n: &serde_json::Value| {
+        let f = |k: &str| n[k].clone();
+        (
+            f("id"),
+            f("live"),
+            f("heartbeatAgeMs"),
+            f("participants"),
+            f("load"),
+        )
+    };
+    // Its members are moving to live nodes (which count them): a counts none of them.
+    assert_eq!(
+        figures(&list[0]),
+        ("a".into(), false.into(), 400.into(), 0.into(), 0.into()),
+        "{list}"
+    );
+    assert_eq!(
+        (&list[0]["bitsOut"], &list[0]["cpu"]),
+        (&0.into(), &0.0.into())
+    );
+    assert_eq!(
+        figures(&list[1]),
+        ("b".into(), true.into(), 400.into(), 7.into(), 4620.into()),
+        "{list}"
+    );
+    // Placement agrees: a (the lower id, equal headroom) is skipped.
+    assert_eq!(store.place_room("x", NOW + 400).await.unwrap(), "b");
+    // A node whose heartbeat went stale counts nothing either, with its real age.
+    let later = NOW + NODE_STALE_MS + 1;
+    let list = serde_json::to_value(store.nodes(later).await.unwrap()).unwrap();
+    assert_eq!(
+        figures(&list[1]),
+        (
+            "b".into(),
+            false.into(),
+            (NODE_STALE_MS + 1).into(),
+            0.into(),
+            0.into()
+        ),
+        "{list}"
+    );
+    // a's next heartbeat revives it (b has the reservation of x: a has more headroom).
+    store.heartbeat(&a, &load, false, NOW + 1000).await.unwrap();
+    let list = serde_json::to_value(store.nodes(NOW + 1000).await.unwrap()).unwrap();
+    assert_eq!(
+        figures(&list[0]),
+        ("a".into(), true.into(), 0.into(), 7.into(), 4620.into()),
+        "{list}"
+    );
+    assert_eq!(store.place_room("y", NOW + 1000).await.unwrap(), "a");
+    // Marking a node that has no hash creates none.
+    store.node_down("ghost").await.unwrap();
+    assert_eq!(store.node_link_url("ghost").await.unwrap(), None);
+    assert_eq!(store.nodes(NOW + 1000).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn full_and_dead_nodes_are_skipped_and_no_capacity_is_an_error() {
     let redis = start_redis();
     let store = ClusterStore::connect(&redis.url, "t2:").await.unwrap();
@@ -247,6 +319,42 @@ async fn a_room_whose_node_died_is_placed_again_on_a_live_node() {
         store.node_link_url("b").await.unwrap().as_deref(),
         Some("ws://b/internal/link")
     );
+}
+
+/// The rooms in a node's room set, sorted, and the set's time to live (ms; -1: none, -2: no set).
+async fn room_set(store: &ClusterStore, node: &str) -> (Vec<String>, i64) {
+    use redis::AsyncCommands;
+    let key = format!("{}node:{node}:rooms", store.prefix());
+    let mut conn = store.connection_manager();
+    let mut rooms: Vec<String> = conn.smembers(&key).await.unwrap();
+    rooms.sort();
+    (rooms, conn.pttl(&key).await.unwrap())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_room_that_moves_leaves_its_dead_nodes_room_set_and_every_room_set_expires() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t3b:").await.unwrap();
+    let node_ttl = 15_000;
+    beat(&store, &roomy("a", 10), 0, 0, NOW).await;
+    beat(&store, &roomy("b", 10), 5, 3000, NOW).await;
+    assert_eq!(store.place_room("r", NOW).await.unwrap(), "a");
+    assert_eq!(store.place_room("stays", NOW).await.unwrap(), "a");
+    let (rooms, ttl) = room_set(&store, "a").await;
+    assert_eq!(rooms, ["r", "stays"]);
+    assert!(
+        ttl > 0 && ttl <= node_ttl,
+        "a's room set expires with a: {ttl}"
+    );
+    // a's link drops (it died): r is placed again, on b, and is in b's set only.
+    store.node_down("a").await.unwrap();
+    assert_eq!(store.place_room("r", NOW).await.unwrap(), "b");
+    let (rooms, ttl) = room_set(&store, "a").await;
+    assert_eq!(rooms, ["stays"], "the moved room left the dead node's set");
+    assert!(ttl > 0 && ttl <= node_ttl, "{ttl}");
+    let (rooms, ttl) = room_set(&store, "b").await;
+    assert_eq!(rooms, ["r"]);
+    assert!(ttl > 0 && ttl <= node_ttl, "{ttl}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -291,6 +399,31 @@ async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
         .unwrap();
     assert_eq!(store.place_room("new", NOW).await.unwrap(), "b");
     assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_command_after_redis_returns_does_not_wait_for_a_sleeping_reconnection() {
+    let redis = start_redis();
+    let port = redis.port;
+    let store = ClusterStore::connect(&redis.url, "t6:").await.unwrap();
+    beat(&store, &roomy("a", 10), 0, 0, NOW).await;
+    // Redis is killed (its data with it). A command meanwhile fails and starts a
+    // reconnection; let its attempt run, and fail, while Redis is down (starting Redis below
+    // blocks this thread, the runtime's only one).
+    drop(redis);
+    assert!(store.room_node("r").await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _back = TestRedis::start_on(port);
+    let started = std::time::Instant::now();
+    let answer = store.room_node("r").await;
+    let waited = started.elapsed();
+    // It goes through (on a new connection) instead of failing on the attempt made while Redis
+    // was down, and at once: the redis crate's own retry would sleep at least 1 s first.
+    assert_eq!(answer.unwrap(), None);
+    assert!(
+        waited < std::time::Duration::from_millis(500),
+        "waited {waited:?}"
+    );
 }
 
 mod members {
@@ -548,6 +681,29 @@ mod members {
                 .unwrap()
                 .is_empty());
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_assertion_that_makes_a_nodes_room_set_gives_it_the_nodes_ttl() {
+        let redis = start_redis();
+        let store = ClusterStore::connect(&redis.url, "t7b:").await.unwrap();
+        // The room's node has no set (Redis restarted, or the node died and its keys
+        // expired): the set the assertion makes expires too, as the node's hash would.
+        let (node, _) = store
+            .assert_room(
+                "test/gone",
+                "test",
+                "c",
+                "sig-1",
+                &[member("p1", "sig-1")],
+                TTL,
+            )
+            .await
+            .unwrap();
+        assert_eq!(node, "c");
+        let (rooms, ttl) = room_set(&store, "c").await;
+        assert_eq!(rooms, ["test/gone"]);
+        assert!(ttl > 0 && ttl <= 15_000, "c's room set expires: {ttl}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -11,13 +11,11 @@
 use redis::{AsyncCommands, Script};
 use serde::Serialize;
 
-use super::store::{ClusterError, ClusterStore};
+use super::store::{ClusterError, ClusterStore, NODE_TTL_MS};
 use crate::load;
 
 /// A media node older than this (since its last heartbeat) is dead to placement.
 pub const NODE_STALE_MS: u64 = 5_000;
-/// A node's hash expires this long after its last heartbeat (cleanup of dead nodes).
-const NODE_TTL_MS: u64 = 15_000;
 /// Lifetime of a room -> node record; refreshed while the room lives.
 pub const ROOM_TTL_MS: u64 = 60_000;
 
@@ -27,6 +25,9 @@ pub const ROOM_TTL_MS: u64 = 60_000;
 const PLACE_ROOM: &str = include_str!("scripts/place_room.lua");
 /// Adds to a node's `load`, only if the node's hash exists (never creates half a hash).
 const RESERVE_LOAD: &str = include_str!("scripts/reserve_load.lua");
+/// Marks a node dead until its next heartbeat (`down_hb` = its last `hb`), only if its hash
+/// exists.
+const NODE_DOWN: &str = include_str!("scripts/node_down.lua");
 
 /// What a media node tells the cluster about itself (fixed while it runs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +79,15 @@ pub struct NodeStatus {
     pub cpu: f64,
     /// Milliseconds since the last heartbeat.
     pub heartbeat_age_ms: u64,
+    /// Placement may use it: a fresh heartbeat and no dropped link since. A node that is
+    /// not live counts nothing (participants, load, bits out and CPU are 0): its rooms are
+    /// moving to live nodes, which count their members.
     pub live: bool,
     pub draining: bool,
 }
 
 /// Fields of a node hash the node list reads, in this order.
-const STATUS_FIELDS: [&str; 10] = [
+const STATUS_FIELDS: [&str; 11] = [
     "link_url",
     "udp_addrs",
     "capacity",
@@ -94,6 +98,7 @@ const STATUS_FIELDS: [&str; 10] = [
     "cpu",
     "hb",
     "draining",
+    "down_hb",
 ];
 
 /// Milli-cores, as the node hash stores CPU (an integer, like every other field).
@@ -135,6 +140,9 @@ impl ClusterStore {
             .ignore()
             .pexpire(&key, NODE_TTL_MS as i64)
             .ignore()
+            // The room set lives as long as the hash: a dead node's expires with it.
+            .pexpire(self.node_rooms_key(&node.id), NODE_TTL_MS as i64)
+            .ignore()
             .sadd(self.nodes_key(), &node.id)
             .ignore()
             .query_async::<()>(&mut conn)
@@ -170,6 +178,7 @@ impl ClusterStore {
             .arg(self.prefix())
             .arg(room)
             .arg(load::new_room_reservation())
+            .arg(NODE_TTL_MS)
             .invoke_async(&mut conn)
             .await?;
         placed.ok_or(ClusterError::NoCapacity)
@@ -200,14 +209,15 @@ impl ClusterStore {
     }
 
     /// A media node's link dropped: dead to placement now, instead of after its heartbeat
-    /// goes stale. A live node's next heartbeat revives it.
+    /// goes stale. A live node's next heartbeat revives it. Its last heartbeat time is kept
+    /// (the node list shows how long ago it reported).
     pub async fn node_down(&self, node_id: &str) -> Result<(), ClusterError> {
-        let key = self.node_key(node_id);
+        ClusterError::check_name(node_id)?;
         let mut conn = self.conn();
-        let exists: bool = conn.exists(&key).await?;
-        if exists {
-            conn.hset::<_, _, _, ()>(&key, "hb", 0).await?;
-        }
+        let _: i64 = Script::new(NODE_DOWN)
+            .key(self.node_key(node_id))
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -241,18 +251,25 @@ impl ClusterStore {
                 })
                 .unwrap_or_default();
             let heartbeat_age_ms = now_ms.saturating_sub(hb);
+            // The same rule as placement's (`place_room.lua`): fresh, and no dropped link
+            // since that heartbeat.
+            let down = number("down_hb") == Some(hb);
+            let live = heartbeat_age_ms <= NODE_STALE_MS && !down;
+            // A dead node's last figures are not current: its members are gone or moving to
+            // live nodes, which count them (counting both would count them twice).
+            let current = |name: &str| if live { number(name).unwrap_or(0) } else { 0 };
             out.push(NodeStatus {
                 id,
                 link_url,
                 udp_addrs,
                 capacity: number("capacity").unwrap_or(0) as u32,
-                participants: number("participants").unwrap_or(0) as u32,
-                load: number("load").unwrap_or(0),
+                participants: current("participants") as u32,
+                load: current("load"),
                 load_capacity: number("load_capacity").unwrap_or(0),
-                bits_out: number("bits_out").unwrap_or(0),
-                cpu: number("cpu").unwrap_or(0) as f64 / 1000.0,
+                bits_out: current("bits_out"),
+                cpu: current("cpu") as f64 / 1000.0,
                 heartbeat_age_ms,
-                live: heartbeat_age_ms <= NODE_STALE_MS,
+                live,
                 draining: text("draining").as_deref() == Some("1"),
             });
         }

@@ -6,7 +6,7 @@
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use super::store::{ClusterError, ClusterStore};
+use super::store::{ClusterError, ClusterStore, NODE_TTL_MS};
 use crate::protocol::ParticipantInfo;
 
 /// Join: refuse when full (a member already recorded may come back), else record the
@@ -26,7 +26,7 @@ const CLAIM_MEMBER: &str = include_str!("scripts/claim_member.lua");
 
 /// Periodic re-assertion by one instance of one room (recreates everything after a Redis
 /// restart, drops records of its own that it no longer has): room -> node unless the room
-/// already names one, the room in its node's and community's sets, exactly `ARGV[6..]` as
+/// already names one, the room in its node's and community's sets, exactly `ARGV[7..]` as
 /// this instance's members. Returns the room's node and every member.
 const ASSERT_ROOM: &str = include_str!("scripts/assert_room.lua");
 
@@ -251,7 +251,8 @@ impl ClusterStore {
             .arg(node)
             .arg(instance)
             .arg(ttl_ms)
-            .arg(self.prefix());
+            .arg(self.prefix())
+            .arg(NODE_TTL_MS);
         for record in mine {
             script
                 .arg(&record.participant.participant_id)

@@ -186,6 +186,75 @@ fn classify(e: redis::RedisError) -> ClusterError {
     }
 }
 
+/// Connection attempts the store's connection manager retries when it finds its connection
+/// gone: none, so a reconnection is one attempt and never sleeps. The redis crate (0.32)
+/// sleeps at least 1 s, plus up to as much again of jitter, before its first retry, whatever
+/// `factor` and `max_delay` say, and every command waits for the reconnection under way: right
+/// after Redis came back, a join waited up to ~1.5 s for a retry that was sleeping (behind a
+/// room's re-assertion, which waited for it too). With one attempt, a command during an outage
+/// fails at once and the next one tries again; [`StoreConnection`] resends a command that found
+/// a failed attempt.
+const RECONNECT_RETRIES: usize = 0;
+/// Longest wait for one connection attempt (an unreachable host; a closed port fails at once).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for the answer to one command.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The store's connection: its multiplexed [`ConnectionManager`], and one resend of a command
+/// that was never sent because the reconnection it waited for had failed. The manager makes
+/// one connection attempt each time it finds the connection gone ([`RECONNECT_RETRIES`]); a
+/// command that finds the last attempt failed starts a new one and fails without being sent.
+/// Sent once more, it waits for that new attempt: the first command after Redis returns goes
+/// through instead of failing on an attempt made while Redis was down. A command that may have
+/// reached Redis is never resent (our scripts are not all idempotent: a resume rotates its
+/// secret).
+#[derive(Clone)]
+pub(super) struct StoreConnection(ConnectionManager);
+
+/// Whether a command failed before it was sent: the connection manager's reconnection had
+/// failed (the manager says so with this text, on I/O errors only, and only there).
+fn never_sent(e: &redis::RedisError) -> bool {
+    e.is_io_error() && e.to_string().starts_with("Reconnecting failed")
+}
+
+impl redis::aio::ConnectionLike for StoreConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            match self.0.send_packed_command(cmd).await {
+                Err(e) if never_sent(&e) => {
+                    tracing::debug!(error = %e, "redis reconnection had failed; sending again");
+                    self.0.send_packed_command(cmd).await
+                }
+                answer => answer,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            match self.0.send_packed_commands(cmd, offset, count).await {
+                Err(e) if never_sent(&e) => {
+                    tracing::debug!(error = %e, "redis reconnection had failed; sending again");
+                    self.0.send_packed_commands(cmd, offset, count).await
+                }
+                answer => answer,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        redis::aio::ConnectionLike::get_db(&self.0)
+    }
+}
+
 /// Cluster state over one Redis connection (cheap to clone; reconnects by itself).
 #[derive(Clone)]
 pub struct ClusterStore {
@@ -203,14 +272,13 @@ impl ClusterStore {
         prefix: &str,
     ) -> Result<Self, ClusterError> {
         let client = redis.into().client()?;
-        // Fail fast while Redis is away (the defaults retry for minutes with commands
-        // waiting): callers decide what to do, and the next command reconnects.
+        // Fail fast while Redis is away, and never make a command wait for a reconnection
+        // that is sleeping (see `RECONNECT_RETRIES`): callers decide what to do, and the
+        // next command reconnects.
         let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
-            .set_factor(100)
-            .set_max_delay(500)
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(2));
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
         let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(classify)?;
@@ -231,11 +299,12 @@ impl ClusterStore {
         &self.prefix
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    pub(super) fn conn(&self) -> StoreConnection {
+        StoreConnection(self.conn.clone())
     }
 
-    /// The store's multiplexed connection (cheap to clone), for other users of the same Redis.
+    /// The store's multiplexed connection (cheap to clone), for other users of the same Redis
+    /// (the same single-attempt reconnection, without [`StoreConnection`]'s resend).
     pub fn connection_manager(&self) -> ConnectionManager {
         self.conn.clone()
     }
@@ -246,6 +315,10 @@ impl ClusterStore {
         &self.client
     }
 }
+
+/// A media node's keys (its hash and its room set) expire this long after its last heartbeat
+/// (cleanup of dead nodes; a live node's heartbeat, every second, keeps them).
+pub(super) const NODE_TTL_MS: u64 = 15_000;
 
 /// Key naming: every key the store reads or writes from Rust (the table in `docs/cluster.md`).
 /// The Lua scripts build `node:{id}`, `node:{id}:rooms` and `signaling:{instance}:members`
@@ -262,6 +335,10 @@ impl ClusterStore {
     /// Hash: one media node's heartbeat fields.
     pub(super) fn node_key(&self, node_id: &str) -> String {
         self.key(&format!("node:{node_id}"))
+    }
+    /// Set: the rooms on one media node (expires with the node's hash).
+    pub(super) fn node_rooms_key(&self, node_id: &str) -> String {
+        self.key(&format!("node:{node_id}:rooms"))
     }
     /// String: the media node a room is placed on.
     pub(super) fn room_key(&self, room: &str) -> String {

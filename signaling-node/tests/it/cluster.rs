@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::cluster_support::*;
-use crate::support::{start_cluster, valid_offer, Options, Received, TestServer};
+use crate::support::{start_cluster, valid_offer, Client, Options, Received, TestServer};
 
 async fn store(redis_url: &str) -> ClusterStore {
     ClusterStore::connect(redis_url, "conclave:").await.unwrap()
@@ -274,6 +274,116 @@ async fn a_room_placed_on_a_node_that_cannot_be_reached_moves_to_a_live_one() {
     );
     c.send(json!({"id": "leave"})).await;
     c.expect("left").await;
+}
+
+/// After `mediaState failed` (other messages skipped), offer again until the room's new
+/// media node answers (its link may still be connecting).
+async fn offer_again_after_failure(c: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = c.expect_any().await;
+        if v["id"] == "mediaState" && v["state"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no mediaState failed");
+    }
+    loop {
+        c.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+        let v = loop {
+            let v = c.expect_any().await;
+            if v["id"] == "answer" || v["id"] == "error" {
+                break v;
+            }
+        };
+        if v["id"] == "answer" {
+            return;
+        }
+        assert_eq!(v["code"], "unavailable", "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "the new media node never answered"
+        );
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_killed_media_node_counts_nothing_and_keeps_no_room_that_moved_away() {
+    let (_redis, redis_url) = start_redis();
+    let (mut m1, _, _) = spawn_media_node(&redis_url, "m1", 100);
+    let _m2 = spawn_media_node(&redis_url, "m2", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1", "m2"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(5), 25);
+    // Equal headroom: the room goes to the lower id, m1.
+    let (mut ann, a) = join_and_offer(&sig, "ann", "call").await;
+    assert_eq!(a["id"], "answer", "{a}");
+    let (mut bob, b) = join_and_offer(&sig, "bob", "call").await;
+    assert_eq!(b["id"], "answer", "{b}");
+    assert_eq!(
+        store.room_node("test/call").await.unwrap().as_deref(),
+        Some("m1")
+    );
+    counts_settle(&store, &[("m1", 2)]).await;
+
+    m1.kill();
+    let killed = Instant::now();
+    // The room moves to m2 and both members offer there.
+    offer_again_after_failure(&mut ann).await;
+    offer_again_after_failure(&mut bob).await;
+    assert_eq!(
+        store.room_node("test/call").await.unwrap().as_deref(),
+        Some("m2")
+    );
+    counts_settle(&store, &[("m2", 2)]).await;
+
+    // m1 is still listed (its hash lives 15 s after its last heartbeat): dead, counting
+    // none of the members m2 now counts, with the real age of its last heartbeat.
+    let mut res = awc::Client::new()
+        .get(format!("{}/api/nodes", sig.base))
+        .insert_header((
+            "Authorization",
+            format!("Bearer {}", crate::support::API_KEY),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = res.json().await.unwrap();
+    let since_kill = killed.elapsed().as_millis() as u64;
+    let nodes = v["mediaNodes"].as_array().expect("mediaNodes");
+    let m1 = nodes.iter().find(|n| n["id"] == "m1").expect("m1 listed");
+    assert_eq!(m1["live"], false, "{v}");
+    assert_eq!(m1["participants"], 0, "{v}");
+    // It last reported at most one heartbeat period (1 s) before the kill.
+    let age = m1["heartbeatAgeMs"].as_u64().unwrap();
+    assert!(
+        age <= since_kill + 2_000,
+        "age {age} ms, killed {since_kill} ms ago: {v}"
+    );
+    let total: u64 = nodes
+        .iter()
+        .map(|n| n["participants"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "each member counted once: {v}");
+
+    // The room left m1's room set, and that set expires with m1's hash.
+    let mut conn = store.connection_manager();
+    let key = "conclave:node:m1:rooms";
+    let rooms: Vec<String> = redis::AsyncCommands::smembers(&mut conn, key)
+        .await
+        .unwrap();
+    assert!(rooms.is_empty(), "{rooms:?}");
+    let m2_rooms: Vec<String> = redis::AsyncCommands::smembers(&mut conn, "conclave:node:m2:rooms")
+        .await
+        .unwrap();
+    assert_eq!(m2_rooms, ["test/call"]);
+    let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, "conclave:node:m2:rooms")
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= 15_000,
+        "m2's room set expires with m2's hash: {ttl}"
+    );
 }
 
 #[actix_rt::test]
@@ -563,6 +673,41 @@ async fn redis_down_mid_call_keeps_the_call_and_refuses_new_joins_until_it_retur
         actix_rt::time::sleep(Duration::from_millis(300)).await;
     }
     ann.expect("participantJoined").await;
+}
+
+#[actix_rt::test]
+async fn a_join_right_after_redis_returns_does_not_wait_for_a_sleeping_reconnection() {
+    let port = free_port();
+    let (redis, redis_url) = start_redis_on(port);
+    let _m = spawn_media_node(&redis_url, "m1", 100);
+    let store = store(&redis_url).await;
+    registered(&store, &["m1"]).await;
+    let sig = signaling(&store, "sig-1", Duration::from_secs(5), 25);
+    let (_ann, a) = join_and_offer(&sig, "ann", "call").await;
+    assert_eq!(a["id"], "answer", "{a}");
+    let mut cat = sig.connect().await;
+
+    // Redis restarts, losing its data. The signaling node's commands fail meanwhile (its
+    // heartbeat every second, the room's re-assertion every 3 s), each starting a reconnection
+    // of the store's connection, whose attempt fails too. This command (on the same store)
+    // makes sure that has happened before Redis is back, instead of within the next second;
+    // the sleep lets its attempt run (starting Redis below blocks this thread, where the
+    // store's reconnection runs).
+    drop(redis);
+    assert!(store.room_node("test/call").await.is_err());
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    let (_redis2, _) = start_redis_on(port);
+    let started = Instant::now();
+    cat.send(json!({"id": "join", "token": sig.token("cat", "call")}))
+        .await;
+    let v = cat.expect_any().await;
+    let waited = started.elapsed();
+    assert_eq!(v["id"], "joined", "{v}");
+    // Not behind a reconnection sleeping in the redis crate's backoff (at least 1 s).
+    assert!(
+        waited < Duration::from_millis(600),
+        "the join waited {waited:?}"
+    );
 }
 
 #[actix_rt::test]

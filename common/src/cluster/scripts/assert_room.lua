@@ -1,15 +1,17 @@
 -- Periodic re-assertion of one room by one instance (ClusterStore::assert_room); recreates
 -- everything after a Redis restart and drops records of its own that it no longer has:
 -- room -> node unless the room already names one, the room in its node's and community's
--- sets, exactly ARGV[6..] as this instance's members.
+-- sets, exactly ARGV[7..] as this instance's members.
 -- KEYS: room:{room}:members, community:{community}:rooms, room:{room},
 --       signaling:{instance}:members
--- ARGV: room, node, instance, TTL (ms), key prefix, then participant id, record (JSON) pairs
+-- ARGV: room, node, instance, TTL (ms), key prefix, node TTL (ms: a node's room set expires
+--       with its hash), then participant id, record (JSON) pairs
 -- Returns {the room's node, every member record}.
 local members, community_rooms, room_key, instance_members = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local room, node, instance, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local node_ttl = ARGV[6]
 local mine = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   mine[ARGV[i]] = true
   local existing = redis.call('HGET', members, ARGV[i])
   -- A member resumed on another instance is theirs now.
@@ -36,5 +38,10 @@ if not current then
 elseif current == node then
   redis.call('PEXPIRE', room_key, ttl)
 end
-redis.call('SADD', prefix .. 'node:' .. current .. ':rooms', room)
+local node_rooms = prefix .. 'node:' .. current .. ':rooms'
+redis.call('SADD', node_rooms, room)
+-- A set made here (after a Redis restart, or of a node that has died) gets the node's TTL.
+if redis.call('PTTL', node_rooms) < 0 then
+  redis.call('PEXPIRE', node_rooms, node_ttl)
+end
 return {current, redis.call('HVALS', members)}
