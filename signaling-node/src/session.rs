@@ -12,7 +12,8 @@ use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
 use conclave_common::frame_limit::Tripped;
 use conclave_common::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
+    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo,
+    ParticipantMedia, ServerMessage,
 };
 
 use crate::auth::{Claims, TokenKeys, TokenUse};
@@ -258,6 +259,8 @@ impl Session {
             video,
             // A client deafened at join says so with `setDeafened` right after `joined`.
             deafened: false,
+            // Until the media node reports its peer connected.
+            media: Some(ParticipantMedia::Connecting),
         };
         let key = RoomKey {
             community: claims.community,

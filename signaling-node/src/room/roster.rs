@@ -2,7 +2,7 @@
 
 use conclave_common::caps::ParticipantCaps;
 use conclave_common::load;
-use conclave_common::protocol::ParticipantInfo;
+use conclave_common::protocol::{ParticipantInfo, ParticipantMedia};
 
 use crate::error::{Refusal, RequestError};
 
@@ -186,6 +186,19 @@ impl Roster {
         (before != visible_state(&m.info)).then(|| m.info.clone())
     }
 
+    /// Set the media connection state everyone sees. Returns the new state if it changed.
+    pub fn set_media_state(
+        &mut self,
+        participant_id: &str,
+        media: ParticipantMedia,
+    ) -> Option<ParticipantInfo> {
+        let m = self.get_mut(participant_id)?;
+        (m.info.media != Some(media)).then(|| {
+            m.info.media = Some(media);
+            m.info.clone()
+        })
+    }
+
     /// The member sends its one offer: allowed only without a peer.
     pub fn begin_offer(&mut self, participant_id: &str) -> Result<(), RequestError> {
         let m = self
@@ -248,9 +261,9 @@ impl Roster {
     }
 }
 
-/// The on/off states of a member that everyone sees (`participantState`).
-fn visible_state(info: &ParticipantInfo) -> (bool, bool, bool) {
-    (info.audio, info.video, info.deafened)
+/// The states of a member that everyone sees (`participantState`).
+fn visible_state(info: &ParticipantInfo) -> (bool, bool, bool, Option<ParticipantMedia>) {
+    (info.audio, info.video, info.deafened, info.media)
 }
 
 /// Packets per second a member publishes, from its microphone and camera state (camera off:
@@ -272,6 +285,7 @@ mod tests {
             audio: true,
             video: true,
             deafened: false,
+            media: Some(ParticipantMedia::Connecting),
         }
     }
 
