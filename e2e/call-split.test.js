@@ -2,6 +2,8 @@
 // Two-process topology: media-node and signaling-node linked over the internal WebSocket.
 // Then the media node dies for good: everyone sees the others' media fail (not tiles that
 // claim "cam on"), and each client stops retrying after a few attempts until its user acts.
+// On the way, one page declares its video m-line a screen (`setSources`) and the other
+// receives it as such.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { Harness, waitFor, waitMediaFrom, waitEvent, sleep } = require('./lib/harness');
@@ -41,10 +43,30 @@ test('two processes: three join, camera off, one leaves, a fourth joins late', {
   await t.test('media state is visible to everyone; a client gives up after a few attempts', async () => {
     const room = roomName('mstate');
     const eve = await h.openPage(url, { room, name: 'Eve' });
-    const finn = await h.openPage(url, { room, name: 'Finn' });
+    // Finn's client declares its video m-line as a screen (what a screen share will send).
+    const finn = await h.openPage(url, {
+      room,
+      name: 'Finn',
+      initScript: () => {
+        const inner = WebSocket.prototype.send;
+        WebSocket.prototype.send = function (data) {
+          const m = JSON.parse(data);
+          if (m.id !== 'setSources') return inner.call(this, data);
+          for (const mid of Object.keys(m.sources)) if (m.sources[mid] === 'camera') m.sources[mid] = 'screen';
+          return inner.call(this, JSON.stringify(m));
+        };
+      },
+    });
     await h.join(eve, room, 'Eve');
     await h.join(finn, room, 'Finn');
     await waitMediaFrom(eve, [finn.participantId]);
+    await waitMediaFrom(finn, [eve.participantId]);
+    // Sources as each publisher declared them: Finn's video is a screen, Eve's a camera.
+    const sourcesOf = (page, pid) =>
+      page.evaluate((pid) => Object.values(window.conclave.tracks).filter((t) => t.participantId === pid).map((t) => `${t.kind}:${t.source}`).sort(), pid);
+    assert.deepEqual(await finn.evaluate(() => window.__sent.find((m) => m.id === 'setSources').sources), { 0: 'microphone', 1: 'screen' });
+    assert.deepEqual(await sourcesOf(eve, finn.participantId), ['audio:microphone', 'video:screen']);
+    assert.deepEqual(await sourcesOf(finn, eve.participantId), ['audio:microphone', 'video:camera']);
     // Connected: Eve sees Finn's media up, and the roster's "cam on" holds.
     const up = await waitFor("Eve: Finn's media connected", async () => {
       const v = await mediaView(eve, finn.participantId);

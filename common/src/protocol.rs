@@ -88,6 +88,17 @@ pub enum ClientMessage {
     /// {"id":"setDeafened","enabled":true}
     /// ```
     SetDeafened { enabled: bool },
+    /// What each of the client's own m-lines carries, by `mid`: `microphone` or `screen` on an
+    /// audio m-line, `camera` or `screen` on a video m-line. Sent before the `offer` it
+    /// describes; it holds for later offers too, until the next `setSources`. Optional: an
+    /// m-line not declared is `microphone` (audio) or `camera` (video), as before.
+    ///
+    /// ```json
+    /// {"id":"setSources","sources":{"0":"microphone","1":"camera"}}
+    /// ```
+    SetSources {
+        sources: std::collections::BTreeMap<String, TrackSource>,
+    },
     /// Leave the room. The server answers with `left` and keeps the socket open.
     ///
     /// ```json
@@ -178,8 +189,8 @@ pub enum TrackKind {
     Video,
 }
 
-/// What a track shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a track shows (or plays: a screen share's audio is `screen` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TrackSource {
     Camera,
@@ -406,6 +417,19 @@ impl ErrorCode {
     }
 }
 
+impl TrackSource {
+    /// Whether a track of `kind` may carry this source: a microphone is audio, a camera
+    /// video, a screen either (its picture, its sound).
+    pub fn fits(self, kind: TrackKind) -> bool {
+        matches!(
+            (self, kind),
+            (TrackSource::Microphone, TrackKind::Audio)
+                | (TrackSource::Camera, TrackKind::Video)
+                | (TrackSource::Screen, _)
+        )
+    }
+}
+
 impl ClientMessage {
     /// The message's `id` on the wire.
     pub fn id(&self) -> &'static str {
@@ -417,6 +441,7 @@ impl ClientMessage {
             ClientMessage::SetAudio { .. } => "setAudio",
             ClientMessage::SetVideo { .. } => "setVideo",
             ClientMessage::SetDeafened { .. } => "setDeafened",
+            ClientMessage::SetSources { .. } => "setSources",
             ClientMessage::Leave => "leave",
             ClientMessage::Heartbeat => "heartbeat",
             ClientMessage::Resume { .. } => "resume",
@@ -485,6 +510,7 @@ const KNOWN_CLIENT_IDS: &[&str] = &[
     "setAudio",
     "setVideo",
     "setDeafened",
+    "setSources",
     "leave",
     "heartbeat",
     "resume",

@@ -46,7 +46,7 @@ impl Room {
         };
         let has_peer = member.media != MediaPhase::NoPeer;
         match request {
-            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid) {
+            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid, &sdp) {
                 Ok(()) => {
                     self.reserve_peer_load(&pid);
                     // Offering again after a failure: the others see it trying.
@@ -83,6 +83,7 @@ impl Room {
             ParticipantRequest::SetAudio(on) => self.set_state(&pid, Some(on), None, None),
             ParticipantRequest::SetVideo(on) => self.set_state(&pid, None, Some(on), None),
             ParticipantRequest::SetDeafened(on) => self.set_state(&pid, None, None, Some(on)),
+            ParticipantRequest::SetSources(sources) => self.roster.set_sources(&pid, sources),
         }
     }
 
@@ -99,10 +100,20 @@ impl Room {
             MediaEvent::Offer {
                 participant_id,
                 sdp,
-                tracks,
+                mut tracks,
                 ..
             } => {
                 self.adopting.remove(&participant_id);
+                // Each publisher's own word on what its tracks show (`setSources`).
+                for track in &mut tracks {
+                    if let Some(source) = self
+                        .roster
+                        .get(&track.participant_id)
+                        .and_then(|owner| owner.declared_source(track.kind))
+                    {
+                        track.source = source;
+                    }
+                }
                 self.send_to(&participant_id, ServerMessage::ServerOffer { sdp, tracks })
             }
             MediaEvent::PeerState {

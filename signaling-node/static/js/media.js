@@ -356,6 +356,9 @@ export async function startMedia(s) {
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
+  // Say which m-line is the microphone and which the camera (a screen share will be
+  // `screen`): the others' tiles go by it (docs/protocol.md, setSources).
+  send({ id: 'setSources', sources: { [s.transceivers.audio.mid]: 'microphone', [s.transceivers.video.mid]: 'camera' } });
   send({ id: 'offer', sdp: pc.localDescription.sdp });
   s.offerSent = true;
   for (const c of s.pendingCandidates.splice(0)) send(c);

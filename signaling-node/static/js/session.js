@@ -363,6 +363,11 @@ async function handle(s, msg) {
         // node is unreachable: try again a little later, a few times.
         return retryMedia(s, 'the media server is unavailable', UNAVAILABLE_RETRY_MS);
       }
+      if (msg.code === 'unknown_message' && /setSources/.test(msg.message || '')) {
+        // A server from before source declarations: it takes every video track for a camera.
+        logLine('warn', 'this server does not take source declarations');
+        return;
+      }
       if (msg.code === 'unknown_message' && /setDeafened/.test(msg.message || '')) {
         // A server from before deafen: incoming audio is still muted here, the room just
         // does not hear of it.

@@ -169,3 +169,34 @@ async fn media_that_never_connects_is_dropped_after_the_deadline() {
     assert_eq!(a.expect("participantState").await["media"], "connecting");
     assert_eq!(b.expect("participantState").await["media"], "connecting");
 }
+
+/// `setSources` (what the client's own m-lines carry) needs a joined session, fits the offer
+/// caps, and is taken silently; what it changes shows in the others' `serverOffer` tracks
+/// (connected media: e2e/call-split.test.js).
+#[actix_rt::test]
+async fn source_declarations_are_checked_and_taken_silently() {
+    let server = start(Options::default());
+    let mut c = server.connect().await;
+    c.send(json!({"id": "setSources", "sources": {"0": "microphone", "1": "camera"}}))
+        .await;
+    c.expect_error("not_joined").await;
+    let (mut a, _) = server.join("a", "sources").await;
+    let (mut b, _) = server.join("b", "sources").await;
+    a.expect("participantJoined").await;
+    a.send(json!({"id": "setSources", "sources": {"0": "microphone", "1": "screen"}}))
+        .await;
+    a.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    // No reply of its own, and nothing for the others: the offer's answer comes next.
+    a.expect("answer").await;
+    b.expect_silence(Duration::from_millis(300)).await;
+    // More m-lines than an offer may have (4), an empty or over-long mid, an unknown source.
+    for sources in [
+        json!({"0": "microphone", "1": "camera", "2": "screen", "3": "screen", "4": "screen"}),
+        json!({"": "camera"}),
+        json!({"x".repeat(33): "camera"}),
+        json!({"1": "window"}),
+    ] {
+        a.send(json!({"id": "setSources", "sources": sources})).await;
+        a.expect_error("bad_message").await;
+    }
+}
