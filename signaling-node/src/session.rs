@@ -12,8 +12,8 @@ use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
 use conclave_common::frame_limit::Tripped;
 use conclave_common::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo,
-    ParticipantMedia, ServerMessage,
+    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ParticipantMedia,
+    ServerMessage,
 };
 
 use crate::auth::{Claims, TokenKeys, TokenUse};
@@ -234,7 +234,11 @@ impl Session {
             ParticipantRequest::SetSources(sources) => {
                 // No more m-lines than an offer may have, and mids of a sane length.
                 let too_many = sources.len() > self.deps.caps.max_offer_m_lines as usize;
-                if too_many || sources.keys().any(|mid| mid.is_empty() || mid.len() > MAX_MID_BYTES) {
+                if too_many
+                    || sources
+                        .keys()
+                        .any(|mid| mid.is_empty() || mid.len() > MAX_MID_BYTES)
+                {
                     return Self::error(
                         ctx,
                         ErrorCode::BadMessage,

@@ -408,7 +408,10 @@ mod tests {
         r.set_media("a", MediaPhase::Active);
         r.reset_media();
         r.begin_offer("a", "").unwrap();
-        assert_eq!(r.begin_offer("x", "").unwrap_err().code(), ErrorCode::NotJoined);
+        assert_eq!(
+            r.begin_offer("x", "").unwrap_err().code(),
+            ErrorCode::NotJoined
+        );
     }
 
     #[test]
@@ -533,17 +536,29 @@ mod tests {
                 ("1".to_string(), TrackSource::Screen),
             ]),
         );
-        assert_eq!(a(&r).declared_source(TrackKind::Video), Some(TrackSource::Screen));
-        assert_eq!(a(&r).declared_source(TrackKind::Audio), Some(TrackSource::Microphone));
+        assert_eq!(
+            a(&r).declared_source(TrackKind::Video),
+            Some(TrackSource::Screen)
+        );
+        assert_eq!(
+            a(&r).declared_source(TrackKind::Audio),
+            Some(TrackSource::Microphone)
+        );
         // A source that does not fit the m-line's kind is not taken.
-        r.set_sources("a", BTreeMap::from([("0".to_string(), TrackSource::Camera)]));
+        r.set_sources(
+            "a",
+            BTreeMap::from([("0".to_string(), TrackSource::Camera)]),
+        );
         assert_eq!(a(&r).declared_source(TrackKind::Audio), None);
         // Two video m-lines: which track is which needs the publisher's mid of each.
         let two = format!("{sdp}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n");
         assert_eq!(offered_mids(&two).len(), 3);
         r.set_media("a", MediaPhase::NoPeer);
         r.begin_offer("a", &two).unwrap();
-        r.set_sources("a", BTreeMap::from([("1".to_string(), TrackSource::Camera)]));
+        r.set_sources(
+            "a",
+            BTreeMap::from([("1".to_string(), TrackSource::Camera)]),
+        );
         assert_eq!(a(&r).declared_source(TrackKind::Video), None);
     }
 }

@@ -131,7 +131,10 @@ async fn media_that_never_connects_is_dropped_after_the_deadline() {
     let a_id = joined_a["participantId"].as_str().unwrap().to_string();
     let (mut b, joined_b) = server.join("b", "never-connects").await;
     // The newcomer's roster shows that a has no media connection yet ...
-    assert_eq!(joined_b["participants"][0]["media"], "connecting", "{joined_b}");
+    assert_eq!(
+        joined_b["participants"][0]["media"], "connecting",
+        "{joined_b}"
+    );
     // ... and a sees the same of b.
     let pj = a.expect("participantJoined").await;
     assert_eq!(pj["participant"]["media"], "connecting", "{pj}");
@@ -196,7 +199,8 @@ async fn source_declarations_are_checked_and_taken_silently() {
         json!({"x".repeat(33): "camera"}),
         json!({"1": "window"}),
     ] {
-        a.send(json!({"id": "setSources", "sources": sources})).await;
+        a.send(json!({"id": "setSources", "sources": sources}))
+            .await;
         a.expect_error("bad_message").await;
     }
 }
