@@ -88,6 +88,17 @@ pub enum ClientMessage {
     /// {"id":"setDeafened","enabled":true}
     /// ```
     SetDeafened { enabled: bool },
+    /// What each of the client's own m-lines carries, by `mid`: `microphone` or `screen` on an
+    /// audio m-line, `camera` or `screen` on a video m-line. Sent before the `offer` it
+    /// describes; it holds for later offers too, until the next `setSources`. Optional: an
+    /// m-line not declared is `microphone` (audio) or `camera` (video), as before.
+    ///
+    /// ```json
+    /// {"id":"setSources","sources":{"0":"microphone","1":"camera"}}
+    /// ```
+    SetSources {
+        sources: std::collections::BTreeMap<String, TrackSource>,
+    },
     /// Leave the room. The server answers with `left` and keeps the socket open.
     ///
     /// ```json
@@ -139,6 +150,35 @@ pub struct ParticipantInfo {
     /// Hears nobody (`setDeafened`). Left out when false; absent means false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deafened: bool,
+    /// Where its media connection stands, so the others can show a tile that is still
+    /// connecting or has failed. Absent from a server older than this field: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<ParticipantMedia>,
+}
+
+/// Where a participant's media connection stands, as everyone in the room sees it
+/// (`media` in `ParticipantInfo` and `participantState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ParticipantMedia {
+    /// No media connection yet: joined, offered, or offering again after a failure.
+    Connecting,
+    /// ICE and DTLS are up: its tracks flow.
+    Connected,
+    /// ICE lost it; the media node waits for it to come back.
+    Disconnected,
+    /// Its media connection failed and it has none now (it may try again).
+    Failed,
+}
+
+impl From<MediaConnectionState> for ParticipantMedia {
+    fn from(state: MediaConnectionState) -> Self {
+        match state {
+            MediaConnectionState::Connected => ParticipantMedia::Connected,
+            MediaConnectionState::Disconnected => ParticipantMedia::Disconnected,
+            MediaConnectionState::Failed => ParticipantMedia::Failed,
+        }
+    }
 }
 
 /// Kind of media a track carries.
@@ -149,8 +189,8 @@ pub enum TrackKind {
     Video,
 }
 
-/// What a track shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a track shows (or plays: a screen share's audio is `screen` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TrackSource {
     Camera,
@@ -231,8 +271,9 @@ pub enum ServerMessage {
         participant_id: String,
         reason: LeaveReason,
     },
-    /// A participant turned its microphone or camera on or off, or deafened or undeafened.
-    /// Every field is the state after the change; `deafened` is left out when false.
+    /// A participant turned its microphone or camera on or off, deafened or undeafened, or
+    /// its media connection changed state. Every field is the state after the change;
+    /// `deafened` is left out when false, `media` by servers older than it.
     ///
     /// ```json
     /// {"id":"participantState","participantId":"p-9a8b","audio":true,"video":false}
@@ -241,6 +282,10 @@ pub enum ServerMessage {
     /// ```json
     /// {"id":"participantState","participantId":"p-9a8b","audio":false,"video":false,"deafened":true}
     /// ```
+    ///
+    /// ```json
+    /// {"id":"participantState","participantId":"p-9a8b","audio":true,"video":true,"media":"failed"}
+    /// ```
     #[serde(rename_all = "camelCase")]
     ParticipantState {
         participant_id: String,
@@ -248,6 +293,8 @@ pub enum ServerMessage {
         video: bool,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deafened: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<ParticipantMedia>,
     },
     /// The media connection of this client changed state (`connected`, `disconnected`,
     /// `failed`). `failed` means the server has no media peer for this client any more (its
@@ -370,6 +417,19 @@ impl ErrorCode {
     }
 }
 
+impl TrackSource {
+    /// Whether a track of `kind` may carry this source: a microphone is audio, a camera
+    /// video, a screen either (its picture, its sound).
+    pub fn fits(self, kind: TrackKind) -> bool {
+        matches!(
+            (self, kind),
+            (TrackSource::Microphone, TrackKind::Audio)
+                | (TrackSource::Camera, TrackKind::Video)
+                | (TrackSource::Screen, _)
+        )
+    }
+}
+
 impl ClientMessage {
     /// The message's `id` on the wire.
     pub fn id(&self) -> &'static str {
@@ -381,6 +441,7 @@ impl ClientMessage {
             ClientMessage::SetAudio { .. } => "setAudio",
             ClientMessage::SetVideo { .. } => "setVideo",
             ClientMessage::SetDeafened { .. } => "setDeafened",
+            ClientMessage::SetSources { .. } => "setSources",
             ClientMessage::Leave => "leave",
             ClientMessage::Heartbeat => "heartbeat",
             ClientMessage::Resume { .. } => "resume",
@@ -449,6 +510,7 @@ const KNOWN_CLIENT_IDS: &[&str] = &[
     "setAudio",
     "setVideo",
     "setDeafened",
+    "setSources",
     "leave",
     "heartbeat",
     "resume",
@@ -514,6 +576,7 @@ mod tests {
             audio: false,
             video: true,
             deafened: true,
+            media: None,
         };
         assert!(serde_json::to_string(&deaf)
             .unwrap()

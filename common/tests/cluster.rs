@@ -442,6 +442,7 @@ mod members {
                 audio: true,
                 video: true,
                 deafened: false,
+                media: None,
             },
             signaling: instance.into(),
             resume_hash: resume_hash(&format!("secret-{pid}")),

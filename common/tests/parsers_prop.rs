@@ -28,7 +28,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 /// How many of [`IDS`] are client message ids (they come first).
-const CLIENT_IDS: usize = 10;
+const CLIENT_IDS: usize = 11;
 
 /// Message ids and field names of both protocols, so that generated objects often look
 /// almost right (the interesting inputs), plus some that mean nothing.
@@ -40,6 +40,7 @@ const IDS: &[&str] = &[
     "setAudio",
     "setVideo",
     "setDeafened",
+    "setSources",
     "leave",
     "heartbeat",
     "resume",
@@ -161,6 +162,16 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<bool>().prop_map(|enabled| ClientMessage::SetAudio { enabled }),
         any::<bool>().prop_map(|enabled| ClientMessage::SetVideo { enabled }),
         any::<bool>().prop_map(|enabled| ClientMessage::SetDeafened { enabled }),
+        prop::collection::btree_map(
+            text(),
+            prop::sample::select(vec![
+                TrackSource::Microphone,
+                TrackSource::Camera,
+                TrackSource::Screen
+            ]),
+            0..5
+        )
+        .prop_map(|sources| ClientMessage::SetSources { sources }),
         Just(ClientMessage::Leave),
         Just(ClientMessage::Heartbeat),
         (text(), text()).prop_map(|(token, resume_token)| ClientMessage::Resume {

@@ -105,6 +105,7 @@ const CLIENT_IDS: &[&str] = &[
     "setAudio",
     "setVideo",
     "setDeafened",
+    "setSources",
     "leave",
     "heartbeat",
     "resume",

@@ -38,6 +38,7 @@ fn member(pid: &str) -> MemberRecord {
             audio: true,
             video: true,
             deafened: false,
+            media: None,
         },
         signaling: "sig.1".into(),
         resume_hash: resume_hash(&format!("secret-{pid}")),

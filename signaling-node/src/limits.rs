@@ -45,7 +45,9 @@ impl MessageClass {
             | ClientMessage::SetVideo { .. }
             | ClientMessage::SetDeafened { .. } => Self::State,
             ClientMessage::IceCandidate { .. } => Self::Candidate,
-            ClientMessage::Offer { .. } | ClientMessage::Answer { .. } => Self::Negotiation,
+            ClientMessage::Offer { .. }
+            | ClientMessage::Answer { .. }
+            | ClientMessage::SetSources { .. } => Self::Negotiation,
             ClientMessage::Join { .. } | ClientMessage::Resume { .. } | ClientMessage::Leave => {
                 Self::Membership
             }

@@ -12,7 +12,8 @@ use conclave_common::caps::ParticipantCaps;
 use conclave_common::cluster::now_ms;
 use conclave_common::frame_limit::Tripped;
 use conclave_common::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ServerMessage,
+    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ParticipantInfo, ParticipantMedia,
+    ServerMessage,
 };
 
 use crate::auth::{Claims, TokenKeys, TokenUse};
@@ -32,6 +33,8 @@ use crate::room::Room;
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Longest display name kept (longer ones are cut).
 const MAX_NAME_CHARS: usize = 64;
+/// Longest mid a `setSources` may name (RFC 8843 puts no bound; browsers use small integers).
+const MAX_MID_BYTES: usize = 32;
 /// How often a join retries when its room was closing at that moment.
 const JOIN_ATTEMPTS: u32 = 5;
 /// Wait before the first retry, doubled at each: a closing room leaves the registry once its
@@ -219,6 +222,7 @@ impl Session {
             ClientMessage::SetAudio { enabled } => ParticipantRequest::SetAudio(enabled),
             ClientMessage::SetVideo { enabled } => ParticipantRequest::SetVideo(enabled),
             ClientMessage::SetDeafened { enabled } => ParticipantRequest::SetDeafened(enabled),
+            ClientMessage::SetSources { sources } => ParticipantRequest::SetSources(sources),
         };
         let Some(m) = &self.joined else {
             return Self::reject(ctx, RequestError::NotJoined);
@@ -227,6 +231,25 @@ impl Session {
         let capped = match &request {
             ParticipantRequest::Offer(sdp) => self.deps.caps.check_offer(sdp),
             ParticipantRequest::Answer(sdp) => self.deps.caps.check_answer(sdp),
+            ParticipantRequest::SetSources(sources) => {
+                // No more m-lines than an offer may have, and mids of a sane length.
+                let too_many = sources.len() > self.deps.caps.max_offer_m_lines as usize;
+                if too_many
+                    || sources
+                        .keys()
+                        .any(|mid| mid.is_empty() || mid.len() > MAX_MID_BYTES)
+                {
+                    return Self::error(
+                        ctx,
+                        ErrorCode::BadMessage,
+                        format!(
+                            "setSources: at most {} m-lines, each mid 1 to {MAX_MID_BYTES} bytes",
+                            self.deps.caps.max_offer_m_lines
+                        ),
+                    );
+                }
+                Ok(())
+            }
             _ => Ok(()),
         };
         if let Err(e) = capped {
@@ -258,6 +281,8 @@ impl Session {
             video,
             // A client deafened at join says so with `setDeafened` right after `joined`.
             deafened: false,
+            // Until the media node reports its peer connected.
+            media: Some(ParticipantMedia::Connecting),
         };
         let key = RoomKey {
             community: claims.community,

@@ -18,7 +18,7 @@ use super::members::refuse;
 use super::messages::{JoinRoom, ResumeRoom};
 use super::mirror::settled;
 use super::roster::{MediaPhase, RemoteChange};
-use super::{LocalMember, Room};
+use super::{state_message, LocalMember, Room};
 use crate::error::Refusal;
 use crate::metrics;
 use crate::room_bus::{BusRoute, RegisterBusRoom, RemoteRoomEvent, Resync, UnregisterBusRoom};
@@ -260,12 +260,7 @@ impl Room {
                 RemoteChange::Added => {
                     self.broadcast(ServerMessage::ParticipantJoined { participant: info })
                 }
-                RemoteChange::StateChanged => self.broadcast(ServerMessage::ParticipantState {
-                    participant_id: info.participant_id,
-                    audio: info.audio,
-                    video: info.video,
-                    deafened: info.deafened,
-                }),
+                RemoteChange::StateChanged => self.broadcast(state_message(&info)),
                 RemoteChange::Unchanged => {}
             }
         }
@@ -324,6 +319,7 @@ impl Handler<RemoteRoomEvent> for Room {
                 audio,
                 video,
                 deafened,
+                media,
             } => {
                 let Some(member) = self.roster.get(&participant_id) else {
                     return;
@@ -332,15 +328,12 @@ impl Handler<RemoteRoomEvent> for Room {
                     audio,
                     video,
                     deafened,
+                    // From an instance older than `media`: keep what we had.
+                    media: media.or(member.info.media),
                     ..member.info.clone()
                 };
-                if self.roster.upsert_remote(info) == RemoteChange::StateChanged {
-                    self.broadcast(ServerMessage::ParticipantState {
-                        participant_id,
-                        audio,
-                        video,
-                        deafened,
-                    });
+                if self.roster.upsert_remote(info.clone()) == RemoteChange::StateChanged {
+                    self.broadcast(state_message(&info));
                 }
             }
             ServerMessage::ParticipantLeft {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use conclave_common::link::{FromMediaNode, MediaCommand, MediaEvent};
 use conclave_common::link_auth;
-use conclave_common::protocol::{MediaConnectionState, ServerMessage};
+use conclave_common::protocol::{MediaConnectionState, ParticipantMedia, ServerMessage};
 
 use super::messages::{FromParticipant, MoveRoom, ParticipantRequest};
 use super::roster::MediaPhase;
@@ -46,9 +46,11 @@ impl Room {
         };
         let has_peer = member.media != MediaPhase::NoPeer;
         match request {
-            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid) {
+            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid, &sdp) {
                 Ok(()) => {
                     self.reserve_peer_load(&pid);
+                    // Offering again after a failure: the others see it trying.
+                    self.set_media_state(&pid, ParticipantMedia::Connecting);
                     self.media(MediaCommand::AddPeer {
                         room: self.media_id.clone(),
                         adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(&pid)),
@@ -81,6 +83,7 @@ impl Room {
             ParticipantRequest::SetAudio(on) => self.set_state(&pid, Some(on), None, None),
             ParticipantRequest::SetVideo(on) => self.set_state(&pid, None, Some(on), None),
             ParticipantRequest::SetDeafened(on) => self.set_state(&pid, None, None, Some(on)),
+            ParticipantRequest::SetSources(sources) => self.roster.set_sources(&pid, sources),
         }
     }
 
@@ -97,10 +100,20 @@ impl Room {
             MediaEvent::Offer {
                 participant_id,
                 sdp,
-                tracks,
+                mut tracks,
                 ..
             } => {
                 self.adopting.remove(&participant_id);
+                // Each publisher's own word on what its tracks show (`setSources`).
+                for track in &mut tracks {
+                    if let Some(source) = self
+                        .roster
+                        .get(&track.participant_id)
+                        .and_then(|owner| owner.declared_source(track.kind))
+                    {
+                        track.source = source;
+                    }
+                }
                 self.send_to(&participant_id, ServerMessage::ServerOffer { sdp, tracks })
             }
             MediaEvent::PeerState {
@@ -114,6 +127,7 @@ impl Room {
                     self.roster.set_media(&participant_id, MediaPhase::NoPeer);
                 }
                 self.send_to(&participant_id, ServerMessage::MediaState { state });
+                self.set_media_state(&participant_id, state.into());
             }
             MediaEvent::PeerError {
                 participant_id,
@@ -124,15 +138,18 @@ impl Room {
                 if self.adopting.remove(&participant_id) {
                     // The resumed member's peer expired: it starts a new one.
                     self.roster.set_media(&participant_id, MediaPhase::NoPeer);
-                    return self.send_to(
+                    self.send_to(
                         &participant_id,
                         ServerMessage::MediaState {
                             state: MediaConnectionState::Failed,
                         },
                     );
+                    return self.set_media_state(&participant_id, ParticipantMedia::Failed);
                 }
                 if self.roster.get(&participant_id).map(|m| m.media) == Some(MediaPhase::Offered) {
+                    // The offer was refused: no peer, until the client offers again.
                     self.roster.set_media(&participant_id, MediaPhase::NoPeer);
+                    self.set_media_state(&participant_id, ParticipantMedia::Failed);
                 }
                 self.send_to(&participant_id, ServerMessage::Error { code, message });
             }
@@ -178,6 +195,10 @@ impl Room {
         self.broadcast(ServerMessage::MediaState {
             state: MediaConnectionState::Failed,
         });
+        let ours: Vec<String> = self.local.keys().cloned().collect();
+        for pid in ours {
+            self.set_media_state(&pid, ParticipantMedia::Failed);
+        }
     }
 }
 

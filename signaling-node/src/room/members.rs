@@ -7,12 +7,13 @@ use conclave_common::link::MediaCommand;
 use conclave_common::link_auth;
 use conclave_common::presence::PresenceKind;
 use conclave_common::protocol::{
-    LeaveReason, MediaConnectionState, ParticipantInfo, ServerMessage, PROTOCOL_VERSION,
+    LeaveReason, MediaConnectionState, ParticipantInfo, ParticipantMedia, ServerMessage,
+    PROTOCOL_VERSION,
 };
 
 use super::messages::{Evicted, JoinRoom, LeaveRoom, Outbound, ResumeRoom, SessionLost};
 use super::roster::MediaPhase;
-use super::{leave_reason_str, LocalMember, Room};
+use super::{leave_reason_str, state_message, LocalMember, Room};
 use crate::error::Refusal;
 use crate::metrics;
 
@@ -283,15 +284,19 @@ impl Room {
         };
         self.presence(PresenceKind::State, &info, None);
         self.mirror_state(pid);
-        self.announce(
-            "",
-            ServerMessage::ParticipantState {
-                participant_id: info.participant_id,
-                audio: info.audio,
-                video: info.video,
-                deafened: info.deafened,
-            },
-        );
+        self.announce("", state_message(&info));
+    }
+
+    /// Set the media connection state the others see of a member of ours, and tell them if
+    /// it changed. Not the member itself: it has `mediaState`. No presence event: presence
+    /// is about who is in the room and their microphone and camera.
+    pub(super) fn set_media_state(&mut self, pid: &str, media: ParticipantMedia) {
+        let Some(info) = self.roster.set_media_state(pid, media) else {
+            return;
+        };
+        tracing::debug!(room = %self.media_id, participant = %pid, ?media, "media state");
+        self.mirror_state(pid);
+        self.announce(pid, state_message(&info));
     }
 
     /// A member of this instance is gone for good: drop it everywhere and tell everyone.

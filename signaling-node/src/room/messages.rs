@@ -4,7 +4,9 @@
 //! `RoomClosed` beside the actor), never as their actor types.
 
 use actix::prelude::*;
-use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
+use std::collections::BTreeMap;
+
+use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage, TrackSource};
 
 use crate::error::Refusal;
 use crate::media_link::MediaLink;
@@ -62,6 +64,8 @@ pub enum ParticipantRequest {
     SetAudio(bool),
     SetVideo(bool),
     SetDeafened(bool),
+    /// Sources the member declared for its own m-lines, by mid (`setSources`).
+    SetSources(BTreeMap<String, TrackSource>),
 }
 
 /// Session -> room: the participant is gone.

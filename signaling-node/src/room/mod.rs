@@ -293,6 +293,17 @@ impl Handler<MemberCount> for Room {
     }
 }
 
+/// The `participantState` that carries a member's visible state.
+fn state_message(info: &ParticipantInfo) -> ServerMessage {
+    ServerMessage::ParticipantState {
+        participant_id: info.participant_id.clone(),
+        audio: info.audio,
+        video: info.video,
+        deafened: info.deafened,
+        media: info.media,
+    }
+}
+
 /// A leave reason as presence events and metrics spell it.
 fn leave_reason_str(reason: LeaveReason) -> String {
     match reason {

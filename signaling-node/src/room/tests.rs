@@ -92,6 +92,7 @@ impl Member {
                 audio: true,
                 video: true,
                 deafened: false,
+                media: None,
             },
             session: FakeSession(seen.clone()).start(),
             seen,

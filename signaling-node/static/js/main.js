@@ -13,7 +13,7 @@
 import { conclave, params, session } from './state.js';
 import { clearStatus, enableSound, renderDevices, renderRoster, reportError, ui } from './ui.js';
 import { send } from './protocol.js';
-import { onDeviceChange, releaseMicrophone, setAudio, setVideo, statsByParticipant, switchDevice } from './media.js';
+import { onDeviceChange, releaseMicrophone, retryMediaNow, setAudio, setVideo, statsByParticipant, switchDevice } from './media.js';
 import { refreshDevices } from './devices.js';
 import { join, leave } from './session.js';
 import { setDeafened, setPushToTalk, setSounds, setVolume, wireControls } from './controls.js';
@@ -68,6 +68,7 @@ if (navigator.mediaDevices && typeof navigator.mediaDevices.addEventListener ===
 }
 refreshDevices().then(renderDevices);
 ui.statusClose.addEventListener('click', clearStatus);
+ui.statusRetryMedia.addEventListener('click', () => retryMediaNow());
 window.addEventListener('pagehide', () => {
   if (session && conclave.state === 'joined') send({ id: 'leave' });
 });

@@ -15,6 +15,7 @@ import {
   renderDevices,
   reportError,
   showStatus,
+  ui,
   updateControls,
   updateMediaPill,
 } from './ui.js';
@@ -296,6 +297,12 @@ export function adoptLocalStream(stream, wantAudio) {
 // ---------------------------------------------------------------------------------------
 // Peer connection
 // ---------------------------------------------------------------------------------------
+/**
+ * Offers in a row that may fail to connect before the client stops and waits for the user:
+ * a network that blocks media fails the same way every time (each try costs the server's
+ * 30 s connect deadline), and a room that moves to a live media node needs one or two.
+ */
+const MAX_MEDIA_ATTEMPTS = 3;
 function createPeerConnection() {
   const pc = new RTCPeerConnection({ iceServers: [] });
   const s = session;
@@ -314,6 +321,11 @@ function createPeerConnection() {
     if (session !== s) return;
     updateMediaPill();
     logLine('info', `media connection ${pc.connectionState}`);
+    if (pc.connectionState === 'connected') {
+      // It works: the next failure starts a new series of attempts.
+      s.mediaAttempts = 0;
+      conclave.mediaGaveUp = null;
+    }
     if (pc.connectionState === 'failed') {
       reportError('Media connection failed (no route to the media server?)', 'media');
     }
@@ -328,6 +340,7 @@ function createPeerConnection() {
 
 /** Our one offer on a new peer connection (after `joined`, or when the server lost our peer). */
 export async function startMedia(s) {
+  s.mediaAttempts = (s.mediaAttempts || 0) + 1;
   const pc = createPeerConnection();
   s.pc = conclave.pc = pc;
   s.offerSent = false;
@@ -343,6 +356,9 @@ export async function startMedia(s) {
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
+  // Say which m-line is the microphone and which the camera (a screen share will be
+  // `screen`): the others' tiles go by it (docs/protocol.md, setSources).
+  send({ id: 'setSources', sources: { [s.transceivers.audio.mid]: 'microphone', [s.transceivers.video.mid]: 'camera' } });
   send({ id: 'offer', sdp: pc.localDescription.sdp });
   s.offerSent = true;
   for (const c of s.pendingCandidates.splice(0)) send(c);
@@ -359,12 +375,60 @@ export function dropPeerConnection(s) {
 }
 
 /** The server has no media peer for us any more: offer again on a fresh connection. */
-export async function restartMedia(s) {
+async function restartMedia(s) {
   if (session !== s || s.closed || conclave.state !== 'joined') return;
   conclave.mediaRestarts += 1;
   logLine('info', 'starting a new media connection');
   dropPeerConnection(s);
   await startMedia(s);
+}
+
+/**
+ * Why our media connection failed, in words, from what the browser saw of it (the server
+ * only says `failed`).
+ */
+export function describeMediaFailure(pc) {
+  const ice = pc ? pc.iceConnectionState : 'new';
+  if (ice === 'new' || ice === 'checking') {
+    return 'no network path to the media server (this network may block UDP)';
+  }
+  if (ice === 'failed' || ice === 'disconnected') return 'the network path to the media server broke';
+  return 'the media server dropped the connection';
+}
+
+/**
+ * Media failed (`why`): offer again after `delayMs` (doubled at each attempt), unless
+ * MAX_MEDIA_ATTEMPTS offers in a row never connected; then say why and wait for the user
+ * ("Try media again"). The call itself (roster, events) goes on either way.
+ */
+export function retryMedia(s, why, delayMs) {
+  if (session !== s || s.closed || conclave.state !== 'joined') return;
+  const attempts = s.mediaAttempts || 0;
+  if (attempts >= MAX_MEDIA_ATTEMPTS) {
+    logLine('warn', `media failed ${attempts} times (${why}); waiting for the user`);
+    dropPeerConnection(s);
+    updateMediaPill();
+    conclave.mediaGaveUp = why;
+    reportError(`No audio or video: could not connect to the media server after ${attempts} attempts (${why}).`, 'media', 'media_failed');
+    ui.statusRetryMedia.hidden = false;
+    return;
+  }
+  showStatus('Reconnecting media…', 'warn', 'media');
+  if (s.mediaRetryTimer) clearTimeout(s.mediaRetryTimer);
+  s.mediaRetryTimer = null;
+  const wait = delayMs * 2 ** Math.max(0, attempts - 1);
+  if (wait <= 0) return restartMedia(s);
+  s.mediaRetryTimer = setTimeout(() => restartMedia(s), wait);
+}
+
+/** The user asks for media again after we gave up: a new series of attempts. */
+export function retryMediaNow() {
+  const s = session;
+  if (!s || s.closed || conclave.state !== 'joined' || !conclave.mediaGaveUp) return;
+  s.mediaAttempts = 0;
+  conclave.mediaGaveUp = null;
+  showStatus('Reconnecting media…', 'warn', 'media');
+  return restartMedia(s);
 }
 
 export async function onServerOffer(s, msg) {

@@ -36,8 +36,9 @@ import {
   detachMid,
   dropPeerConnection,
   getLocalMedia,
+  describeMediaFailure,
   onServerOffer,
-  restartMedia,
+  retryMedia,
   startMedia,
   stopLocalMedia,
 } from './media.js';
@@ -46,6 +47,8 @@ import { describeClose, describeServerError } from './errors.js';
 import { playCue } from './sounds.js';
 
 const LEAVE_TIMEOUT_MS = 2000;
+/** Wait before offering again after `unavailable` (doubled at each attempt, see retryMedia). */
+const UNAVAILABLE_RETRY_MS = 1000;
 const HEARTBEAT_DEAD_INTERVALS = 3;
 
 function newSession(room, name) {
@@ -65,6 +68,8 @@ function newSession(room, name) {
     resumeGraceMs: 15000,
     reconnecting: false,
     mediaRetryTimer: null,
+    /** offers since media last connected (see retryMedia) */
+    mediaAttempts: 0,
     joinedResolve: null,
     joinedReject: null,
     leftResolve: null,
@@ -301,7 +306,7 @@ async function handle(s, msg) {
       const tile = session.tiles.get(p.participantId) || remoteTile(p.participantId);
       if (tile) {
         setTileName(tile, p.name, false);
-        setTileMedia(tile, p.audio, p.video, p.deafened);
+        setTileMedia(tile, p.audio, p.video, p.deafened, p.media);
         applyTileAudio(tile);
       }
       renderRoster();
@@ -321,9 +326,10 @@ async function handle(s, msg) {
         p.audio = msg.audio;
         p.video = msg.video;
         p.deafened = !!msg.deafened; // absent: not deafened (and servers before deafen)
+        if (msg.media) p.media = msg.media; // absent: a server that does not tell
       }
       const tile = s.tiles.get(msg.participantId);
-      if (tile) setTileMedia(tile, msg.audio, msg.video, !!msg.deafened);
+      if (tile) setTileMedia(tile, msg.audio, msg.video, !!msg.deafened, p ? p.media : msg.media);
       renderRoster();
       return;
     }
@@ -331,9 +337,9 @@ async function handle(s, msg) {
       conclave.serverMediaState = msg.state;
       updateMediaPill();
       if (msg.state === 'failed') {
-        // The media node lost our peer (it died, or the connection timed out).
-        showStatus('Reconnecting media…', 'warn', 'media');
-        return restartMedia(s);
+        // The media node lost our peer (it died, or the connection timed out): try again at
+        // once (the room may be on a live node by now), unless it failed too often.
+        return retryMedia(s, describeMediaFailure(s.pc), 0);
       }
       if (msg.state === 'connected') {
         clearStatusIfInfo();
@@ -353,8 +359,13 @@ async function handle(s, msg) {
         return;
       }
       if (msg.code === 'unavailable' && conclave.state === 'joined' && s.pc && s.pc.signalingState === 'have-local-offer') {
-        // Our new offer came while the room was moving to another media node: try again.
-        s.mediaRetryTimer = setTimeout(() => restartMedia(s), 1000);
+        // Our new offer came while the room was moving to another media node, or the media
+        // node is unreachable: try again a little later, a few times.
+        return retryMedia(s, 'the media server is unavailable', UNAVAILABLE_RETRY_MS);
+      }
+      if (msg.code === 'unknown_message' && /setSources/.test(msg.message || '')) {
+        // A server from before source declarations: it takes every video track for a camera.
+        logLine('warn', 'this server does not take source declarations');
         return;
       }
       if (msg.code === 'unknown_message' && /setDeafened/.test(msg.message || '')) {
@@ -420,7 +431,7 @@ function onResumed(s, msg) {
     const tile = s.tiles.get(p.participantId) || remoteTile(p.participantId);
     if (tile) {
       setTileName(tile, p.name, false);
-      setTileMedia(tile, p.audio, p.video, p.deafened);
+      setTileMedia(tile, p.audio, p.video, p.deafened, p.media);
       applyTileAudio(tile);
     }
   }

@@ -28,6 +28,8 @@ export const conclave = {
   /** why the last reconnection started */
   lastDisconnect: null,
   mediaRestarts: 0,
+  /** why the client stopped trying to connect media (until the user asks again), or null */
+  mediaGaveUp: null,
   pc: null,
   ws: null,
   localStream: null,

@@ -23,6 +23,7 @@ export const ui = {
   status: $('status'),
   statusText: $('status-text'),
   statusClose: $('status-close'),
+  statusRetryMedia: $('status-retry-media'),
   grid: $('grid'),
   soundButton: $('sound-button'),
   participantList: $('participant-list'),
@@ -65,12 +66,14 @@ export function showStatus(text, kind, topic) {
   ui.status.dataset.kind = kind || 'info';
   ui.status.dataset.topic = topic || '';
   ui.status.hidden = false;
+  ui.statusRetryMedia.hidden = true; // shown only by the line that gives up on media
 }
 
 export function clearStatus() {
   ui.status.hidden = true;
   ui.statusText.textContent = '';
   ui.status.dataset.topic = '';
+  ui.statusRetryMedia.hidden = true;
 }
 
 export function clearStatusIfInfo() {
@@ -162,10 +165,26 @@ export function setTileName(tile, name, isLocal) {
   if (volume) volume.setAttribute('aria-label', `Volume of ${name || 'Guest'}`);
 }
 
-export function setTileMedia(tile, audio, video, deafened) {
+/** What a participant's media connection state (`media` of the roster) says on its tile. */
+export const MEDIA_STATE_TEXT = {
+  connecting: 'Connecting media…',
+  disconnected: 'Media interrupted…',
+  failed: 'Media failed',
+};
+
+/**
+ * `media`: the participant's media connection as the server sees it ('connecting',
+ * 'connected', 'disconnected', 'failed'), or undefined from a server that does not say.
+ */
+export function setTileMedia(tile, audio, video, deafened, media) {
   tile.el.dataset.audio = audio ? 'on' : 'off';
   tile.el.dataset.video = video ? 'on' : 'off';
   tile.el.dataset.deafened = deafened ? 'on' : 'off';
+  if (!tile.isLocal) {
+    tile.el.dataset.media = media || '';
+    const label = tile.el.querySelector('.tile-media');
+    if (label) label.textContent = MEDIA_STATE_TEXT[media] || '';
+  }
   refreshTileVideo(tile);
 }
 
@@ -233,7 +252,7 @@ export function remoteTile(participantId) {
   if (!tile) {
     const info = conclave.participants[participantId];
     tile = makeTile(participantId, info ? info.name : '', false);
-    if (info) setTileMedia(tile, info.audio, info.video, info.deafened);
+    if (info) setTileMedia(tile, info.audio, info.video, info.deafened, info.media);
     applyTileAudio(tile);
     session.tiles.set(participantId, tile);
     renderRoster();
@@ -307,6 +326,16 @@ export function renderRoster() {
     cam.className = 'state ' + (p.video ? 'on' : 'off');
     cam.textContent = p.video ? 'cam on' : 'cam off';
     state.append(mic, cam);
+    if (!p.self && MEDIA_STATE_TEXT[p.media]) {
+      // Its microphone and camera may be on, but nothing of them reaches anyone yet.
+      mic.classList.add('pending');
+      cam.classList.add('pending');
+      const media = document.createElement('span');
+      media.className = 'state media ' + (p.media === 'failed' ? 'off' : 'on');
+      media.textContent = p.media === 'failed' ? 'no media' : 'connecting…';
+      state.append(media);
+    }
+    li.dataset.media = p.media || '';
     if (p.deafened) {
       const deaf = document.createElement('span');
       deaf.className = 'state off deaf';

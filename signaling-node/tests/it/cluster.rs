@@ -1068,3 +1068,41 @@ async fn a_users_join_on_another_signaling_node_replaces_its_seat_there() {
         .collect();
     assert_eq!(anns, [second_id.as_str()]);
 }
+
+/// A member's media state reaches the members of the other signaling node: in its record
+/// (the roster of `joined`) and through the room's events (`participantState`).
+#[actix_rt::test]
+async fn media_state_travels_across_signaling_nodes() {
+    let cluster = one_media_node().await;
+    let store = cluster.store.clone();
+    let grace = Duration::from_secs(5);
+    let (s1, s2) = (
+        signaling(&store, "sig-1", grace, 25),
+        signaling(&store, "sig-2", grace, 25),
+    );
+    let (mut ann, ann_joined) = s1.join("ann", "media-state").await;
+    let ann_id = ann_joined["participantId"].as_str().unwrap().to_string();
+    let (mut bob, bob_joined) = s2.join("bob", "media-state").await;
+    assert_eq!(
+        bob_joined["participants"][0]["media"], "connecting",
+        "{bob_joined}"
+    );
+    ann.expect("participantJoined").await;
+    // Ann's offer is refused by the media node: she has no media, and Bob sees it.
+    ann.send(json!({"id": "offer", "sdp": "v=0\r\nthis is not SDP\r\n"}))
+        .await;
+    ann.expect_error("invalid_sdp").await;
+    let st = bob.expect("participantState").await;
+    assert_eq!(
+        (st["participantId"].as_str(), &st["media"]),
+        (Some(ann_id.as_str()), &json!("failed")),
+        "{st}"
+    );
+    // She tries again: connecting, on the other node too.
+    ann.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    ann.expect("answer").await;
+    let st = bob.expect("participantState").await;
+    assert_eq!(st["media"], "connecting", "{st}");
+    // Ann herself hears of it through `mediaState`/errors only.
+    ann.expect_silence(Duration::from_millis(300)).await;
+}

@@ -119,16 +119,29 @@ async fn each_offer_is_answered_with_our_media_address() {
 
 /// A peer whose media never connects (an offer without candidates, and no UDP ever sent: ICE
 /// has nothing to fail on) is dropped after the connect deadline (30 s), and its participant
-/// is told; it stays in the room.
+/// is told; it stays in the room. The others see its media connecting, then failed, then
+/// connecting again when it offers again (`media` in the roster and `participantState`).
 #[actix_rt::test]
 async fn media_that_never_connects_is_dropped_after_the_deadline() {
     let server = start(Options {
         client_timeout: Duration::from_secs(120),
         ..Default::default()
     });
-    let (mut a, _) = server.join("a", "never-connects").await;
+    let (mut a, joined_a) = server.join("a", "never-connects").await;
+    let a_id = joined_a["participantId"].as_str().unwrap().to_string();
+    let (mut b, joined_b) = server.join("b", "never-connects").await;
+    // The newcomer's roster shows that a has no media connection yet ...
+    assert_eq!(
+        joined_b["participants"][0]["media"], "connecting",
+        "{joined_b}"
+    );
+    // ... and a sees the same of b.
+    let pj = a.expect("participantJoined").await;
+    assert_eq!(pj["participant"]["media"], "connecting", "{pj}");
     a.send(json!({"id": "offer", "sdp": valid_offer()})).await;
     a.expect("answer").await;
+    // Offering is still connecting: not news for b.
+    b.expect_silence(Duration::from_millis(300)).await;
     let offered = Instant::now();
     loop {
         match a.recv(Duration::from_secs(45)).await {
@@ -142,7 +155,52 @@ async fn media_that_never_connects_is_dropped_after_the_deadline() {
         "dropped too early: {:?}",
         offered.elapsed()
     );
-    // Still a member: the room answers a new offer.
+    // b sees a's media fail (a itself has `mediaState`, not this).
+    let failed = b.expect("participantState").await;
+    assert_eq!(failed["participantId"], a_id.as_str(), "{failed}");
+    assert_eq!(
+        (&failed["media"], &failed["audio"], &failed["video"]),
+        (&json!("failed"), &json!(true), &json!(true))
+    );
+    // Still a member: the room answers a new offer, and b sees a trying again.
     a.send(json!({"id": "offer", "sdp": valid_offer()})).await;
     a.expect("answer").await;
+    let again = b.expect("participantState").await;
+    assert_eq!(again["media"], "connecting", "{again}");
+    // A later change of a's microphone carries the media state along (full state).
+    a.send(json!({"id": "setAudio", "enabled": false})).await;
+    assert_eq!(a.expect("participantState").await["media"], "connecting");
+    assert_eq!(b.expect("participantState").await["media"], "connecting");
+}
+
+/// `setSources` (what the client's own m-lines carry) needs a joined session, fits the offer
+/// caps, and is taken silently; what it changes shows in the others' `serverOffer` tracks
+/// (connected media: e2e/call-split.test.js).
+#[actix_rt::test]
+async fn source_declarations_are_checked_and_taken_silently() {
+    let server = start(Options::default());
+    let mut c = server.connect().await;
+    c.send(json!({"id": "setSources", "sources": {"0": "microphone", "1": "camera"}}))
+        .await;
+    c.expect_error("not_joined").await;
+    let (mut a, _) = server.join("a", "sources").await;
+    let (mut b, _) = server.join("b", "sources").await;
+    a.expect("participantJoined").await;
+    a.send(json!({"id": "setSources", "sources": {"0": "microphone", "1": "screen"}}))
+        .await;
+    a.send(json!({"id": "offer", "sdp": valid_offer()})).await;
+    // No reply of its own, and nothing for the others: the offer's answer comes next.
+    a.expect("answer").await;
+    b.expect_silence(Duration::from_millis(300)).await;
+    // More m-lines than an offer may have (4), an empty or over-long mid, an unknown source.
+    for sources in [
+        json!({"0": "microphone", "1": "camera", "2": "screen", "3": "screen", "4": "screen"}),
+        json!({"": "camera"}),
+        json!({"x".repeat(33): "camera"}),
+        json!({"1": "window"}),
+    ] {
+        a.send(json!({"id": "setSources", "sources": sources}))
+            .await;
+        a.expect_error("bad_message").await;
+    }
 }
