@@ -2,12 +2,15 @@
 //! what it could not bind or a missing link secret (`StartError`, exit status 1), and its
 //! internal link refuses a frame over the limit from its header.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 use conclave_common::link_auth::{self, LinkSecret};
+use support::{Node, LINK_SECRET};
 
 fn run_media_node(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_media-node"))
@@ -77,48 +80,8 @@ fn a_taken_internal_port_is_named_in_the_error() {
     );
 }
 
-/// A `media-node` process on 127.0.0.1 ports of its choosing; killed on drop.
-struct MediaNode {
-    child: std::process::Child,
-    internal: String,
-}
-
-/// The link secret of the nodes these tests start.
-const LINK_SECRET: &str = "media-node-test-link-secret-0123456789";
-
 fn link_secret() -> LinkSecret {
     LinkSecret::new(LINK_SECRET).expect("long enough")
-}
-
-impl MediaNode {
-    fn start() -> MediaNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_media-node"))
-            .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
-            .args(["--link-secret", LINK_SECRET])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("media-node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        // `listening internal=http://127.0.0.1:PORT udp=...`
-        let internal = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("internal=http://"))
-            .unwrap_or_else(|| panic!("no internal address in {line:?}"))
-            .to_string();
-        MediaNode { child, internal }
-    }
-}
-
-impl Drop for MediaNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A link frame that declares more than the limit (1 MiB) is refused from its header: the
@@ -130,7 +93,7 @@ fn a_link_frame_over_the_limit_is_refused_from_its_header() {
     const DECLARED: usize = 32 * 1024 * 1024;
     /// What the client streams of it: past the limit, far short of what it declared.
     const STREAMED: usize = 4 * 1024 * 1024;
-    let node = MediaNode::start();
+    let node = Node::start("media-1", &[]);
     let mut tcp = TcpStream::connect(&node.internal).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (authorization, _) = link_secret().sign_upgrade(link_auth::unix_now());
