@@ -203,17 +203,21 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
     ])
 }
 
+fn source() -> impl Strategy<Value = TrackSource> {
+    prop::sample::select(vec![
+        TrackSource::Microphone,
+        TrackSource::Camera,
+        TrackSource::Screen,
+    ])
+}
+
 fn track() -> impl Strategy<Value = TrackInfo> {
     (
         text(),
         text(),
         text(),
         prop::sample::select(vec![TrackKind::Audio, TrackKind::Video]),
-        prop::sample::select(vec![
-            TrackSource::Microphone,
-            TrackSource::Camera,
-            TrackSource::Screen,
-        ]),
+        source(),
     )
         .prop_map(|(mid, stream_id, participant_id, kind, source)| TrackInfo {
             mid,
@@ -226,16 +230,22 @@ fn track() -> impl Strategy<Value = TrackInfo> {
 
 fn media_command() -> impl Strategy<Value = MediaCommand> {
     prop_oneof![
-        (text(), text(), text(), text()).prop_map(
-            |(room, participant_id, offer, adopt_verifier)| {
+        (
+            text(),
+            text(),
+            text(),
+            text(),
+            prop::collection::btree_map(text(), source(), 0..4)
+        )
+            .prop_map(|(room, participant_id, offer, adopt_verifier, sources)| {
                 MediaCommand::AddPeer {
                     room,
                     participant_id,
                     offer,
                     adopt_verifier,
+                    sources,
                 }
-            }
-        ),
+            }),
         (text(), text(), text()).prop_map(|(room, participant_id, sdp)| MediaCommand::Answer {
             room,
             participant_id,

@@ -133,6 +133,7 @@ impl Handler<ToMediaNode> for MediaNode {
                 participant_id,
                 offer,
                 adopt_verifier,
+                sources,
             } => {
                 let entry = self.room_for_add(&room, ctx);
                 entry.adds_sent += 1;
@@ -140,6 +141,7 @@ impl Handler<ToMediaNode> for MediaNode {
                     participant_id,
                     offer,
                     adopt_verifier,
+                    sources,
                     link: reply_to,
                 });
             }

@@ -2,12 +2,13 @@
 //! the drain of its output (`poll_output`: transmits to the socket, events turned into what
 //! the other peers must hear about).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use actix::Recipient;
 use conclave_common::link::{FromMediaNode, MediaEvent};
-use conclave_common::protocol::MediaConnectionState;
+use conclave_common::protocol::{MediaConnectionState, TrackKind, TrackSource};
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -29,6 +30,8 @@ const MAX_DUE_NOW_PER_POLL: u32 = 4;
 pub struct TrackIn {
     pub mid: Mid,
     pub kind: MediaKind,
+    /// What it shows, as the publisher declared (`AddPeer::sources`) or by its kind.
+    pub source: TrackSource,
     /// When we last asked the publisher for a keyframe (see `forward::keyframe_request_due`).
     pub last_keyframe_request: Option<Instant>,
 }
@@ -54,6 +57,8 @@ pub struct TrackOut {
     pub source_peer: PeerKey,
     pub source_mid: Mid,
     pub kind: MediaKind,
+    /// The publisher's `TrackIn::source`, announced with the track.
+    pub source: TrackSource,
     pub state: TrackOutState,
     /// Publisher's payload type -> ours, for the last codec seen (mapped once, not per packet;
     /// see `forward::map_payload_type`).
@@ -65,11 +70,12 @@ pub struct TrackOut {
 
 impl TrackOut {
     /// A track to offer the subscriber in the next renegotiation.
-    pub fn to_open(source_peer: PeerKey, source_mid: Mid, kind: MediaKind) -> TrackOut {
+    pub fn to_open(source_peer: PeerKey, track: &TrackIn) -> TrackOut {
         TrackOut {
             source_peer,
-            source_mid,
-            kind,
+            source_mid: track.mid,
+            kind: track.kind,
+            source: track.source,
             state: TrackOutState::ToOpen,
             pt_map: None,
             seq_base: None,
@@ -89,6 +95,8 @@ pub struct Peer {
     pub adopt_verifier: String,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
+    /// What the client declared its m-lines carry, by mid (`AddPeer::sources`).
+    declared_sources: BTreeMap<String, TrackSource>,
     /// Incoming SSRC -> publisher m-line.
     rx_mids: Vec<(Ssrc, Mid)>,
     /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
@@ -128,8 +136,7 @@ pub struct Peer {
 pub enum Propagated {
     TrackOpened {
         from: PeerKey,
-        mid: Mid,
-        kind: MediaKind,
+        track: TrackIn,
     },
     Rtp {
         from: PeerKey,
@@ -148,6 +155,8 @@ pub enum Propagated {
 pub struct PeerControl {
     pub link: Recipient<FromMediaNode>,
     pub adopt_verifier: String,
+    /// What the client declared its m-lines carry (`AddPeer::sources`).
+    pub sources: BTreeMap<String, TrackSource>,
 }
 
 /// A new peer's connection: its `Rtc` and our ICE ufrag in it.
@@ -181,6 +190,7 @@ impl Peer {
         let PeerControl {
             link,
             adopt_verifier,
+            sources,
         } = control;
         let PeerRtc { rtc, local_ufrag } = rtc;
         Peer {
@@ -191,6 +201,7 @@ impl Peer {
             adopt_verifier,
             tracks_in: Vec::new(),
             tracks_out,
+            declared_sources: sources,
             rx_mids: Vec::new(),
             pending: None,
             pending_event: None,
@@ -207,6 +218,23 @@ impl Peer {
             local_ufrag,
             paths: PathGuard::new(now),
         }
+    }
+
+    /// What the publisher's m-line `mid` shows: its declared source if that fits the kind,
+    /// else the kind's default (a microphone, a camera).
+    fn declared_source(&self, mid: Mid, kind: MediaKind) -> TrackSource {
+        let kind = match kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        self.declared_sources
+            .get(&*mid)
+            .copied()
+            .filter(|s| s.fits(kind))
+            .unwrap_or(match kind {
+                TrackKind::Audio => TrackSource::Microphone,
+                TrackKind::Video => TrackSource::Camera,
+            })
     }
 
     /// Send a consent check towards `addr` if one is due (see `consent.rs`): the peer
@@ -411,16 +439,17 @@ impl Peer {
                     tracing::info!(participant = %self.participant_id, mid = %added.mid, "track over the cap ignored");
                     return;
                 }
-                self.tracks_in.push(TrackIn {
+                let track = TrackIn {
                     mid: added.mid,
                     kind: added.kind,
+                    source: self.declared_source(added.mid, added.kind),
                     last_keyframe_request: None,
-                });
+                };
+                self.tracks_in.push(track.clone());
                 metrics::TRACKS.inc();
                 out.push(Propagated::TrackOpened {
                     from: self.key,
-                    mid: added.mid,
-                    kind: added.kind,
+                    track,
                 });
             }
             Event::RtpPacket(packet) => {

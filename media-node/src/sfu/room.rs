@@ -276,6 +276,7 @@ impl RoomSfu {
             PeerControl {
                 link: msg.link,
                 adopt_verifier: msg.adopt_verifier,
+                sources: msg.sources,
             },
             tracks_out,
             now,
@@ -486,8 +487,8 @@ impl RoomSfu {
     /// Act on one peer's output for the others.
     fn apply(&mut self, p: Propagated) {
         match p {
-            Propagated::TrackOpened { from, mid, kind } => {
-                negotiate::track_opened(&mut self.peers, from, mid, kind);
+            Propagated::TrackOpened { from, track } => {
+                negotiate::track_opened(&mut self.peers, from, &track);
                 self.renegotiate = true;
             }
             Propagated::Rtp {

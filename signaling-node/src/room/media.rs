@@ -46,16 +46,18 @@ impl Room {
         };
         let has_peer = member.media != MediaPhase::NoPeer;
         match request {
-            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid, &sdp) {
+            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid) {
                 Ok(()) => {
                     self.reserve_peer_load(&pid);
                     // Offering again after a failure: the others see it trying.
                     self.set_media_state(&pid, ParticipantMedia::Connecting);
+                    let sources = self.roster.get(&pid).map(|m| m.sources.clone());
                     self.media(MediaCommand::AddPeer {
                         room: self.media_id.clone(),
                         adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(&pid)),
                         participant_id: pid,
                         offer: sdp,
+                        sources: sources.unwrap_or_default(),
                     })
                 }
                 Err(e) => self.refuse_request(&pid, e),
@@ -100,20 +102,10 @@ impl Room {
             MediaEvent::Offer {
                 participant_id,
                 sdp,
-                mut tracks,
+                tracks,
                 ..
             } => {
                 self.adopting.remove(&participant_id);
-                // Each publisher's own word on what its tracks show (`setSources`).
-                for track in &mut tracks {
-                    if let Some(source) = self
-                        .roster
-                        .get(&track.participant_id)
-                        .and_then(|owner| owner.declared_source(track.kind))
-                    {
-                        track.source = source;
-                    }
-                }
                 self.send_to(&participant_id, ServerMessage::ServerOffer { sdp, tracks })
             }
             MediaEvent::PeerState {
