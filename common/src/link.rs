@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use actix::{Message, Recipient};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo, TrackSource};
+use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo, TrackSource, TrackView};
 
 /// A signaling node's request to a media node. Peers are keyed by `participantId`, which is
 /// unique per join across the cluster; `room` says which room SFU owns the peer.
@@ -56,6 +56,18 @@ pub enum MediaCommand {
         participant_id: String,
         candidate: String,
     },
+    /// How the participant shows the videos it receives, by its own mids (the client's
+    /// `setTrackViews`, checked): the media node picks each one's simulcast layer by it.
+    ///
+    /// ```json
+    /// {"type":"setTrackViews","room":"acme/general","participantId":"p-1f2e","views":{"k3F":{"width":640,"height":360},"p0Q":{"hidden":true}}}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    SetTrackViews {
+        room: String,
+        participant_id: String,
+        views: BTreeMap<String, TrackView>,
+    },
     /// Drop the participant's peer and stop its tracks at every subscriber.
     ///
     /// ```json
@@ -90,6 +102,7 @@ impl MediaCommand {
             MediaCommand::AddPeer { room, .. }
             | MediaCommand::Answer { room, .. }
             | MediaCommand::Candidate { room, .. }
+            | MediaCommand::SetTrackViews { room, .. }
             | MediaCommand::RemovePeer { room, .. }
             | MediaCommand::AdoptPeer { room, .. } => room,
         }

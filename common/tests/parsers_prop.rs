@@ -11,7 +11,7 @@ use conclave_common::caps::{count_m_lines, CapExceeded, ParticipantCaps};
 use conclave_common::link::{MediaCommand, MediaEvent};
 use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, MediaConnectionState, TrackInfo, TrackKind,
-    TrackSource,
+    TrackSource, TrackView,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -172,6 +172,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             0..5
         )
         .prop_map(|sources| ClientMessage::SetSources { sources }),
+        prop::collection::btree_map(text(), track_view(), 0..5)
+            .prop_map(|views| ClientMessage::SetTrackViews { views }),
         Just(ClientMessage::Leave),
         Just(ClientMessage::Heartbeat),
         (text(), text()).prop_map(|(token, resume_token)| ClientMessage::Resume {
@@ -201,6 +203,19 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::TooManyTracks,
         ErrorCode::TooManyCandidates,
     ])
+}
+
+fn track_view() -> impl Strategy<Value = TrackView> {
+    (
+        any::<bool>(),
+        prop::option::of(any::<u16>()),
+        prop::option::of(any::<u16>()),
+    )
+        .prop_map(|(hidden, width, height)| TrackView {
+            hidden,
+            width,
+            height,
+        })
 }
 
 fn source() -> impl Strategy<Value = TrackSource> {
@@ -258,6 +273,18 @@ fn media_command() -> impl Strategy<Value = MediaCommand> {
                 candidate,
             }
         }),
+        (
+            text(),
+            text(),
+            prop::collection::btree_map(text(), track_view(), 0..4)
+        )
+            .prop_map(
+                |(room, participant_id, views)| MediaCommand::SetTrackViews {
+                    room,
+                    participant_id,
+                    views,
+                }
+            ),
         (text(), text()).prop_map(|(room, participant_id)| MediaCommand::RemovePeer {
             room,
             participant_id,

@@ -82,6 +82,7 @@ fn command_type(c: &MediaCommand) -> &'static str {
         MediaCommand::AddPeer { .. } => "addPeer",
         MediaCommand::Answer { .. } => "answer",
         MediaCommand::Candidate { .. } => "candidate",
+        MediaCommand::SetTrackViews { .. } => "setTrackViews",
         MediaCommand::RemovePeer { .. } => "removePeer",
         MediaCommand::AdoptPeer { .. } => "adoptPeer",
     }
@@ -106,6 +107,7 @@ const CLIENT_IDS: &[&str] = &[
     "setVideo",
     "setDeafened",
     "setSources",
+    "setTrackViews",
     "leave",
     "heartbeat",
     "resume",
@@ -122,7 +124,14 @@ const SERVER_IDS: &[&str] = &[
     "error",
     "heartbeat",
 ];
-const COMMAND_TYPES: &[&str] = &["addPeer", "answer", "candidate", "removePeer", "adoptPeer"];
+const COMMAND_TYPES: &[&str] = &[
+    "addPeer",
+    "answer",
+    "candidate",
+    "setTrackViews",
+    "removePeer",
+    "adoptPeer",
+];
 const EVENT_TYPES: &[&str] = &["hello", "answer", "offer", "peerState", "peerError"];
 
 fn all_error_codes() -> Vec<ErrorCode> {

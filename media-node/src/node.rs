@@ -14,7 +14,7 @@ use conclave_common::protocol::ErrorCode;
 
 use crate::load::{LoadMeter, NodeLoadFigures, SAMPLE_INTERVAL};
 use crate::sfu::messages::{
-    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, StopRoom,
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, SetTrackViews, StopRoom,
 };
 use crate::sfu::room::RoomSfu;
 use crate::threads::RoomThread;
@@ -171,6 +171,19 @@ impl Handler<ToMediaNode> for MediaNode {
                     entry.addr.do_send(PeerCandidate {
                         participant_id,
                         candidate,
+                        link: reply_to,
+                    });
+                }
+            }
+            MediaCommand::SetTrackViews {
+                room,
+                participant_id,
+                views,
+            } => {
+                if let Some(entry) = self.rooms.get(&room) {
+                    entry.addr.do_send(SetTrackViews {
+                        participant_id,
+                        views,
                         link: reply_to,
                     });
                 }

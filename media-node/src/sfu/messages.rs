@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use actix::prelude::*;
 use conclave_common::link::FromMediaNode;
-use conclave_common::protocol::TrackSource;
+use conclave_common::protocol::{TrackSource, TrackView};
 
 /// Create a participant's peer from its SDP offer.
 #[derive(Message)]
@@ -27,6 +27,15 @@ pub struct AddPeer {
 pub struct PeerAnswer {
     pub participant_id: String,
     pub sdp: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// How the participant shows the videos it receives, by its mids (only its own link may).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTrackViews {
+    pub participant_id: String,
+    pub views: BTreeMap<String, TrackView>,
     pub link: Recipient<FromMediaNode>,
 }
 

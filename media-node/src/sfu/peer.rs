@@ -10,14 +10,16 @@ use actix::Recipient;
 use conclave_common::link::{FromMediaNode, MediaEvent};
 use conclave_common::protocol::{MediaConnectionState, TrackKind, TrackSource};
 use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::consent::{PathGuard, Verdict};
 use super::ice;
 use super::rtc::guarded;
+use super::simulcast::{saw_layer, LayerKey, LayerSeen, Munger, Selection, View, Vp8Info};
 use super::udp::{PeerKey, UdpSender};
 use crate::metrics;
 
@@ -32,8 +34,8 @@ pub struct TrackIn {
     pub kind: MediaKind,
     /// What it shows, as the publisher declared (`AddPeer::sources`) or by its kind.
     pub source: TrackSource,
-    /// When we last asked the publisher for a keyframe (see `forward::keyframe_request_due`).
-    pub last_keyframe_request: Option<Instant>,
+    /// Video: the layers it comes in (one without simulcast), as seen so far.
+    pub layers: Vec<LayerSeen>,
 }
 
 /// Negotiation state of a track we send to a subscriber (moved along by `negotiate.rs`).
@@ -63,9 +65,14 @@ pub struct TrackOut {
     /// Publisher's payload type -> ours, for the last codec seen (mapped once, not per packet;
     /// see `forward::map_payload_type`).
     pub pt_map: Option<(Pt, Pt)>,
-    /// Subtracted from the publisher's extended sequence numbers (set by the first packet;
-    /// see `forward::rebase_seq`).
+    /// Audio: subtracted from the publisher's extended sequence numbers (set by the first
+    /// packet; see `forward::rebase_seq`).
     pub seq_base: Option<u64>,
+    /// Video: how the subscriber shows it (`setTrackViews`), which layer it gets, and its
+    /// stream kept continuous across layer changes (`simulcast.rs`).
+    pub view: View,
+    pub selection: Selection,
+    pub munger: Munger,
 }
 
 impl TrackOut {
@@ -79,6 +86,9 @@ impl TrackOut {
             state: TrackOutState::ToOpen,
             pt_map: None,
             seq_base: None,
+            view: View::default(),
+            selection: Selection::default(),
+            munger: Munger::default(),
         }
     }
 }
@@ -97,8 +107,8 @@ pub struct Peer {
     pub tracks_out: Vec<TrackOut>,
     /// What the client declared its m-lines carry, by mid (`AddPeer::sources`).
     declared_sources: BTreeMap<String, TrackSource>,
-    /// Incoming SSRC -> publisher m-line.
-    rx_mids: Vec<(Ssrc, Mid)>,
+    /// Incoming SSRC -> publisher m-line and layer.
+    rx_mids: Vec<(Ssrc, Mid, LayerKey)>,
     /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
     pub pending: Option<SdpPendingOffer>,
     /// That offer as sent, to send again if the peer is adopted by another link before
@@ -141,13 +151,18 @@ pub enum Propagated {
     Rtp {
         from: PeerKey,
         mid: Mid,
+        layer: LayerKey,
+        /// What the packet is, for VP8 video (read once here, not per subscriber).
+        vp8: Option<Vp8Info>,
         params: PayloadParams,
         packet: RtpPacket,
     },
+    /// A subscriber asks for a keyframe of the layer it gets.
     KeyframeRequest {
         source_peer: PeerKey,
         source_mid: Mid,
-        req: KeyframeRequest,
+        layer: LayerKey,
+        kind: KeyframeRequestKind,
     },
 }
 
@@ -443,7 +458,7 @@ impl Peer {
                     mid: added.mid,
                     kind: added.kind,
                     source: self.declared_source(added.mid, added.kind),
-                    last_keyframe_request: None,
+                    layers: Vec::new(),
                 };
                 self.tracks_in.push(track.clone());
                 metrics::TRACKS.inc();
@@ -457,16 +472,28 @@ impl Peer {
                 if packet.payload.is_empty() {
                     return;
                 }
-                let Some(mid) = self.rx_mid(packet.header.ssrc) else {
+                let Some((mid, layer)) = self.rx_stream(packet.header.ssrc) else {
                     return;
                 };
                 let pt = packet.header.payload_type;
                 let Some(params) = self.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
                     return;
                 };
+                let vp8 = (params.spec().codec == Codec::Vp8)
+                    .then(|| Vp8Info::parse(&packet.payload))
+                    .flatten();
+                if let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) {
+                    if track.kind == MediaKind::Video
+                        && !saw_layer(&mut track.layers, &layer, vp8.as_ref(), packet.timestamp)
+                    {
+                        return; // A layer over the cap: forwarded to no one.
+                    }
+                }
                 out.push(Propagated::Rtp {
                     from: self.key,
                     mid,
+                    layer,
+                    vp8,
                     params,
                     packet,
                 });
@@ -477,17 +504,20 @@ impl Peer {
                     KeyframeRequestKind::Fir => metrics::FIRS.inc(),
                 }
                 // A subscriber asks for a keyframe on one of our outgoing tracks: find its
-                // source.
+                // source and the layer it gets (none yet: one is asked for already).
                 if let Some(t) = self
                     .tracks_out
                     .iter()
                     .find(|t| matches!(t.state, TrackOutState::Open(m) if m == req.mid))
                 {
-                    out.push(Propagated::KeyframeRequest {
-                        source_peer: t.source_peer,
-                        source_mid: t.source_mid,
-                        req,
-                    });
+                    if let Some(layer) = &t.selection.forwarding {
+                        out.push(Propagated::KeyframeRequest {
+                            source_peer: t.source_peer,
+                            source_mid: t.source_mid,
+                            layer: *layer,
+                            kind: req.kind,
+                        });
+                    }
                 }
             }
             Event::PeerStats(stats) => {
@@ -523,13 +553,16 @@ impl Peer {
         }
     }
 
-    /// The publisher's m-line an incoming SSRC belongs to (cached: asked once per stream).
-    fn rx_mid(&mut self, ssrc: Ssrc) -> Option<Mid> {
-        if let Some((_, mid)) = self.rx_mids.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*mid);
+    /// The publisher's m-line and layer an incoming SSRC belongs to (cached: asked once per
+    /// stream).
+    fn rx_stream(&mut self, ssrc: Ssrc) -> Option<(Mid, LayerKey)> {
+        if let Some((_, mid, layer)) = self.rx_mids.iter().find(|(s, _, _)| *s == ssrc) {
+            return Some((*mid, *layer));
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
-        self.rx_mids.push((ssrc, mid));
-        Some(mid)
+        let mut api = self.rtc.direct_api();
+        let rx = api.stream_rx(&ssrc)?;
+        let (mid, layer) = (rx.mid(), rx.rid());
+        self.rx_mids.push((ssrc, mid, layer));
+        Some((mid, layer))
     }
 }

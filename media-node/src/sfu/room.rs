@@ -25,11 +25,13 @@ use str0m::Input;
 use super::forward;
 use super::ice;
 use super::messages::{
-    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, StopRoom,
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, SetTrackViews,
+    StopRoom,
 };
 use super::negotiate;
-use super::peer::{Peer, PeerControl, PeerRtc, Propagated};
+use super::peer::{Peer, PeerControl, PeerRtc, Propagated, TrackOutState};
 use super::rtc::{answer_offer, guarded};
+use super::simulcast;
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
 };
@@ -46,6 +48,9 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// fall in one tick fire in one wakeup of the thread, instead of one each (str0m's timeouts
 /// are for RTCP, NACK and ICE keep-alives: a few milliseconds later changes nothing).
 const TIMER_TICK: Duration = Duration::from_millis(5);
+/// How often each subscriber's simulcast layer is chosen again (layers come and go, views
+/// change): a new subscriber waits up to this long for its first layer to be picked.
+const LAYER_REVIEW_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The first tick of the grid at or after `at`.
 fn timer_tick_after(at: Instant) -> Instant {
@@ -110,6 +115,10 @@ impl Actor for RoomSfu {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.datagrams = Some(ctx.address().recipient());
+        ctx.run_interval(LAYER_REVIEW_INTERVAL, |sfu, ctx| {
+            forward::review_layers(&mut sfu.peers, Instant::now());
+            sfu.drive(ctx);
+        });
         tracing::info!(room = %self.room, "room sfu started");
     }
 
@@ -494,16 +503,34 @@ impl RoomSfu {
             Propagated::Rtp {
                 from,
                 mid,
+                layer,
+                vp8,
                 params,
-                mut packet,
+                packet,
             } => {
-                self.forwarded += forward::fan_out(&mut self.peers, from, mid, params, &mut packet);
+                let mut incoming = forward::Incoming {
+                    mid,
+                    layer,
+                    vp8,
+                    params,
+                    packet,
+                    descriptor: None,
+                };
+                self.forwarded += forward::fan_out(&mut self.peers, from, &mut incoming);
             }
             Propagated::KeyframeRequest {
                 source_peer,
                 source_mid,
-                req,
-            } => forward::relay_keyframe_request(&mut self.peers, source_peer, source_mid, req),
+                layer,
+                kind,
+            } => forward::request_keyframe(
+                &mut self.peers,
+                source_peer,
+                source_mid,
+                layer,
+                kind,
+                Instant::now(),
+            ),
         }
     }
 }
@@ -561,6 +588,28 @@ impl Handler<PeerCandidate> for RoomSfu {
                 Err(e) => self.refuse_cap(&self.peers[i].link, &msg.participant_id, e),
             }
         }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<SetTrackViews> for RoomSfu {
+    type Result = ();
+    /// The subscriber's layout changed: each named video gets the layer that fits it.
+    fn handle(&mut self, msg: SetTrackViews, ctx: &mut Context<Self>) {
+        let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) else {
+            return;
+        };
+        let peer = &mut self.peers[i];
+        for (mid, view) in &msg.views {
+            let shown = peer.tracks_out.iter_mut().find(|t| match t.state {
+                TrackOutState::Open(m) | TrackOutState::Negotiating(m) => &*m == mid.as_str(),
+                _ => false,
+            });
+            if let Some(track) = shown {
+                track.view = simulcast::View::from(*view);
+            }
+        }
+        forward::review_layers(&mut self.peers, Instant::now());
         self.drive(ctx);
     }
 }

@@ -86,6 +86,15 @@ impl Room {
             ParticipantRequest::SetVideo(on) => self.set_state(&pid, None, Some(on), None),
             ParticipantRequest::SetDeafened(on) => self.set_state(&pid, None, None, Some(on)),
             ParticipantRequest::SetSources(sources) => self.roster.set_sources(&pid, sources),
+            ParticipantRequest::SetTrackViews(views) if has_peer => {
+                self.media(MediaCommand::SetTrackViews {
+                    room: self.media_id.clone(),
+                    participant_id: pid,
+                    views,
+                })
+            }
+            // No peer, no videos to show: the client sends its views again for the next one.
+            ParticipantRequest::SetTrackViews(_) => {}
         }
     }
 

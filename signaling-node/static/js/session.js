@@ -41,6 +41,7 @@ import {
   retryMedia,
   startMedia,
   stopLocalMedia,
+  watchViews,
 } from './media.js';
 import { refreshDevices } from './devices.js';
 import { describeClose, describeServerError } from './errors.js';
@@ -407,6 +408,7 @@ async function onJoined(s, msg) {
   startHeartbeat(s, msg.heartbeatIntervalMs);
   dropPeerConnection(s); // a rejoin after a failed resume starts over
   await startMedia(s);
+  if (!s.stopWatchingViews) watchViews(s);
 
   conclave.state = 'joined';
   // Deafened before joining (or before a rejoin): the room hears of it now (docs/protocol.md).
@@ -462,6 +464,7 @@ function teardown(s) {
   s.joinedResolve = s.joinedReject = null;
   if (s.heartbeatTimer) clearInterval(s.heartbeatTimer);
   s.heartbeatTimer = null;
+  if (s.stopWatchingViews) s.stopWatchingViews();
   if (s.pc && s.pc.signalingState !== 'closed') s.pc.close();
   if (s.ws && (s.ws.readyState === WebSocket.OPEN || s.ws.readyState === WebSocket.CONNECTING)) {
     s.ws.close(1000, 'leave');
