@@ -130,6 +130,20 @@ pub enum MediaEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proof: Option<String>,
     },
+    /// Who speaks in the room now (read from the audio levels on publishers' packets), and
+    /// the dominant speaker (the last one, through silence). Sent on every change, to each
+    /// signaling node with a peer in the room.
+    ///
+    /// ```json
+    /// {"type":"speaking","room":"acme/general","participants":["p-1f2e"],"dominant":"p-1f2e"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Speaking {
+        room: String,
+        participants: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dominant: Option<String>,
+    },
     /// The answer to `addPeer`.
     ///
     /// ```json

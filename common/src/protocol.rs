@@ -329,6 +329,20 @@ pub enum ServerMessage {
     /// {"id":"mediaState","state":"connected"}
     /// ```
     MediaState { state: MediaConnectionState },
+    /// Who speaks now, from the audio levels the media server reads on their packets
+    /// (debounced: a pause between words does not end it), and the dominant speaker: the
+    /// loudest one speaking, kept while it speaks unless another is clearly louder, and kept
+    /// through silence (absent once nobody has spoken yet or it left). Sent on every change.
+    /// The client's own id is in `participants` when it speaks.
+    ///
+    /// ```json
+    /// {"id":"speaking","participants":["p-1f2e","p-9a8b"],"dominant":"p-1f2e"}
+    /// ```
+    Speaking {
+        participants: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dominant: Option<String>,
+    },
     /// This client left the room (answer to `leave`).
     ///
     /// ```json
@@ -485,6 +499,7 @@ impl ServerMessage {
             ServerMessage::ParticipantLeft { .. } => "participantLeft",
             ServerMessage::ParticipantState { .. } => "participantState",
             ServerMessage::MediaState { .. } => "mediaState",
+            ServerMessage::Speaking { .. } => "speaking",
             ServerMessage::Left => "left",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Heartbeat { .. } => "heartbeat",

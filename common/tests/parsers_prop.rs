@@ -349,6 +349,16 @@ fn media_event() -> impl Strategy<Value = MediaEvent> {
                 message,
             }
         }),
+        (
+            text(),
+            prop::collection::vec(text(), 0..4),
+            prop::option::of(text())
+        )
+            .prop_map(|(room, participants, dominant)| MediaEvent::Speaking {
+                room,
+                participants,
+                dominant,
+            }),
     ]
 }
 

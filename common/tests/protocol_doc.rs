@@ -95,6 +95,7 @@ fn event_type(e: &MediaEvent) -> &'static str {
         MediaEvent::Offer { .. } => "offer",
         MediaEvent::PeerState { .. } => "peerState",
         MediaEvent::PeerError { .. } => "peerError",
+        MediaEvent::Speaking { .. } => "speaking",
     }
 }
 
@@ -120,6 +121,7 @@ const SERVER_IDS: &[&str] = &[
     "participantLeft",
     "participantState",
     "mediaState",
+    "speaking",
     "left",
     "error",
     "heartbeat",
@@ -132,7 +134,14 @@ const COMMAND_TYPES: &[&str] = &[
     "removePeer",
     "adoptPeer",
 ];
-const EVENT_TYPES: &[&str] = &["hello", "answer", "offer", "peerState", "peerError"];
+const EVENT_TYPES: &[&str] = &[
+    "hello",
+    "answer",
+    "offer",
+    "peerState",
+    "peerError",
+    "speaking",
+];
 
 fn all_error_codes() -> Vec<ErrorCode> {
     let codes = vec![

@@ -28,6 +28,8 @@
 //!   our consent check (a forged nomination cannot aim the room's media at a third party).
 //! - `simulcast`: which layer of a publisher's video each subscriber gets, and its stream
 //!   kept continuous across layer changes (VP8 reading, layer choice, munger).
+//! - `speech`: who is speaking, from the audio levels publishers put on their packets, and
+//!   the room's dominant speaker.
 //! - `peer`: one participant — `Peer`, its tracks, `poll_output` and event handling.
 //! - `negotiate`: server-side renegotiation — queued track changes, one offer at a time.
 //! - `forward`: forwarding — fan-out, payload-type map, sequence rebase, keyframe throttling.
@@ -44,6 +46,7 @@ mod forward;
 mod negotiate;
 mod peer;
 mod simulcast;
+mod speech;
 
 pub use rtc::rtc_config;
 pub use udp::DatagramBatch;

@@ -20,6 +20,7 @@ use super::consent::{PathGuard, Verdict};
 use super::ice;
 use super::rtc::guarded;
 use super::simulcast::{saw_layer, LayerKey, LayerSeen, Munger, Selection, View, Vp8Info};
+use super::speech::SpeechDetector;
 use super::udp::{PeerKey, UdpSender};
 use crate::metrics;
 
@@ -138,6 +139,8 @@ pub struct Peer {
     local_ufrag: String,
     /// Which addresses this peer has proven its own: media goes only there.
     paths: PathGuard,
+    /// Whether its microphone carries speech (from the audio levels of its packets).
+    pub speech: SpeechDetector,
 }
 
 /// What one peer's output means for the others.
@@ -232,6 +235,7 @@ impl Peer {
             max_tracks,
             local_ufrag,
             paths: PathGuard::new(now),
+            speech: SpeechDetector::default(),
         }
     }
 
@@ -483,9 +487,17 @@ impl Peer {
                     .then(|| Vp8Info::parse(&packet.payload))
                     .flatten();
                 if let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) {
-                    if track.kind == MediaKind::Video
-                        && !saw_layer(&mut track.layers, &layer, vp8.as_ref(), packet.timestamp)
-                    {
+                    let over_cap = match track.kind {
+                        MediaKind::Audio => {
+                            let level = packet.header.ext_vals.audio_level;
+                            self.speech.packet(level, packet.timestamp);
+                            false
+                        }
+                        MediaKind::Video => {
+                            !saw_layer(&mut track.layers, &layer, vp8.as_ref(), packet.timestamp)
+                        }
+                    };
+                    if over_cap {
                         return; // A layer over the cap: forwarded to no one.
                     }
                 }

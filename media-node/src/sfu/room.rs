@@ -32,6 +32,7 @@ use super::negotiate;
 use super::peer::{Peer, PeerControl, PeerRtc, Propagated, TrackOutState};
 use super::rtc::{answer_offer, guarded};
 use super::simulcast;
+use super::speech::Speakers;
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
 };
@@ -49,8 +50,9 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// are for RTCP, NACK and ICE keep-alives: a few milliseconds later changes nothing).
 const TIMER_TICK: Duration = Duration::from_millis(5);
 /// How often each subscriber's simulcast layer is chosen again (layers come and go, views
-/// change): a new subscriber waits up to this long for its first layer to be picked.
-const LAYER_REVIEW_INTERVAL: Duration = Duration::from_millis(250);
+/// change; a new subscriber waits up to this long for its first layer to be picked), and who
+/// speaks is looked at (the signaling nodes hear of changes at most this often).
+const REVIEW_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The first tick of the grid at or after `at`.
 fn timer_tick_after(at: Instant) -> Instant {
@@ -103,6 +105,8 @@ pub struct RoomSfu {
     datagrams: Option<Recipient<DatagramBatch>>,
     /// Track sets changed: some peer may need a server offer.
     renegotiate: bool,
+    /// Who speaks, as last told to the signaling nodes.
+    speakers: Speakers<PeerKey>,
     /// Packets forwarded so far (a running total; `drive` hands the new ones to the thread's
     /// counters, once per message rather than per packet).
     forwarded: u64,
@@ -115,8 +119,10 @@ impl Actor for RoomSfu {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.datagrams = Some(ctx.address().recipient());
-        ctx.run_interval(LAYER_REVIEW_INTERVAL, |sfu, ctx| {
-            forward::review_layers(&mut sfu.peers, Instant::now());
+        ctx.run_interval(REVIEW_INTERVAL, |sfu, ctx| {
+            let now = Instant::now();
+            forward::review_layers(&mut sfu.peers, now);
+            sfu.review_speakers(now);
             sfu.drive(ctx);
         });
         tracing::info!(room = %self.room, "room sfu started");
@@ -157,6 +163,7 @@ impl RoomSfu {
             propagate: Vec::new(),
             datagrams: None,
             renegotiate: false,
+            speakers: Speakers::default(),
             forwarded: 0,
             forwarded_counted: 0,
         }
@@ -491,6 +498,44 @@ impl RoomSfu {
         let delay = at.saturating_duration_since(Instant::now());
         let handle = ctx.run_later(delay, |sfu, ctx| sfu.on_timer(ctx));
         self.timer = Some((at, handle));
+    }
+
+    /// Who speaks now; on a change, tell every signaling node with a peer in the room.
+    fn review_speakers(&mut self, now: Instant) {
+        let publishers: Vec<(PeerKey, bool, f32)> = self
+            .peers
+            .iter_mut()
+            .filter(|p| p.tracks_in.iter().any(|t| t.kind == MediaKind::Audio))
+            .map(|p| (p.key, p.speech.settle(now), p.speech.loudness()))
+            .collect();
+        let next = self.speakers.next(&publishers);
+        if next == self.speakers {
+            return;
+        }
+        self.speakers = next;
+        let pid = |key: PeerKey| {
+            self.peers
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.participant_id.clone())
+        };
+        let event = MediaEvent::Speaking {
+            room: self.room.clone(),
+            participants: self
+                .speakers
+                .speaking
+                .iter()
+                .filter_map(|k| pid(*k))
+                .collect(),
+            dominant: self.speakers.dominant.and_then(pid),
+        };
+        let mut told: Vec<&Recipient<FromMediaNode>> = Vec::new();
+        for peer in &self.peers {
+            if !told.contains(&&peer.link) {
+                told.push(&peer.link);
+                peer.link.do_send(FromMediaNode(event.clone()));
+            }
+        }
     }
 
     /// Act on one peer's output for the others.

@@ -154,6 +154,14 @@ impl Room {
                 }
                 self.send_to(&participant_id, ServerMessage::Error { code, message });
             }
+            MediaEvent::Speaking {
+                participants,
+                dominant,
+                ..
+            } => self.broadcast(ServerMessage::Speaking {
+                participants,
+                dominant,
+            }),
             MediaEvent::Hello { .. } => {}
         }
     }

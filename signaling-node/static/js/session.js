@@ -24,6 +24,7 @@ import {
   setWsState,
   showCallView,
   showJoinView,
+  showSpeaking,
   showStatus,
   ui,
   updateControls,
@@ -347,6 +348,10 @@ async function handle(s, msg) {
         clearStatusTopic('media');
       }
       return;
+    case 'speaking':
+      conclave.speaking = { participants: msg.participants || [], dominant: msg.dominant || null };
+      showSpeaking();
+      return;
     case 'left':
       if (s.leftResolve) s.leftResolve();
       return;
@@ -494,6 +499,7 @@ function teardown(s) {
 
 function resetCallState() {
   conclave.participantId = null;
+  conclave.speaking = { participants: [], dominant: null };
   conclave.participants = {};
   conclave.tracks = {};
   conclave.pc = null;
