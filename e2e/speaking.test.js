@@ -30,10 +30,14 @@ test('speaking: only the participant who makes sound is reported speaking', { ti
 
   // Everyone hears that the talker speaks, and that it is the dominant speaker.
   for (const page of [...quiet, talker]) {
+    let last = null;
     await waitFor(`${page.label} to see the talker speaking`, async () => {
-      const s = await speaking(page);
+      const s = (last = await speaking(page));
       return s.participants.length === 1 && s.participants[0] === talkerPid && s.dominant === talkerPid ? s : null;
-    }, { timeoutMs: 30000, intervalMs: 200 });
+    }, { timeoutMs: 30000, intervalMs: 200 }).catch((err) => {
+      err.message += `; last: ${JSON.stringify(last)}; talker ${talkerPid}, quiet ${quietPids.join(', ')}`;
+      throw err;
+    });
   }
   // Its tile has the ring on the others' pages, and theirs do not.
   const rings = await quiet[0].evaluate(() =>

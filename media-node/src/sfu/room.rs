@@ -280,6 +280,10 @@ impl RoomSfu {
             sdp: answer.to_sdp_string(),
         }));
         tracing::info!(room = %self.room, participant = %msg.participant_id, peer = key, "peer added");
+        // Its signaling node may have had no peer here, so no word of who speaks: it has now.
+        if self.speakers != Speakers::default() {
+            msg.link.do_send(FromMediaNode(self.speakers_event()));
+        }
         self.shared.participants.fetch_add(1, Relaxed);
         metrics::PARTICIPANTS.inc();
         self.peers.push(Peer::new(
@@ -513,13 +517,25 @@ impl RoomSfu {
             return;
         }
         self.speakers = next;
+        let event = self.speakers_event();
+        let mut told: Vec<&Recipient<FromMediaNode>> = Vec::new();
+        for peer in &self.peers {
+            if !told.contains(&&peer.link) {
+                told.push(&peer.link);
+                peer.link.do_send(FromMediaNode(event.clone()));
+            }
+        }
+    }
+
+    /// Who speaks, as the signaling nodes hear it.
+    fn speakers_event(&self) -> MediaEvent {
         let pid = |key: PeerKey| {
             self.peers
                 .iter()
                 .find(|p| p.key == key)
                 .map(|p| p.participant_id.clone())
         };
-        let event = MediaEvent::Speaking {
+        MediaEvent::Speaking {
             room: self.room.clone(),
             participants: self
                 .speakers
@@ -528,13 +544,6 @@ impl RoomSfu {
                 .filter_map(|k| pid(*k))
                 .collect(),
             dominant: self.speakers.dominant.and_then(pid),
-        };
-        let mut told: Vec<&Recipient<FromMediaNode>> = Vec::new();
-        for peer in &self.peers {
-            if !told.contains(&&peer.link) {
-                told.push(&peer.link);
-                peer.link.do_send(FromMediaNode(event.clone()));
-            }
         }
     }
 

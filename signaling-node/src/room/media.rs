@@ -158,10 +158,14 @@ impl Room {
                 participants,
                 dominant,
                 ..
-            } => self.broadcast(ServerMessage::Speaking {
-                participants,
-                dominant,
-            }),
+            } => {
+                let msg = ServerMessage::Speaking {
+                    participants,
+                    dominant,
+                };
+                self.speaking = Some(msg.clone());
+                self.broadcast(msg);
+            }
             MediaEvent::Hello { .. } => {}
         }
     }

@@ -150,6 +150,9 @@ impl Room {
     ) {
         let pid = info.participant_id.clone();
         session.do_send(Outbound(self.joined(&pid, secret.clone(), false)));
+        if let Some(speaking) = &self.speaking {
+            session.do_send(Outbound(speaking.clone()));
+        }
         metrics::PARTICIPANTS.inc();
         self.local
             .insert(pid.clone(), LocalMember::connected(session, evict, secret));
@@ -247,6 +250,9 @@ impl Room {
         local.resume_secret = next_secret.clone();
         let joined = self.joined(pid, next_secret, true);
         self.send_to(pid, joined);
+        if let Some(speaking) = self.speaking.clone() {
+            self.send_to(pid, speaking);
+        }
         match self.roster.get(pid).map(|m| m.media) {
             Some(MediaPhase::NoPeer) => self.send_to(
                 pid,

@@ -129,6 +129,8 @@ pub struct Room {
     local: HashMap<String, LocalMember>,
     /// Members whose peer we asked the media node to hand to us (`adoptPeer`).
     adopting: HashSet<String>,
+    /// The media node's last `speaking`, for members who join or resume after it.
+    speaking: Option<ServerMessage>,
     link: Addr<MediaLink>,
     /// A move to another media node is in progress (offers wait for it).
     moving: bool,
@@ -167,6 +169,7 @@ impl Room {
             roster: Roster::new(cap),
             local: HashMap::new(),
             adopting: HashSet::new(),
+            speaking: None,
             link,
             moving: false,
             cluster,
