@@ -99,6 +99,12 @@ pub struct MediaConfig {
     #[arg(long, env = "CONCLAVE_PEER_INGRESS_PPS", default_value_t = crate::sfu::udp::DEFAULT_PEER_INGRESS_PPS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_ingress_pps: u32,
+    /// Estimate each subscriber's bandwidth (send-side, from the browser's transport-wide
+    /// congestion feedback) and give its videos the simulcast layers that fit in it
+    /// (docs/media-quality.md). Off by default until it is proven under a real bandwidth cap:
+    /// every video then gets the layer its tile asks for, whatever the link carries.
+    #[arg(long, env = "CONCLAVE_BWE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub bwe: bool,
     #[command(flatten)]
     pub caps: CapsConfig,
 }

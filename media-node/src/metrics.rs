@@ -251,6 +251,13 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     ))
 }
 
+pub static BWE_ESTIMATE: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "conclave_media_bwe_estimate_bps",
+        "Subscribers' bandwidth estimates (bits per second), one sample per update (--bwe)",
+        vec![100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6],
+    )
+});
 pub static RTT: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "conclave_media_rtt_seconds",
@@ -316,7 +323,7 @@ pub fn init() {
     for result in ["sent", "proven"] {
         PATH_CHECKS.with_label_values(&[result]);
     }
-    for h in [&RTT, &LOSS, &JITTER, &FORWARD_SECONDS] {
+    for h in [&RTT, &LOSS, &JITTER, &FORWARD_SECONDS, &BWE_ESTIMATE] {
         LazyLock::force(h);
     }
 }

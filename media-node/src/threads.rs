@@ -95,6 +95,7 @@ pub fn start_room_threads(
                 caps,
                 load,
                 counters: metrics.clone(),
+                bwe: config.bwe,
             },
             udp_local,
             metrics,

@@ -22,7 +22,9 @@ use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
 use super::peer::{Peer, TrackOut, TrackOutState};
 use super::rtc::guarded;
-use super::simulcast::{choose_layer, Admit, LayerKey, LayerSeen, PacketIn, Vp8Info};
+use super::simulcast::{
+    allocate, layers_up_to_view, Admit, LayerKey, LayerSeen, PacketIn, VideoWant, View, Vp8Info,
+};
 use super::udp::PeerKey;
 use crate::metrics;
 
@@ -171,39 +173,125 @@ fn number_video(
     Some((SeqNo::from(munged.seq), munged.timestamp, patch))
 }
 
-/// Every subscriber's video: the layer it should get now (its view, the layers live), and a
-/// keyframe asked of the publisher for each layer a subscriber waits for. Run a few times a
-/// second and when views change.
-pub fn review_layers(peers: &mut [Peer], now: Instant) {
+/// Every subscriber's video: the layer it should get now, and a keyframe asked of the
+/// publisher for each layer a subscriber waits for. Run a few times a second and when views
+/// change.
+///
+/// A video may get at most the layer its view asks for (`choose_layer`); with a bandwidth
+/// estimate for the subscriber (`--bwe`), the allocator spends it across the subscriber's
+/// videos (audio first, the dominant speaker's video first, then the bigger tiles): a step
+/// down is taken at once, a step up only once the estimate allowed it for `STEP_UP_AFTER`.
+/// The estimator is told to probe up to what the views ask for, or it would never find the
+/// room to climb back.
+pub fn review_layers(peers: &mut [Peer], dominant: Option<PeerKey>, now: Instant) {
+    for publisher in peers.iter_mut() {
+        for track in publisher.tracks_in.iter_mut() {
+            for layer in track.layers.iter_mut() {
+                layer.measure(now);
+            }
+        }
+    }
     let mut wanted: Vec<(PeerKey, Mid, LayerKey)> = Vec::new();
     for i in 0..peers.len() {
         let (before, rest) = peers.split_at_mut(i);
         let Some((sub, after)) = rest.split_first_mut() else {
             break;
         };
-        for t in sub
-            .tracks_out
-            .iter_mut()
-            .filter(|t| t.kind == MediaKind::Video)
-        {
-            let Some(publisher) = before
-                .iter()
-                .chain(after.iter())
+        let publishers = || before.iter().chain(after.iter());
+        let mut videos: Vec<(usize, VideoWant)> = Vec::new();
+        let mut audio_tracks = 0u64;
+        for (n, t) in sub.tracks_out.iter().enumerate() {
+            if !matches!(t.state, TrackOutState::Open(_)) {
+                continue;
+            }
+            if t.kind == MediaKind::Audio {
+                audio_tracks += 1;
+                continue;
+            }
+            let Some(track) = publishers()
                 .find(|p| p.key == t.source_peer)
+                .and_then(|p| p.tracks_in.iter().find(|x| x.mid == t.source_mid))
             else {
                 continue;
             };
-            let Some(track) = publisher.tracks_in.iter().find(|x| x.mid == t.source_mid) else {
-                continue;
+            let layers = layers_up_to_view(&track.layers, t.view, now);
+            let area = match t.view {
+                View::Fit { width, height } => u64::from(width) * u64::from(height),
+                View::Hidden => 0,
             };
-            t.selection.target = choose_layer(&track.layers, t.view, now);
+            let speaking = Some(t.source_peer) == dominant;
+            let priority = area + if speaking { 1 << 40 } else { 0 };
+            videos.push((n, VideoWant { layers, priority }));
+        }
+        let allocation = match sub.estimate {
+            Some(estimate) => {
+                let budget = estimate.saturating_sub(audio_tracks * AUDIO_BPS);
+                let wants: Vec<VideoWant> = videos.iter().map(|(_, w)| w.clone()).collect();
+                allocate(budget, &wants)
+            }
+            None => videos
+                .iter()
+                .map(|(_, w)| w.layers.last().map(|l| l.0))
+                .collect(),
+        };
+        for ((n, want), layer) in videos.iter().zip(allocation) {
+            let t = &mut sub.tracks_out[*n];
+            t.selection.target = step(t, want, layer, now);
             if let Some(layer) = t.selection.awaiting_keyframe() {
                 wanted.push((t.source_peer, t.source_mid, *layer));
             }
         }
+        if sub.estimate.is_some() {
+            // Probe up to what the views ask for (and what audio needs).
+            let desired: u64 = audio_tracks * AUDIO_BPS
+                + videos
+                    .iter()
+                    .filter_map(|(_, w)| w.layers.last().map(|l| l.1))
+                    .sum::<u64>();
+            sub.want_bitrate(desired);
+        }
     }
     for (publisher, mid, layer) in wanted {
         request_keyframe(peers, publisher, mid, layer, KeyframeRequestKind::Pli, now);
+    }
+}
+
+/// What a subscriber's audio track costs, for the allocator (Opus in a browser: 32-40 kbit/s
+/// with headers; less while silent with DTX).
+const AUDIO_BPS: u64 = 50_000;
+/// A step up to a bigger layer is taken only after the allocation allowed it this long (a
+/// step down at once): a bandwidth estimate climbs in bursts, and a layer switch costs a
+/// keyframe.
+const STEP_UP_AFTER: Duration = Duration::from_secs(3);
+
+/// The layer a video gets now, given the allocation: down (or hidden) at once, up only after
+/// `STEP_UP_AFTER` of the allocation asking for it.
+fn step(
+    t: &mut TrackOut,
+    want: &VideoWant,
+    allocated: Option<LayerKey>,
+    now: Instant,
+) -> Option<LayerKey> {
+    let rank = |layer: &Option<LayerKey>| {
+        layer
+            .as_ref()
+            .and_then(|l| want.layers.iter().position(|(k, _)| k == l))
+    };
+    let (current, next) = (rank(&t.selection.target), rank(&allocated));
+    match (current, next) {
+        (Some(c), Some(n)) if n > c => {
+            let since = *t.step_up_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= STEP_UP_AFTER {
+                t.step_up_since = None;
+                allocated
+            } else {
+                t.selection.target
+            }
+        }
+        _ => {
+            t.step_up_since = None;
+            allocated
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use actix::Recipient;
 use conclave_common::link::{FromMediaNode, MediaEvent};
 use conclave_common::protocol::{MediaConnectionState, TrackKind, TrackSource};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec;
 use str0m::format::PayloadParams;
@@ -74,6 +75,8 @@ pub struct TrackOut {
     pub view: View,
     pub selection: Selection,
     pub munger: Munger,
+    /// Since when the allocator has wanted a bigger layer than `selection.target`.
+    pub step_up_since: Option<Instant>,
 }
 
 impl TrackOut {
@@ -90,6 +93,7 @@ impl TrackOut {
             view: View::default(),
             selection: Selection::default(),
             munger: Munger::default(),
+            step_up_since: None,
         }
     }
 }
@@ -141,6 +145,10 @@ pub struct Peer {
     paths: PathGuard,
     /// Whether its microphone carries speech (from the audio levels of its packets).
     pub speech: SpeechDetector,
+    /// Its bandwidth estimate, bits per second (`--bwe`; `None` without).
+    pub estimate: Option<u64>,
+    /// The bitrate its estimator was last told to probe up to.
+    desired_bitrate: u64,
 }
 
 /// What one peer's output means for the others.
@@ -236,6 +244,8 @@ impl Peer {
             local_ufrag,
             paths: PathGuard::new(now),
             speech: SpeechDetector::default(),
+            estimate: None,
+            desired_bitrate: 0,
         }
     }
 
@@ -254,6 +264,25 @@ impl Peer {
                 TrackKind::Audio => TrackSource::Microphone,
                 TrackKind::Video => TrackSource::Camera,
             })
+    }
+
+    /// Have its estimator probe up to `desired` bits per second (what its views ask for), so
+    /// the estimate can climb back after a dip; told only when it changed by a tenth.
+    pub fn want_bitrate(&mut self, desired: u64) {
+        let moved = desired.abs_diff(self.desired_bitrate) * 10 > self.desired_bitrate;
+        if !moved {
+            return;
+        }
+        self.desired_bitrate = desired;
+        let rtc = &mut self.rtc;
+        let set = guarded(|| {
+            rtc.bwe()
+                .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired))
+        });
+        if set.is_none() {
+            self.dead = true;
+        }
+        self.dirty = true;
     }
 
     /// Send a consent check towards `addr` if one is due (see `consent.rs`): the peer
@@ -494,7 +523,14 @@ impl Peer {
                             false
                         }
                         MediaKind::Video => {
-                            !saw_layer(&mut track.layers, &layer, vp8.as_ref(), packet.timestamp)
+                            let bytes = packet.payload.len();
+                            !saw_layer(
+                                &mut track.layers,
+                                &layer,
+                                vp8.as_ref(),
+                                bytes,
+                                packet.timestamp,
+                            )
                         }
                     };
                     if over_cap {
@@ -531,6 +567,11 @@ impl Peer {
                         });
                     }
                 }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.estimate = Some(estimate.as_u64());
+                tracing::debug!(participant = %self.participant_id, estimate = estimate.as_u64(), "bandwidth estimate");
+                metrics::BWE_ESTIMATE.observe(estimate.as_f64());
             }
             Event::PeerStats(stats) => {
                 if let Some(rtt) = stats.rtt {

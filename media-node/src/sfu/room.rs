@@ -85,6 +85,8 @@ pub struct SfuShared {
     pub load: Arc<ThreadLoad>,
     /// The thread's own metrics (forwarded packets).
     pub counters: ThreadMetrics,
+    /// Estimate each subscriber's bandwidth and fit its layers to it (`--bwe`).
+    pub bwe: bool,
 }
 
 /// The SFU of one room.
@@ -121,7 +123,7 @@ impl Actor for RoomSfu {
         self.datagrams = Some(ctx.address().recipient());
         ctx.run_interval(REVIEW_INTERVAL, |sfu, ctx| {
             let now = Instant::now();
-            forward::review_layers(&mut sfu.peers, now);
+            forward::review_layers(&mut sfu.peers, sfu.speakers.dominant, now);
             sfu.review_speakers(now);
             sfu.drive(ctx);
         });
@@ -246,18 +248,19 @@ impl RoomSfu {
         let creds = ice::secure_ice_creds();
         let (ufrag, password) = (creds.ufrag.clone(), creds.pass.clone());
         let now = Instant::now();
-        let (rtc, answer) = match answer_offer(offer, creds, self.shared.advertised, now) {
-            Some(Ok(pair)) => pair,
-            Some(Err(text)) => {
-                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
-                return;
-            }
-            None => {
-                let text = "offer could not be processed".to_string();
-                self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
-                return;
-            }
-        };
+        let (rtc, answer) =
+            match answer_offer(offer, creds, self.shared.advertised, self.shared.bwe, now) {
+                Some(Ok(pair)) => pair,
+                Some(Err(text)) => {
+                    self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                    return;
+                }
+                None => {
+                    let text = "offer could not be processed".to_string();
+                    self.peer_error(&msg.link, &msg.participant_id, ErrorCode::InvalidSdp, text);
+                    return;
+                }
+            };
         let key = self.next_key;
         self.next_key += 1;
 
@@ -663,7 +666,7 @@ impl Handler<SetTrackViews> for RoomSfu {
                 track.view = simulcast::View::from(*view);
             }
         }
-        forward::review_layers(&mut self.peers, Instant::now());
+        forward::review_layers(&mut self.peers, self.speakers.dominant, Instant::now());
         self.drive(ctx);
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
@@ -26,6 +27,10 @@ const RTX_MAX_AGE: Duration = Duration::from_millis(500);
 const RTX_RATIO_CAP: f32 = 0.15;
 /// How often str0m reports RTT, loss and jitter (off by default; our metrics need it).
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A new subscriber's bandwidth estimate before any feedback (str0m probes up from here):
+/// audio and a few small or one mid-sized video.
+const INITIAL_ESTIMATE_BPS: u64 = 600_000;
 
 /// Opus's payload type (the one browsers use).
 const OPUS_PT: u8 = 111;
@@ -68,10 +73,15 @@ pub fn answer_offer(
     offer: SdpOffer,
     creds: IceCreds,
     advertised: SocketAddr,
+    bwe: bool,
     now: Instant,
 ) -> Option<Result<(Rtc, SdpAnswer), String>> {
     guarded(|| {
-        let mut rtc = rtc_config().set_local_ice_credentials(creds).build(now);
+        let mut config = rtc_config().set_local_ice_credentials(creds);
+        if bwe {
+            config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
+        let mut rtc = config.build(now);
         let candidate = Candidate::host(advertised, "udp")
             .map_err(|e| format!("bad advertised address: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -140,7 +150,7 @@ mod tests {
         let (offer, _) = api.apply().expect("an offer");
         let creds = str0m::ice::secure_ice_creds();
         let advertised = "127.0.0.1:40000".parse().unwrap();
-        let (_, answer) = answer_offer(offer, creds, advertised, Instant::now())
+        let (_, answer) = answer_offer(offer, creds, advertised, true, Instant::now())
             .expect("no panic")
             .expect("an answer");
         let sdp = answer.to_sdp_string();

@@ -122,30 +122,77 @@ pub struct LayerSeen {
     pub last_packet: Instant,
     /// When the node last asked the publisher for a keyframe of this layer.
     pub last_keyframe_request: Option<Instant>,
+    /// Payload bytes since `bytes_since`, and the bitrate they make (bits per second,
+    /// averaged over the last seconds; see [`LayerSeen::measure`]).
+    pub bytes: u64,
+    pub bytes_since: Instant,
+    pub bitrate: u64,
 }
 
-/// Note a packet of layer `key` (at most [`MAX_LAYERS`] are kept; `false` for one over).
+impl LayerSeen {
+    pub fn new(key: LayerKey, now: Instant) -> LayerSeen {
+        LayerSeen {
+            key,
+            size: None,
+            last_packet: now,
+            last_keyframe_request: None,
+            bytes: 0,
+            bytes_since: now,
+            bitrate: 0,
+        }
+    }
+
+    /// What forwarding it costs, bits per second: its measured bitrate, or until that is
+    /// known, a guess from its size (about what browsers send: 1.2 Mbit/s at 960x540).
+    pub fn cost(&self) -> u64 {
+        if self.bitrate > 0 {
+            return self.bitrate;
+        }
+        let (w, h) = self.size.unwrap_or((320, 180));
+        (u64::from(w) * u64::from(h)).max(1) * 5 / 2
+    }
+
+    /// Fold the bytes counted since the last call into `bitrate` (called a few times a
+    /// second).
+    pub fn measure(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.bytes_since)
+            .as_secs_f64();
+        if elapsed < 0.1 {
+            return;
+        }
+        let rate = (self.bytes * 8) as f64 / elapsed;
+        // About two seconds of memory at four calls a second: a keyframe is a burst.
+        self.bitrate = if self.bitrate == 0 {
+            rate as u64
+        } else {
+            (self.bitrate as f64 * 0.875 + rate * 0.125) as u64
+        };
+        self.bytes = 0;
+        self.bytes_since = now;
+    }
+}
+
+/// Note a packet of layer `key` with `bytes` of payload (at most [`MAX_LAYERS`] are kept;
+/// `false` for one over).
 pub fn saw_layer(
     layers: &mut Vec<LayerSeen>,
     key: &LayerKey,
     vp8: Option<&Vp8Info>,
+    bytes: usize,
     now: Instant,
 ) -> bool {
     let i = match layers.iter().position(|l| &l.key == key) {
         Some(i) => i,
         None if layers.len() < MAX_LAYERS => {
-            layers.push(LayerSeen {
-                key: *key,
-                size: None,
-                last_packet: now,
-                last_keyframe_request: None,
-            });
+            layers.push(LayerSeen::new(*key, now));
             layers.len() - 1
         }
         None => return false,
     };
     let layer = &mut layers[i];
     layer.last_packet = now;
+    layer.bytes += bytes as u64;
     if let Some(size) = vp8.and_then(|v| v.size) {
         layer.size = Some(size);
     }
@@ -206,6 +253,68 @@ pub fn choose_layer(layers: &[LayerSeen], view: View, now: Instant) -> Option<La
     let covers = sized.iter().find(|(w, h, _)| *w >= width && *h >= height);
     let (_, _, key) = covers.or(sized.last())?;
     Some(**key)
+}
+
+/// The live layers of a track that fit a view, smallest first, each with its bitrate: those
+/// no bigger than [`choose_layer`]'s choice, which is the last. Empty: nothing to send
+/// (hidden, or no live layer).
+pub fn layers_up_to_view(layers: &[LayerSeen], view: View, now: Instant) -> Vec<(LayerKey, u64)> {
+    let Some(best) = choose_layer(layers, view, now) else {
+        return Vec::new();
+    };
+    let area = |l: &LayerSeen| l.size.map_or(0, |(w, h)| u32::from(w) * u32::from(h));
+    let Some(cap) = layers.iter().find(|l| l.key == best).map(area) else {
+        return Vec::new();
+    };
+    let mut fit: Vec<&LayerSeen> = layers
+        .iter()
+        .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_STALE_AFTER)
+        .filter(|l| l.key == best || (l.size.is_some() && area(l) <= cap))
+        .collect();
+    fit.sort_by_key(|l| area(l));
+    fit.iter().map(|l| (l.key, l.cost())).collect()
+}
+
+/// One video a subscriber receives, for the allocator: the layers it may get (smallest
+/// first, with their bitrates; see [`layers_up_to_view`]) and how much it matters (higher
+/// first: the dominant speaker, then the bigger tiles).
+#[derive(Debug, Clone)]
+pub struct VideoWant {
+    pub layers: Vec<(LayerKey, u64)>,
+    pub priority: u64,
+}
+
+/// Spend a subscriber's video budget (bits per second: its bandwidth estimate less its audio)
+/// across its videos: first the smallest layer of each (every video keeps moving, even over
+/// budget: a small picture beats a frozen one), then, most important first, each as far up as
+/// what is left allows. The layer of each video, in the order given (`None`: nothing to send).
+pub fn allocate(budget: u64, wants: &[VideoWant]) -> Vec<Option<LayerKey>> {
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(wants[*i].priority));
+    let mut chosen: Vec<Option<usize>> = vec![None; wants.len()];
+    let mut spent: u64 = 0;
+    for &i in &order {
+        if let Some((_, rate)) = wants[i].layers.first() {
+            chosen[i] = Some(0);
+            spent += rate;
+        }
+    }
+    for &i in &order {
+        let Some(smallest) = chosen[i] else { continue };
+        let layers = &wants[i].layers;
+        let free = budget.saturating_sub(spent) + layers[smallest].1;
+        let best = (smallest..layers.len())
+            .rev()
+            .find(|&l| layers[l].1 <= free)
+            .unwrap_or(smallest);
+        spent = spent - layers[smallest].1 + layers[best].1;
+        chosen[i] = Some(best);
+    }
+    chosen
+        .iter()
+        .zip(wants)
+        .map(|(c, w)| c.map(|l| w.layers[l].0))
+        .collect()
 }
 
 /// Which layer one subscriber gets now and which it should get.
@@ -454,10 +563,9 @@ mod tests {
 
     fn layer(rid: &str, size: Option<(u16, u16)>, age_ms: u64, now: Instant) -> LayerSeen {
         LayerSeen {
-            key: Some(rid.into()),
             size,
             last_packet: now - Duration::from_millis(age_ms),
-            last_keyframe_request: None,
+            ..LayerSeen::new(Some(rid.into()), now)
         }
     }
 
@@ -492,13 +600,83 @@ mod tests {
             .collect();
         assert_eq!(choose_layer(&all_old, View::default(), now), None);
         // No size known yet, or no simulcast at all: the live layer there is.
-        let plain = [LayerSeen {
-            key: None,
-            size: None,
-            last_packet: now,
-            last_keyframe_request: None,
-        }];
+        let plain = [LayerSeen::new(None, now)];
         assert_eq!(choose_layer(&plain, View::default(), now), Some(None));
+    }
+
+    /// Three videos' layers (q, h, f) at 150, 450 and 1,200 kbit/s.
+    fn want(priority: u64) -> VideoWant {
+        VideoWant {
+            layers: vec![
+                (Some("q".into()), 150_000),
+                (Some("h".into()), 450_000),
+                (Some("f".into()), 1_200_000),
+            ],
+            priority,
+        }
+    }
+
+    #[test]
+    fn the_allocator_spends_the_estimate_most_important_video_first() {
+        let rid = |r: &str| Some(Some(Rid::from(r)));
+        let three = [want(1), want(5), want(2)];
+        // Plenty: everyone at the top.
+        assert_eq!(allocate(10_000_000, &three), [rid("f"), rid("f"), rid("f")]);
+        // 1 Mbit/s: all three move at q (450k), then the most important (index 1) goes up
+        // as far as the rest allows (h: 750k spent), and nobody else fits higher.
+        assert_eq!(allocate(1_000_000, &three), [rid("q"), rid("h"), rid("q")]);
+        // 2 Mbit/s: the first at f (1.5M spent), the next at h (1.8M), the last stays at q.
+        assert_eq!(allocate(2_000_000, &three), [rid("q"), rid("f"), rid("h")]);
+        // Less than the smallest layers cost: each keeps its smallest rather than freezing.
+        assert_eq!(allocate(100_000, &three), [rid("q"), rid("q"), rid("q")]);
+        // A hidden video (no layers) gets nothing and costs nothing.
+        let hidden = VideoWant {
+            layers: vec![],
+            priority: 9,
+        };
+        assert_eq!(allocate(1_500_000, &[hidden, want(1)]), [None, rid("f")]);
+    }
+
+    #[test]
+    fn a_view_caps_the_layers_the_allocator_may_pick() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let mut layers = vec![
+            layer("f", Some((960, 540)), 0, now),
+            layer("q", Some((240, 135)), 0, now),
+            layer("h", Some((480, 270)), 0, now),
+        ];
+        for (l, rate) in layers.iter_mut().zip([1_200_000, 150_000, 450_000]) {
+            l.bitrate = rate;
+        }
+        let fit = |width, height| View::Fit { width, height };
+        let keys = |v: Vec<(LayerKey, u64)>| {
+            v.into_iter()
+                .map(|(k, _)| k.unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(layers_up_to_view(&layers, View::default(), now)),
+            ["q", "h", "f"]
+        );
+        assert_eq!(
+            keys(layers_up_to_view(&layers, fit(320, 180), now)),
+            ["q", "h"]
+        );
+        assert_eq!(keys(layers_up_to_view(&layers, fit(100, 50), now)), ["q"]);
+        assert!(layers_up_to_view(&layers, View::Hidden, now).is_empty());
+        assert_eq!(layers_up_to_view(&layers, fit(320, 180), now)[1].1, 450_000);
+    }
+
+    #[test]
+    fn a_layers_bitrate_is_measured_from_its_bytes() {
+        let t0 = Instant::now();
+        let mut l = LayerSeen::new(None, t0);
+        // 500 kbit/s for 2 s, measured every 250 ms.
+        for i in 1..=8u32 {
+            l.bytes += 500_000 / 8 / 4;
+            l.measure(t0 + Duration::from_millis(250) * i);
+        }
+        assert!((l.bitrate as i64 - 500_000).abs() < 5_000, "{}", l.bitrate);
     }
 
     #[test]
@@ -506,15 +684,21 @@ mod tests {
         let now = Instant::now();
         let mut layers = Vec::new();
         for rid in ["a", "b", "c"] {
-            assert!(saw_layer(&mut layers, &Some(rid.into()), None, now));
+            assert!(saw_layer(&mut layers, &Some(rid.into()), None, 100, now));
         }
-        assert!(!saw_layer(&mut layers, &Some("d".into()), None, now));
+        assert!(!saw_layer(&mut layers, &Some("d".into()), None, 100, now));
         let key = Vp8Info {
             keyframe_start: true,
             size: Some((640, 360)),
             ..Default::default()
         };
-        assert!(saw_layer(&mut layers, &Some("b".into()), Some(&key), now));
+        assert!(saw_layer(
+            &mut layers,
+            &Some("b".into()),
+            Some(&key),
+            100,
+            now
+        ));
         assert_eq!(layers.len(), 3);
         assert_eq!(layers[1].size, Some((640, 360)));
     }

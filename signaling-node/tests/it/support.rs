@@ -86,6 +86,7 @@ pub fn media_config(caps: ParticipantCaps) -> MediaConfig {
         load_capacity: None,
         orphan_grace_secs: 20,
         peer_ingress_pps: conclave_media_node::sfu::udp::DEFAULT_PEER_INGRESS_PPS,
+        bwe: false,
         caps: caps.into(),
     }
 }
