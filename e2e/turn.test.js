@@ -1,0 +1,205 @@
+'use strict';
+// TURN through a real coturn (issue 13, item 7), in network namespaces this test makes:
+//
+//   ann (namespace "open")  ──10.201.1.0/24──┐
+//                                            ├── "srv": media node UDP 10.201.1.1 (advertised),
+//   ben (namespace "walled") ─10.201.2.0/24──┘          signaling HTTP + coturn on 10.201.2.1
+//
+// Ben's namespace drops every packet to the media node's address (nft), so his only way to
+// the media is coturn, with the credentials the signaling node put in his `joined`. Ann
+// reaches the media node directly; Cleo (in Ann's namespace) uses the client's test hook
+// `forceRelay` (iceTransportPolicy 'relay'). Everyone decodes everyone; the selected
+// candidate pairs say relay for Ben and Cleo, not for Ann. coturn itself accepts the
+// credentials the node minted and refuses forged and expired ones, and refuses to relay to
+// an address it is told is internal (`denied-peer-ip`).
+//
+// coturn refuses loopback peers, hence the veth addresses; the page is served over plain
+// http from 10.201.2.1, which Chromium treats as a secure context only with
+// --unsafely-treat-insecure-origin-as-secure.
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { Harness, waitFor, waitMediaFrom, assertMediaGrowing, SIGNALING_BIN } = require('./lib/harness');
+const { roomName, assertNoClientErrors } = require('./lib/scenarios');
+const { Network, available } = require('./lib/netns');
+
+const TURNSERVER = process.env.TURNSERVER_BIN || '/usr/bin/turnserver';
+const UCLIENT = process.env.TURNUTILS_UCLIENT_BIN || '/usr/bin/turnutils_uclient';
+const SECRET = crypto.randomBytes(24).toString('hex');
+const REALM = 'conclave.test';
+const MEDIA_IP = '10.201.1.1';
+const FRONT_IP = '10.201.2.1'; // signaling HTTP and coturn
+const TURN_PORT = 3478;
+// Internal services coturn must not reach: here the signaling node's address (its HTTP port).
+const DENIED_IP = '10.201.2.1';
+
+const missing = [TURNSERVER, UCLIENT].filter((f) => !fs.existsSync(f));
+const skip = !available() ? 'needs root, iproute2 and nftables' : missing.length ? `needs coturn (${missing.join(', ')})` : false;
+
+/** coturn's REST credentials, computed here independently of the server. */
+function credentials(expiry, who, secret = SECRET) {
+  const username = `${expiry}:${who}`;
+  return { username, credential: crypto.createHmac('sha1', secret).update(username).digest('base64') };
+}
+
+/** Run turnutils_uclient in `ns` against coturn: one allocation pair, one message. */
+function uclient(net, ns, { username, credential }, peer = null) {
+  const args = [...net.exec(ns).slice(1), UCLIENT, '-u', username, '-w', credential, '-r', REALM, '-n', '1', '-m', '1', '-c'];
+  // -y: two clients relay to each other's relayed addresses; -e: to `peer`.
+  if (peer) args.push('-e', peer);
+  else args.push('-y');
+  args.push('-p', String(TURN_PORT), FRONT_IP);
+  return new Promise((resolve) => {
+    execFile(net.exec(ns)[0], args, { timeout: 15000 }, (err, stdout, stderr) => {
+      resolve({ ok: !err, code: err ? err.code : 0, out: `${stdout}${stderr}` });
+    });
+  });
+}
+
+test('a participant whose network reaches only coturn connects through it', { skip, timeout: 240000 }, async (t) => {
+  const h = new Harness('turn');
+  const net = new Network('turn');
+  t.after(async () => {
+    await h.close(); // processes inside the namespaces first
+    net.close();
+  });
+  const srv = net.host('srv');
+  const open = net.host('open');
+  const walled = net.host('walled');
+  net.link(srv, `${MEDIA_IP}/24`, open, '10.201.1.2/24', { bGateway: true });
+  net.link(srv, `${FRONT_IP}/24`, walled, '10.201.2.2/24', { bGateway: true });
+  const rules = net.nft(
+    walled,
+    `table inet conclave_turn_test {
+       chain out {
+         type filter hook output priority 0; policy accept;
+         ip daddr ${MEDIA_IP} counter drop
+       }
+     }`
+  );
+  h.note(`walled namespace rules:\n${rules}`);
+
+  // coturn: its own config in a temp dir, its own ports, no CLI; logs to stdout.
+  const conf = path.join(net.dir, 'turnserver.conf');
+  fs.writeFileSync(
+    conf,
+    [
+      `listening-ip=${FRONT_IP}`,
+      `listening-port=${TURN_PORT}`,
+      `relay-ip=${FRONT_IP}`,
+      'min-port=49160',
+      'max-port=49400',
+      'use-auth-secret',
+      `static-auth-secret=${SECRET}`,
+      `realm=${REALM}`,
+      'fingerprint',
+      'no-cli',
+      'no-tls',
+      'no-dtls',
+      'no-multicast-peers',
+      `denied-peer-ip=${DENIED_IP}`,
+      `pidfile=${path.join(net.dir, 'turnserver.pid')}`,
+      `userdb=${path.join(net.dir, 'turndb')}`,
+      'log-file=stdout',
+      'simple-log',
+      '',
+    ].join('\n')
+  );
+  await h.startProcess('turnserver', net.exec(srv)[0], [...net.exec(srv).slice(1), TURNSERVER, '-c', conf], /Total General servers/);
+
+  const turnUris = [`turn:${FRONT_IP}:${TURN_PORT}?transport=udp`, `turn:${FRONT_IP}:${TURN_PORT}?transport=tcp`];
+  const { match, logPath: signalingLog } = await h.startProcess(
+    'signaling',
+    net.exec(srv)[0],
+    [
+      ...net.exec(srv).slice(1),
+      SIGNALING_BIN,
+      '--dev',
+      '--listen', `${FRONT_IP}:0`,
+      '--internal-listen', '127.0.0.1:0',
+      '--udp-listen', `${MEDIA_IP}:0`,
+      '--advertise-ip', MEDIA_IP,
+      '--media-threads', '1',
+      '--turn-uri', turnUris.join(','),
+      '--turn-ttl', '600',
+    ],
+    /listening\b.*?\burl=(http:\/\/[^\s"]+)/,
+    30000,
+    // The secret through the environment, as deployments give it (never in argv or logs).
+    { CONCLAVE_TURN_SECRET: SECRET }
+  );
+  const url = match[1].replace(/\/$/, '');
+  const secureFlag = `--unsafely-treat-insecure-origin-as-secure=${url}`;
+  const openBrowser = await h.launchBrowser({ executablePath: net.chromiumIn(open), extraArgs: [secureFlag] });
+  const walledBrowser = await h.launchBrowser({ executablePath: net.chromiumIn(walled), extraArgs: [secureFlag] });
+
+  const room = roomName('turn');
+  const ann = await h.openPage(url, { room, name: 'Ann', browser: openBrowser });
+  const cleo = await h.openPage(url, { room, name: 'Cleo', browser: openBrowser });
+  const ben = await h.openPage(url, { room, name: 'Ben', browser: walledBrowser });
+  await cleo.evaluate(() => {
+    window.conclave.forceRelay = true;
+  });
+  for (const [p, name] of [[ann, 'Ann'], [ben, 'Ben'], [cleo, 'Cleo']]) await h.join(p, room, name);
+  const pages = [ann, ben, cleo];
+  const pids = pages.map((p) => p.participantId);
+
+  // Everyone decodes everyone: Ben only through coturn.
+  for (const p of pages) {
+    const others = pids.filter((x) => x !== p.participantId);
+    await waitMediaFrom(p, others, { timeoutMs: 45000 });
+    await assertMediaGrowing(p, others);
+  }
+
+  const pairs = {};
+  for (const p of pages) {
+    pairs[p.label] = await waitFor(`${p.label}'s selected candidate pair`, () => p.evaluate(() => window.conclave.selectedCandidatePair()), { timeoutMs: 10000 });
+    h.note(`${p.label} selected pair: ${JSON.stringify(pairs[p.label])}`);
+  }
+  t.diagnostic(`selected local candidates: ${pages.map((p) => `${p.label} ${pairs[p.label].local.candidateType}/${pairs[p.label].local.relayProtocol || pairs[p.label].local.protocol}`).join(', ')}`);
+  assert.equal(pairs.Ben.local.candidateType, 'relay', 'Ben (media node blocked) goes through coturn');
+  assert.equal(pairs.Cleo.local.candidateType, 'relay', 'Cleo (forceRelay) goes through coturn');
+  assert.notEqual(pairs.Ann.local.candidateType, 'relay', 'Ann (open network) connects directly');
+  for (const who of ['Ben', 'Cleo']) assert.equal(pairs[who].remote.address, MEDIA_IP, `${who}'s remote candidate is the media node`);
+  // The path really was blocked: the nft counter of Ben's namespace saw packets to the node.
+  const counted = net.nft(walled, '');
+  const dropped = Number((counted.match(/counter packets (\d+)/) || [])[1] || 0);
+  h.note(`walled namespace dropped ${dropped} packets to ${MEDIA_IP}`);
+  assert.ok(dropped > 0, `Ben's browser never tried the direct path (nft counter 0): ${counted}`);
+
+  // The credentials Ben got: coturn's REST scheme, checked against an HMAC computed here.
+  const joined = await ben.evaluate(() => window.conclave.events.find((e) => e.id === 'joined'));
+  assert.equal(joined.iceServers.length, 1, JSON.stringify(joined.iceServers));
+  const ice = joined.iceServers[0];
+  assert.deepEqual(ice.urls, turnUris);
+  const [expiry, who] = ice.username.split(':');
+  assert.equal(who, ben.participantId);
+  const now = Math.floor(Date.now() / 1000);
+  assert.ok(Number(expiry) > now && Number(expiry) <= now + 600, `expiry ${expiry}, now ${now}`);
+  assert.equal(ice.credential, credentials(expiry, who).credential, 'credential = base64(HMAC-SHA1(secret, username))');
+  const clientIce = await ben.evaluate(() => window.conclave.iceServers);
+  assert.deepEqual(clientIce, joined.iceServers, 'the client uses the servers of its joined');
+
+  // coturn itself: accepts what the node minted, refuses a forged and an expired credential,
+  // and refuses to relay to a denied (internal) address even with valid credentials.
+  const minted = await uclient(net, walled, ice);
+  assert.ok(minted.ok, `coturn refused the minted credentials:\n${minted.out.slice(-2000)}`);
+  const forged = await uclient(net, walled, { username: ice.username, credential: credentials(expiry, who, 'not-the-secret').credential });
+  assert.ok(!forged.ok, `coturn accepted a forged credential:\n${forged.out.slice(-2000)}`);
+  const expired = await uclient(net, walled, credentials(now - 60, who));
+  assert.ok(!expired.ok, `coturn accepted an expired credential:\n${expired.out.slice(-2000)}`);
+  const internal = await uclient(net, walled, credentials(now + 600, who), DENIED_IP);
+  assert.ok(!internal.ok && /403|Forbidden/i.test(internal.out), `coturn relayed to the denied ${DENIED_IP}:\n${internal.out.slice(-2000)}`);
+  h.note(`uclient: minted ok, forged exit ${forged.code}, expired exit ${expired.code}, denied peer exit ${internal.code}`);
+
+  // The secret never leaves the node: not in any page, not in its log.
+  for (const p of pages) {
+    const seen = await p.evaluate(() => JSON.stringify(window.conclave.events));
+    assert.ok(!seen.includes(SECRET), `${p.label} received the TURN secret`);
+  }
+  assert.ok(!fs.readFileSync(signalingLog, 'utf8').includes(SECRET), 'the signaling log shows the TURN secret');
+  await assertNoClientErrors(pages);
+});
