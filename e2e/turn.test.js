@@ -3,7 +3,7 @@
 //
 //   ann (namespace "open")  ──10.201.1.0/24──┐
 //                                            ├── "srv": media node UDP 10.201.1.1 (advertised),
-//   ben (namespace "walled") ─10.201.2.0/24──┘          signaling HTTP + coturn on 10.201.2.1
+//   ben (namespace "walled") ─10.201.2.0/24──┘          coturn 10.201.2.1, signaling HTTP 10.201.2.3
 //
 // Ben's namespace drops every packet to the media node's address (nft), so his only way to
 // the media is coturn, with the credentials the signaling node put in his `joined`. Ann
@@ -14,7 +14,7 @@
 // an address it is told is internal (`denied-peer-ip`).
 //
 // coturn refuses loopback peers, hence the veth addresses; the page is served over plain
-// http from 10.201.2.1, which Chromium treats as a secure context only with
+// http from 10.201.2.3, which Chromium treats as a secure context only with
 // --unsafely-treat-insecure-origin-as-secure.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -31,10 +31,11 @@ const UCLIENT = process.env.TURNUTILS_UCLIENT_BIN || '/usr/bin/turnutils_uclient
 const SECRET = crypto.randomBytes(24).toString('hex');
 const REALM = 'conclave.test';
 const MEDIA_IP = '10.201.1.1';
-const FRONT_IP = '10.201.2.1'; // signaling HTTP and coturn
+const TURN_IP = '10.201.2.1';
+const SIGNALING_IP = '10.201.2.3';
 const TURN_PORT = 3478;
-// Internal services coturn must not reach: here the signaling node's address (its HTTP port).
-const DENIED_IP = '10.201.2.1';
+// Internal services coturn must not reach: here the signaling node's address.
+const DENIED_IP = SIGNALING_IP;
 
 const missing = [TURNSERVER, UCLIENT].filter((f) => !fs.existsSync(f));
 const skip = !available() ? 'needs root, iproute2 and nftables' : missing.length ? `needs coturn (${missing.join(', ')})` : false;
@@ -51,7 +52,7 @@ function uclient(net, ns, { username, credential }, peer = null) {
   // -y: two clients relay to each other's relayed addresses; -e: to `peer`.
   if (peer) args.push('-e', peer);
   else args.push('-y');
-  args.push('-p', String(TURN_PORT), FRONT_IP);
+  args.push('-p', String(TURN_PORT), TURN_IP);
   return new Promise((resolve) => {
     execFile(net.exec(ns)[0], args, { timeout: 15000 }, (err, stdout, stderr) => {
       resolve({ ok: !err, code: err ? err.code : 0, out: `${stdout}${stderr}` });
@@ -70,7 +71,8 @@ test('a participant whose network reaches only coturn connects through it', { sk
   const open = net.host('open');
   const walled = net.host('walled');
   net.link(srv, `${MEDIA_IP}/24`, open, '10.201.1.2/24', { bGateway: true });
-  net.link(srv, `${FRONT_IP}/24`, walled, '10.201.2.2/24', { bGateway: true });
+  const [srvFront] = net.link(srv, `${TURN_IP}/24`, walled, '10.201.2.2/24', { bGateway: true });
+  net.addr(srv, srvFront, `${SIGNALING_IP}/24`);
   const rules = net.nft(
     walled,
     `table inet conclave_turn_test {
@@ -87,9 +89,9 @@ test('a participant whose network reaches only coturn connects through it', { sk
   fs.writeFileSync(
     conf,
     [
-      `listening-ip=${FRONT_IP}`,
+      `listening-ip=${TURN_IP}`,
       `listening-port=${TURN_PORT}`,
-      `relay-ip=${FRONT_IP}`,
+      `relay-ip=${TURN_IP}`,
       'min-port=49160',
       'max-port=49400',
       'use-auth-secret',
@@ -110,7 +112,7 @@ test('a participant whose network reaches only coturn connects through it', { sk
   );
   await h.startProcess('turnserver', net.exec(srv)[0], [...net.exec(srv).slice(1), TURNSERVER, '-c', conf], /Total General servers/);
 
-  const turnUris = [`turn:${FRONT_IP}:${TURN_PORT}?transport=udp`, `turn:${FRONT_IP}:${TURN_PORT}?transport=tcp`];
+  const turnUris = [`turn:${TURN_IP}:${TURN_PORT}?transport=udp`, `turn:${TURN_IP}:${TURN_PORT}?transport=tcp`];
   const { match, logPath: signalingLog } = await h.startProcess(
     'signaling',
     net.exec(srv)[0],
@@ -118,7 +120,7 @@ test('a participant whose network reaches only coturn connects through it', { sk
       ...net.exec(srv).slice(1),
       SIGNALING_BIN,
       '--dev',
-      '--listen', `${FRONT_IP}:0`,
+      '--listen', `${SIGNALING_IP}:0`,
       '--internal-listen', '127.0.0.1:0',
       '--udp-listen', `${MEDIA_IP}:0`,
       '--advertise-ip', MEDIA_IP,

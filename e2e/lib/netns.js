@@ -75,6 +75,12 @@ class Network {
     run(IP, ['-n', a, 'link', 'set', ea, 'up']);
     run(IP, ['-n', b, 'link', 'set', eb, 'up']);
     if (bGateway) run(IP, ['-n', b, 'route', 'add', 'default', 'via', aAddr.split('/')[0]]);
+    return [ea, eb];
+  }
+
+  /** One more address (CIDR) on interface `dev` of namespace `ns`. */
+  addr(ns, dev, cidr) {
+    run(IP, ['-n', ns, 'addr', 'add', cidr, 'dev', dev]);
   }
 
   /** Load an nft ruleset (text) into namespace `ns`. */
