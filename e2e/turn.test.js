@@ -46,11 +46,11 @@ function credentials(expiry, who, secret = SECRET) {
   return { username, credential: crypto.createHmac('sha1', secret).update(username).digest('base64') };
 }
 
-/** Run turnutils_uclient in `ns` against coturn: one allocation pair, one message. */
+/** Run turnutils_uclient in `ns` against coturn: allocate, permit the peer, send one message. */
 function uclient(net, ns, { username, credential }, peer = null) {
-  const args = [...net.exec(ns).slice(1), UCLIENT, '-u', username, '-w', credential, '-r', REALM, '-n', '1', '-m', '1', '-c'];
-  // -y: two clients relay to each other's relayed addresses; -e: to `peer`.
-  if (peer) args.push('-e', peer);
+  const args = [...net.exec(ns).slice(1), UCLIENT, '-u', username, '-w', credential, '-n', '1', '-m', '1', '-c'];
+  // -y: two clients relay to each other's relayed addresses; -e/-r: to `peer` (any port).
+  if (peer) args.push('-e', peer, '-r', '9');
   else args.push('-y');
   args.push('-p', String(TURN_PORT), TURN_IP);
   return new Promise((resolve) => {
@@ -204,4 +204,42 @@ test('a participant whose network reaches only coturn connects through it', { sk
   }
   assert.ok(!fs.readFileSync(signalingLog, 'utf8').includes(SECRET), 'the signaling log shows the TURN secret');
   await assertNoClientErrors(pages);
+});
+
+// deploy/local-cluster up --turn: its coturn relays to the media nodes (127.0.0.2) and to
+// nothing else on loopback. A page forced to relay connects through it; one on the direct
+// path does not use it.
+test('deploy/local-cluster --turn: a participant forced to relay connects through the cluster\'s coturn', { skip, timeout: 180000 }, async (t) => {
+  const h = new Harness('turn-cluster');
+  t.after(() => h.close());
+  const cluster = await h.startCluster({ signaling: 1, media: 1, turn: true });
+  assert.ok(cluster.turn, `cluster.json names no coturn: ${JSON.stringify(cluster)}`);
+  await h.launchBrowser();
+  const room = roomName('turn-cluster');
+  const direct = await h.openPage(cluster.url, { room, name: 'Dora' });
+  const relayed = await h.openPage(cluster.url, { room, name: 'Rolf', params: { relay: '1' } });
+  await h.join(direct, room, 'Dora');
+  await h.join(relayed, room, 'Rolf');
+  await waitMediaFrom(direct, [relayed.participantId]);
+  await waitMediaFrom(relayed, [direct.participantId]);
+  const pair = await waitFor('Rolf\'s selected pair', () => relayed.evaluate(() => window.conclave.selectedCandidatePair()), { timeoutMs: 10000 });
+  const directPair = await waitFor('Dora\'s selected pair', () => direct.evaluate(() => window.conclave.selectedCandidatePair()), { timeoutMs: 10000 });
+  h.note(`Rolf ${JSON.stringify(pair)}; Dora ${JSON.stringify(directPair)}`);
+  assert.equal(pair.local.candidateType, 'relay');
+  assert.equal(pair.remote.address, '127.0.0.2', 'the media node advertises 127.0.0.2 with --turn');
+  assert.notEqual(directPair.local.candidateType, 'relay');
+  // The cluster's coturn refuses loopback peers other than the media nodes' (Redis, nginx, ...).
+  const secret = fs.readFileSync(path.join(cluster.dir, 'turn-secret'), 'utf8').trim();
+  const [host, port] = cluster.turn.split(':');
+  const creds = credentials(Math.floor(Date.now() / 1000) + 600, 'probe', secret);
+  const probe = (peer) =>
+    new Promise((resolve) =>
+      execFile(UCLIENT, ['-u', creds.username, '-w', creds.credential, '-n', '1', '-m', '1', '-c', '-e', peer, '-r', '9', '-p', port, host], { timeout: 15000 }, (err, stdout, stderr) =>
+        resolve(`${stdout}${stderr}`)
+      )
+    );
+  const [toMedia, toRedis] = [await probe('127.0.0.2'), await probe('127.0.0.1')];
+  assert.ok(!/403/.test(toMedia), `coturn refused the media nodes' address:\n${toMedia.slice(-1000)}`);
+  assert.ok(/403 \(Forbidden IP\)/.test(toRedis), `coturn let a client reach 127.0.0.1:\n${toRedis.slice(-1000)}`);
+  await assertNoClientErrors([direct, relayed]);
 });

@@ -317,11 +317,11 @@ class Harness {
 
   /**
    * A whole local cluster through `deploy/local-cluster up` (Redis, nginx, `signaling`
-   * signaling nodes, `media` media nodes). `env` reaches every node (e.g. CONCLAVE_RESUME_GRACE).
+   * signaling nodes, `media` media nodes; coturn with `turn`). `env` reaches every node (e.g. CONCLAVE_RESUME_GRACE).
    * Returns cluster.json ({ url, redis, signaling: [{id, url, pid}], media: [...], redisPid, ... });
    * `close()` runs `down`, which stops exactly those processes.
    */
-  async startCluster({ signaling = 2, media = 3, env = {}, capacity = 500 } = {}) {
+  async startCluster({ signaling = 2, media = 3, env = {}, capacity = 500, turn = false } = {}) {
     const { execFile } = require('node:child_process');
     const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), `conclave-${this.name}-`));
     const script = path.join(REPO, 'deploy', 'local-cluster');
@@ -339,7 +339,7 @@ class Harness {
       // A random base port; the script checks each port is free.
       const base = 20000 + 100 * Math.floor(Math.random() * 400);
       try {
-        await run(['up', '--dir', dir, '--base-port', String(base), '--signaling', String(signaling), '--media', String(media), '--capacity', String(capacity), '--bin-dir', binDir]);
+        await run(['up', '--dir', dir, '--base-port', String(base), '--signaling', String(signaling), '--media', String(media), '--capacity', String(capacity), '--bin-dir', binDir, ...(turn ? ['--turn'] : [])]);
         this.clusterDir = dir;
         this.closers = (this.closers || []).concat(() => run(['down', '--dir', dir]).catch((e) => this.note(String(e))));
         const cluster = JSON.parse(fs.readFileSync(path.join(dir, 'cluster.json'), 'utf8'));
