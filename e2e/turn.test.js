@@ -22,7 +22,7 @@ const crypto = require('node:crypto');
 const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { Harness, waitFor, waitMediaFrom, assertMediaGrowing, SIGNALING_BIN } = require('./lib/harness');
+const { Harness, waitFor, sleep, waitMediaFrom, assertMediaGrowing, SIGNALING_BIN } = require('./lib/harness');
 const { roomName, assertNoClientErrors } = require('./lib/scenarios');
 const { Network, available } = require('./lib/netns');
 
@@ -196,6 +196,22 @@ test('a participant whose network reaches only coturn connects through it', { sk
   const internal = await uclient(net, walled, credentials(now + 600, who), DENIED_IP);
   assert.ok(!internal.ok && /403|Forbidden/i.test(internal.out), `coturn relayed to the denied ${DENIED_IP}:\n${internal.out.slice(-2000)}`);
   h.note(`uclient: minted ok, forged exit ${forged.code}, expired exit ${expired.code}, denied peer exit ${internal.code}`);
+
+  // A resume brings fresh credentials, and the live peer connection takes them (for a later
+  // ICE restart) while its media keeps flowing through coturn.
+  await sleep(1100); // a new second: a new expiry
+  const resumesBefore = await ben.evaluate(() => window.conclave.resumes);
+  await ben.evaluate(() => window.conclave.ws.close(4000, 'test: reconnect'));
+  await waitFor('Ben to resume', () => ben.evaluate((n) => window.conclave.resumes > n && window.conclave.state === 'joined', resumesBefore), { timeoutMs: 15000 });
+  const resumed = await ben.evaluate(() => window.conclave.events.filter((e) => e.id === 'joined').pop());
+  assert.equal(resumed.resumed, true);
+  const fresh = resumed.iceServers[0];
+  assert.ok(Number(fresh.username.split(':')[0]) > Number(expiry), `fresh credentials on resume: ${ice.username} then ${fresh.username}`);
+  assert.equal(fresh.credential, credentials(fresh.username.split(':')[0], who).credential);
+  const inUse = await ben.evaluate(() => window.conclave.pc.getConfiguration().iceServers);
+  assert.equal(inUse[0].username, fresh.username, 'the peer connection has the resumed credentials');
+  await assertMediaGrowing(ben, pids.filter((x) => x !== ben.participantId));
+  await assertMediaGrowing(ann, [ben.participantId]);
 
   // The secret never leaves the node: not in any page, not in its log.
   for (const p of pages) {
