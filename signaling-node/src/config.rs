@@ -295,6 +295,9 @@ mod tests {
         let turn = config.turn().unwrap().unwrap();
         let ice = turn.ice_servers("p", std::time::SystemTime::now());
         assert_eq!(ice.len(), 2, "{ice:?}");
-        assert!(Config::parse_from(["signaling-node", "--dev"]).turn().unwrap().is_none());
+        assert!(Config::parse_from(["signaling-node", "--dev"])
+            .turn()
+            .unwrap()
+            .is_none());
     }
 }

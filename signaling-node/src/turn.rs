@@ -74,11 +74,12 @@ impl TurnServers {
             (Some(_), Some(_)) => return Err(TurnConfigError::TwoSecrets),
             (Some(s), None) => Some(s.to_string()),
             (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| TurnConfigError::SecretFile {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    TurnConfigError::SecretFile {
                         path: path.display().to_string(),
                         source,
-                    })?;
+                    }
+                })?;
                 // A file written by `echo` or a Kubernetes Secret may end with a newline.
                 let text = text.trim_end_matches(['\r', '\n']).to_string();
                 if text.is_empty() {
@@ -171,7 +172,10 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn servers(uris: &[&str], secret: Option<&str>) -> Result<Option<TurnServers>, TurnConfigError> {
+    fn servers(
+        uris: &[&str],
+        secret: Option<&str>,
+    ) -> Result<Option<TurnServers>, TurnConfigError> {
         let uris: Vec<String> = uris.iter().map(|s| s.to_string()).collect();
         TurnServers::from_flags(&uris, secret, None, DAY)
     }
@@ -180,9 +184,12 @@ mod tests {
     /// `printf %s '1700086400:p-1f2e' | openssl dgst -sha1 -hmac 'north-wind' -binary | base64`.
     #[test]
     fn credentials_match_an_independent_hmac_sha1() {
-        let turn = servers(&["turn:turn.example.com:3478?transport=udp"], Some("north-wind"))
-            .unwrap()
-            .unwrap();
+        let turn = servers(
+            &["turn:turn.example.com:3478?transport=udp"],
+            Some("north-wind"),
+        )
+        .unwrap()
+        .unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let ice = turn.ice_servers("p-1f2e", now);
         assert_eq!(ice.len(), 1);
@@ -213,18 +220,35 @@ mod tests {
 
     #[test]
     fn stun_only_needs_no_secret_and_gets_no_credentials() {
-        let stun = servers(&["stun:stun.example.com:3478"], None).unwrap().unwrap();
+        let stun = servers(&["stun:stun.example.com:3478"], None)
+            .unwrap()
+            .unwrap();
         let ice = stun.ice_servers("p", SystemTime::now());
         assert_eq!(ice.len(), 1);
-        assert_eq!((ice[0].username.as_ref(), ice[0].credential.as_ref()), (None, None));
+        assert_eq!(
+            (ice[0].username.as_ref(), ice[0].credential.as_ref()),
+            (None, None)
+        );
     }
 
     #[test]
     fn flags_that_cannot_work_are_refused() {
         assert!(servers(&[], None).unwrap().is_none());
-        assert!(matches!(servers(&["turn:h:3478"], None), Err(TurnConfigError::NoSecret)));
-        assert!(matches!(servers(&[], Some("s")), Err(TurnConfigError::SecretWithoutUri)));
-        for bad in ["http://h", "turn:", "turn://h:3478", "h:3478", "turn:h?transport=sctp"] {
+        assert!(matches!(
+            servers(&["turn:h:3478"], None),
+            Err(TurnConfigError::NoSecret)
+        ));
+        assert!(matches!(
+            servers(&[], Some("s")),
+            Err(TurnConfigError::SecretWithoutUri)
+        ));
+        for bad in [
+            "http://h",
+            "turn:",
+            "turn://h:3478",
+            "h:3478",
+            "turn:h?transport=sctp",
+        ] {
             assert!(
                 matches!(servers(&[bad], Some("s")), Err(TurnConfigError::BadUri(_))),
                 "{bad}"
@@ -244,10 +268,15 @@ mod tests {
         let file = dir.join("secret");
         std::fs::write(&file, "north-wind\n").unwrap();
         let uris = vec!["turn:turn.example.com:3478?transport=udp".to_string()];
-        let turn = TurnServers::from_flags(&uris, None, Some(&file), DAY).unwrap().unwrap();
+        let turn = TurnServers::from_flags(&uris, None, Some(&file), DAY)
+            .unwrap()
+            .unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let ice = turn.ice_servers("p-1f2e", now);
-        assert_eq!(ice[0].credential.as_deref(), Some("YpzkaR9UdgtNzTM+mdkbMzvKBqc="));
+        assert_eq!(
+            ice[0].credential.as_deref(),
+            Some("YpzkaR9UdgtNzTM+mdkbMzvKBqc=")
+        );
         assert!(matches!(
             TurnServers::from_flags(&uris, Some("x"), Some(&file), DAY),
             Err(TurnConfigError::TwoSecrets)
@@ -257,7 +286,9 @@ mod tests {
 
     #[test]
     fn debug_hides_the_secret() {
-        let turn = servers(&["turn:h:3478"], Some("north-wind-secret")).unwrap().unwrap();
+        let turn = servers(&["turn:h:3478"], Some("north-wind-secret"))
+            .unwrap()
+            .unwrap();
         let shown = format!("{turn:?}");
         assert!(!shown.contains("north-wind"), "{shown}");
         assert!(shown.contains("<hidden>"));

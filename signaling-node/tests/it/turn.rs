@@ -26,7 +26,9 @@ fn turn(ttl: Duration) -> TurnServers {
 
 /// Checks `joined`'s one TURN entry for participant `pid`; returns the expiry it names.
 fn check_ice_servers(joined: &serde_json::Value, pid: &str, ttl: u64) -> u64 {
-    let servers = joined["iceServers"].as_array().expect("iceServers in joined");
+    let servers = joined["iceServers"]
+        .as_array()
+        .expect("iceServers in joined");
     assert_eq!(servers.len(), 1, "{joined}");
     let server = &servers[0];
     assert_eq!(server["urls"], json!([UDP, TLS]));
@@ -43,7 +45,10 @@ fn check_ice_servers(joined: &serde_json::Value, pid: &str, ttl: u64) -> u64 {
     let want =
         base64::engine::general_purpose::STANDARD.encode(hmac::sign(&key, username.as_bytes()));
     assert_eq!(server["credential"], want.as_str());
-    assert!(!joined.to_string().contains(TURN_SECRET), "the secret is never sent");
+    assert!(
+        !joined.to_string().contains(TURN_SECRET),
+        "the secret is never sent"
+    );
     expiry
 }
 
@@ -69,7 +74,10 @@ async fn joined_and_resumed_carry_fresh_turn_credentials() {
     let resumed = alice.expect("joined").await;
     assert_eq!(resumed["resumed"], true, "{resumed}");
     let second = check_ice_servers(&resumed, &pid, ttl.as_secs());
-    assert!(second > first, "fresh credentials on resume: {first} then {second}");
+    assert!(
+        second > first,
+        "fresh credentials on resume: {first} then {second}"
+    );
 
     // Another participant gets its own.
     let (_bob, bob_joined) = server.join("bob", "relay").await;
