@@ -308,7 +308,7 @@ const MAX_MEDIA_ATTEMPTS = 3;
  * The `iceServers` of a `joined` (TURN with credentials minted for us, maybe STUN), keeping
  * only well-formed entries: `RTCPeerConnection` throws on a malformed one.
  */
-export function usableIceServers(list) {
+function usableIceServers(list) {
   if (!Array.isArray(list)) return [];
   const out = [];
   for (const e of list) {
@@ -559,7 +559,6 @@ function reconcileTracks() {
 // ---------------------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------------------
-/** {participantId: {videoFramesDecoded, audioPacketsReceived, ...}} from inbound-rtp stats. */
 /**
  * The candidate pair media flows over (test hook and diagnostics): each end's candidate
  * type (`host`, `srflx`, `prflx`, `relay`), protocol and address; null before ICE selects one.
@@ -581,6 +580,7 @@ export async function selectedCandidatePair() {
   return { state: pair.state, local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
 }
 
+/** {participantId: {videoFramesDecoded, audioPacketsReceived, ...}} from inbound-rtp stats. */
 export async function statsByParticipant() {
   const out = {};
   const pc = session && session.pc;
