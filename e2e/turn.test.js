@@ -5,13 +5,18 @@
 //                                            ├── "srv": media node UDP 10.201.1.1 (advertised),
 //   ben (namespace "walled") ─10.201.2.0/24──┘          coturn 10.201.2.1, signaling HTTP 10.201.2.3
 //
-// Ben's namespace drops every packet to the media node's address (nft), so his only way to
-// the media is coturn, with the credentials the signaling node put in his `joined`. Ann
-// reaches the media node directly; Cleo (in Ann's namespace) uses the client's test hook
-// `forceRelay` (iceTransportPolicy 'relay'). Everyone decodes everyone; the selected
-// candidate pairs say relay for Ben and Cleo, not for Ann. coturn itself accepts the
-// credentials the node minted and refuses forged and expired ones, and refuses to relay to
-// an address it is told is internal (`denied-peer-ip`).
+// Ben's namespace is a network that lets only HTTPS out: nft drops every packet to the media
+// node's address, all UDP and TCP to 3478, so his only way to the media is TURN over TLS on
+// coturn's 443, with the credentials the signaling node put in his `joined`. Ann reaches the
+// media node directly; Cleo (in Ann's namespace) uses the client's test hook `forceRelay`
+// (iceTransportPolicy 'relay') and relays over UDP. Everyone decodes everyone; the selected
+// candidate pairs say relay (TLS for Ben) for Ben and Cleo, not for Ann. coturn itself
+// accepts the credentials the node minted and refuses forged and expired ones, and refuses
+// to relay to an address it is told is internal (`denied-peer-ip`).
+//
+// coturn's certificate is self-signed here, so Ben's Chromium runs with
+// --ignore-certificate-errors: without it Chromium refuses the TURN server's certificate
+// (checked by hand), as it should; a deployment needs a certificate for the TURN name.
 //
 // coturn refuses loopback peers, hence the veth addresses; the page is served over plain
 // http from 10.201.2.3, which Chromium treats as a secure context only with
@@ -19,7 +24,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const { execFile } = require('node:child_process');
+const { execFile, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { Harness, waitFor, sleep, waitMediaFrom, assertMediaGrowing, SIGNALING_BIN } = require('./lib/harness');
@@ -34,6 +39,7 @@ const MEDIA_IP = '10.201.1.1';
 const TURN_IP = '10.201.2.1';
 const SIGNALING_IP = '10.201.2.3';
 const TURN_PORT = 3478;
+const TURNS_PORT = 443; // TURN over TLS
 // Internal services coturn must not reach: here the signaling node's address.
 const DENIED_IP = SIGNALING_IP;
 
@@ -60,7 +66,7 @@ function uclient(net, ns, { username, credential }, peer = null) {
   });
 }
 
-test('a participant whose network reaches only coturn connects through it', { skip, timeout: 240000 }, async (t) => {
+test('a participant whose network lets only TURN over TLS out connects through coturn', { skip, timeout: 240000 }, async (t) => {
   const h = new Harness('turn');
   const net = new Network('turn');
   t.after(async () => {
@@ -79,6 +85,8 @@ test('a participant whose network reaches only coturn connects through it', { sk
        chain out {
          type filter hook output priority 0; policy accept;
          ip daddr ${MEDIA_IP} counter drop
+         meta l4proto udp drop
+         tcp dport ${TURN_PORT} drop
        }
      }`
   );
@@ -99,7 +107,9 @@ test('a participant whose network reaches only coturn connects through it', { sk
       `realm=${REALM}`,
       'fingerprint',
       'no-cli',
-      'no-tls',
+      `tls-listening-port=${TURNS_PORT}`,
+      `cert=${path.join(net.dir, 'turn.crt')}`,
+      `pkey=${path.join(net.dir, 'turn.key')}`,
       'no-dtls',
       'no-multicast-peers',
       `denied-peer-ip=${DENIED_IP}`,
@@ -110,9 +120,10 @@ test('a participant whose network reaches only coturn connects through it', { sk
       '',
     ].join('\n')
   );
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(net.dir, 'turn.key'), '-out', path.join(net.dir, 'turn.crt'), '-days', '1', '-subj', '/CN=turn.test'], { stdio: 'ignore' });
   await h.startProcess('turnserver', net.exec(srv)[0], [...net.exec(srv).slice(1), TURNSERVER, '-c', conf], /Total General servers/);
 
-  const turnUris = [`turn:${TURN_IP}:${TURN_PORT}?transport=udp`, `turn:${TURN_IP}:${TURN_PORT}?transport=tcp`];
+  const turnUris = [`turn:${TURN_IP}:${TURN_PORT}?transport=udp`, `turn:${TURN_IP}:${TURN_PORT}?transport=tcp`, `turns:${TURN_IP}:${TURNS_PORT}?transport=tcp`];
   const { match, logPath: signalingLog } = await h.startProcess(
     'signaling',
     net.exec(srv)[0],
@@ -136,7 +147,7 @@ test('a participant whose network reaches only coturn connects through it', { sk
   const url = match[1].replace(/\/$/, '');
   const secureFlag = `--unsafely-treat-insecure-origin-as-secure=${url}`;
   const openBrowser = await h.launchBrowser({ executablePath: net.chromiumIn(open), extraArgs: [secureFlag] });
-  const walledBrowser = await h.launchBrowser({ executablePath: net.chromiumIn(walled), extraArgs: [secureFlag] });
+  const walledBrowser = await h.launchBrowser({ executablePath: net.chromiumIn(walled), extraArgs: [secureFlag, '--ignore-certificate-errors'] });
 
   const room = roomName('turn');
   const ann = await h.openPage(url, { room, name: 'Ann', browser: openBrowser });
@@ -163,6 +174,8 @@ test('a participant whose network reaches only coturn connects through it', { sk
   }
   t.diagnostic(`selected local candidates: ${pages.map((p) => `${p.label} ${pairs[p.label].local.candidateType}/${pairs[p.label].local.relayProtocol || pairs[p.label].local.protocol}`).join(', ')}`);
   assert.equal(pairs.Ben.local.candidateType, 'relay', 'Ben (media node blocked) goes through coturn');
+  assert.equal(pairs.Ben.local.relayProtocol, 'tls', 'Ben (only HTTPS out) reaches coturn over TLS on 443');
+  assert.equal(pairs.Cleo.local.relayProtocol, 'udp', 'Cleo relays over UDP');
   assert.equal(pairs.Cleo.local.candidateType, 'relay', 'Cleo (forceRelay) goes through coturn');
   assert.notEqual(pairs.Ann.local.candidateType, 'relay', 'Ann (open network) connects directly');
   for (const who of ['Ben', 'Cleo']) assert.equal(pairs[who].remote.address, MEDIA_IP, `${who}'s remote candidate is the media node`);
@@ -185,15 +198,16 @@ test('a participant whose network reaches only coturn connects through it', { sk
   const clientIce = await ben.evaluate(() => window.conclave.iceServers);
   assert.deepEqual(clientIce, joined.iceServers, 'the client uses the servers of its joined');
 
-  // coturn itself: accepts what the node minted, refuses a forged and an expired credential,
-  // and refuses to relay to a denied (internal) address even with valid credentials.
-  const minted = await uclient(net, walled, ice);
+  // coturn itself (from the open namespace, over UDP): accepts what the node minted, refuses
+  // a forged and an expired credential, and refuses to relay to a denied (internal) address
+  // even with valid credentials.
+  const minted = await uclient(net, open, ice);
   assert.ok(minted.ok, `coturn refused the minted credentials:\n${minted.out.slice(-2000)}`);
-  const forged = await uclient(net, walled, { username: ice.username, credential: credentials(expiry, who, 'not-the-secret').credential });
+  const forged = await uclient(net, open, { username: ice.username, credential: credentials(expiry, who, 'not-the-secret').credential });
   assert.ok(!forged.ok, `coturn accepted a forged credential:\n${forged.out.slice(-2000)}`);
-  const expired = await uclient(net, walled, credentials(now - 60, who));
+  const expired = await uclient(net, open, credentials(now - 60, who));
   assert.ok(!expired.ok, `coturn accepted an expired credential:\n${expired.out.slice(-2000)}`);
-  const internal = await uclient(net, walled, credentials(now + 600, who), DENIED_IP);
+  const internal = await uclient(net, open, credentials(now + 600, who), DENIED_IP);
   assert.ok(!internal.ok && /403|Forbidden/i.test(internal.out), `coturn relayed to the denied ${DENIED_IP}:\n${internal.out.slice(-2000)}`);
   h.note(`uclient: minted ok, forged exit ${forged.code}, expired exit ${expired.code}, denied peer exit ${internal.code}`);
 
