@@ -340,9 +340,10 @@ function peerConfig(s) {
 
 /** Fresh ICE servers (a resume's `joined`): the next ICE restart or gathering uses them. */
 export function updateIceServers(s, list) {
+  const before = JSON.stringify(s.iceServers || []);
   s.iceServers = usableIceServers(list);
   conclave.iceServers = s.iceServers;
-  if (!s.pc || s.pc.signalingState === 'closed') return;
+  if (!s.pc || s.pc.signalingState === 'closed' || JSON.stringify(s.iceServers) === before) return;
   try {
     s.pc.setConfiguration(Object.assign(s.pc.getConfiguration(), peerConfig(s)));
   } catch (err) {
