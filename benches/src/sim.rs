@@ -266,6 +266,8 @@ struct Sender {
     origin: Instant,
     interval: Duration,
     next_at: Instant,
+    /// The server asked for a keyframe: the next video frame is one.
+    keyframe_wanted: bool,
 }
 
 impl Sender {
@@ -286,6 +288,7 @@ impl Sender {
             origin,
             interval: clock.interval(nominal),
             next_at: origin,
+            keyframe_wanted: false,
         }
     }
 
@@ -399,6 +402,15 @@ impl Media {
                     }
                     Output::Transmit(t) => {
                         let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    }
+                    // The server asks for a keyframe (a new subscriber, a layer change, a
+                    // loss): the next frame is one, as a browser's encoder does.
+                    Output::Event(Event::KeyframeRequest(req)) => {
+                        for s in self.senders.iter_mut() {
+                            if s.peer == i && s.mid == req.mid {
+                                s.keyframe_wanted = true;
+                            }
+                        }
                     }
                     Output::Event(e) => {
                         on_event(e, report, self.joined_at, &mut self.connected[i]);
@@ -713,7 +725,8 @@ fn send_frame(
         )
     } else {
         let frame_bytes = (m.video_kbps as usize * 1000 / 8) / m.video_fps.max(1) as usize;
-        let key = s.seq.is_multiple_of(m.keyframe_interval.max(1) as u64);
+        let key = s.seq.is_multiple_of(m.keyframe_interval.max(1) as u64)
+            || std::mem::take(&mut s.keyframe_wanted);
         let len = if key { frame_bytes * 3 } else { frame_bytes };
         (
             len,

@@ -4,10 +4,12 @@
 //! WebSocket (`/internal/link`); in-process (the embedded default) the same values travel as
 //! actix messages. Documented in `docs/protocol.md` ("Internal link").
 
+use std::collections::BTreeMap;
+
 use actix::{Message, Recipient};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo};
+use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo, TrackSource, TrackView};
 
 /// A signaling node's request to a media node. Peers are keyed by `participantId`, which is
 /// unique per join across the cluster; `room` says which room SFU owns the peer.
@@ -16,9 +18,12 @@ use crate::protocol::{ErrorCode, MediaConnectionState, TrackInfo};
 pub enum MediaCommand {
     /// Create the participant's peer from its offer. Answered by `answer` or `peerError`.
     /// `adoptVerifier` checks a later `adoptPeer`'s key (`link_auth::adopt_verifier`).
+    /// `sources` (optional, absent when empty) is what the client declared its m-lines carry,
+    /// by the offer's mids (`setSources`); the media node announces each published track to
+    /// its subscribers with it (an undeclared or unfitting m-line: `microphone`/`camera`).
     ///
     /// ```json
-    /// {"type":"addPeer","room":"acme/general","participantId":"p-1f2e","offer":"v=0\r\n...","adoptVerifier":"9f86d0..."}
+    /// {"type":"addPeer","room":"acme/general","participantId":"p-1f2e","offer":"v=0\r\n...","adoptVerifier":"9f86d0...","sources":{"0":"microphone","1":"camera","2":"screen"}}
     /// ```
     #[serde(rename_all = "camelCase")]
     AddPeer {
@@ -26,6 +31,8 @@ pub enum MediaCommand {
         participant_id: String,
         offer: String,
         adopt_verifier: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     /// The client's answer to a server `offer`.
     ///
@@ -48,6 +55,18 @@ pub enum MediaCommand {
         room: String,
         participant_id: String,
         candidate: String,
+    },
+    /// How the participant shows the videos it receives, by its own mids (the client's
+    /// `setTrackViews`, checked): the media node picks each one's simulcast layer by it.
+    ///
+    /// ```json
+    /// {"type":"setTrackViews","room":"acme/general","participantId":"p-1f2e","views":{"k3F":{"width":640,"height":360},"p0Q":{"hidden":true}}}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    SetTrackViews {
+        room: String,
+        participant_id: String,
+        views: BTreeMap<String, TrackView>,
     },
     /// Drop the participant's peer and stop its tracks at every subscriber.
     ///
@@ -83,6 +102,7 @@ impl MediaCommand {
             MediaCommand::AddPeer { room, .. }
             | MediaCommand::Answer { room, .. }
             | MediaCommand::Candidate { room, .. }
+            | MediaCommand::SetTrackViews { room, .. }
             | MediaCommand::RemovePeer { room, .. }
             | MediaCommand::AdoptPeer { room, .. } => room,
         }
@@ -109,6 +129,20 @@ pub enum MediaEvent {
         udp_addrs: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proof: Option<String>,
+    },
+    /// Who speaks in the room now (read from the audio levels on publishers' packets), and
+    /// the dominant speaker (the last one, through silence). Sent on every change, to each
+    /// signaling node with a peer in the room.
+    ///
+    /// ```json
+    /// {"type":"speaking","room":"acme/general","participants":["p-1f2e"],"dominant":"p-1f2e"}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    Speaking {
+        room: String,
+        participants: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dominant: Option<String>,
     },
     /// The answer to `addPeer`.
     ///

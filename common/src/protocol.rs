@@ -99,6 +99,18 @@ pub enum ClientMessage {
     SetSources {
         sources: std::collections::BTreeMap<String, TrackSource>,
     },
+    /// How the client shows remote videos, by the `mid` of the track (from `serverOffer`):
+    /// the size it is drawn at in device pixels, or hidden (off screen, minimised, a tab in
+    /// the background). The server sends a video no bigger than needed, and nothing for a
+    /// hidden one. A mid not named keeps its last view; until the first, every video comes at
+    /// its best. Optional.
+    ///
+    /// ```json
+    /// {"id":"setTrackViews","views":{"k3F":{"width":640,"height":360},"p0Q":{"hidden":true}}}
+    /// ```
+    SetTrackViews {
+        views: std::collections::BTreeMap<String, TrackView>,
+    },
     /// Leave the room. The server answers with `left` and keeps the socket open.
     ///
     /// ```json
@@ -187,6 +199,18 @@ impl From<MediaConnectionState> for ParticipantMedia {
 pub enum TrackKind {
     Audio,
     Video,
+}
+
+/// How a client shows one remote video (`setTrackViews`): `hidden`, or drawn `width` x
+/// `height` device pixels (either absent: no bound that way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TrackView {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u16>,
 }
 
 /// What a track shows (or plays: a screen share's audio is `screen` too).
@@ -325,6 +349,20 @@ pub enum ServerMessage {
     /// {"id":"mediaState","state":"connected"}
     /// ```
     MediaState { state: MediaConnectionState },
+    /// Who speaks now, from the audio levels the media server reads on their packets
+    /// (debounced: a pause between words does not end it), and the dominant speaker: the
+    /// loudest one speaking, kept while it speaks unless another is clearly louder, and kept
+    /// through silence (absent once nobody has spoken yet or it left). Sent on every change.
+    /// The client's own id is in `participants` when it speaks.
+    ///
+    /// ```json
+    /// {"id":"speaking","participants":["p-1f2e","p-9a8b"],"dominant":"p-1f2e"}
+    /// ```
+    Speaking {
+        participants: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dominant: Option<String>,
+    },
     /// This client left the room (answer to `leave`).
     ///
     /// ```json
@@ -462,6 +500,7 @@ impl ClientMessage {
             ClientMessage::SetVideo { .. } => "setVideo",
             ClientMessage::SetDeafened { .. } => "setDeafened",
             ClientMessage::SetSources { .. } => "setSources",
+            ClientMessage::SetTrackViews { .. } => "setTrackViews",
             ClientMessage::Leave => "leave",
             ClientMessage::Heartbeat => "heartbeat",
             ClientMessage::Resume { .. } => "resume",
@@ -480,6 +519,7 @@ impl ServerMessage {
             ServerMessage::ParticipantLeft { .. } => "participantLeft",
             ServerMessage::ParticipantState { .. } => "participantState",
             ServerMessage::MediaState { .. } => "mediaState",
+            ServerMessage::Speaking { .. } => "speaking",
             ServerMessage::Left => "left",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Heartbeat { .. } => "heartbeat",
@@ -531,6 +571,7 @@ const KNOWN_CLIENT_IDS: &[&str] = &[
     "setVideo",
     "setDeafened",
     "setSources",
+    "setTrackViews",
     "leave",
     "heartbeat",
     "resume",

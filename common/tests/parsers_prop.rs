@@ -11,7 +11,7 @@ use conclave_common::caps::{count_m_lines, CapExceeded, ParticipantCaps};
 use conclave_common::link::{MediaCommand, MediaEvent};
 use conclave_common::protocol::{
     parse_client_message, ClientMessage, ErrorCode, MediaConnectionState, TrackInfo, TrackKind,
-    TrackSource,
+    TrackSource, TrackView,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -172,6 +172,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             0..5
         )
         .prop_map(|sources| ClientMessage::SetSources { sources }),
+        prop::collection::btree_map(text(), track_view(), 0..5)
+            .prop_map(|views| ClientMessage::SetTrackViews { views }),
         Just(ClientMessage::Leave),
         Just(ClientMessage::Heartbeat),
         (text(), text()).prop_map(|(token, resume_token)| ClientMessage::Resume {
@@ -203,17 +205,34 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
     ])
 }
 
+fn track_view() -> impl Strategy<Value = TrackView> {
+    (
+        any::<bool>(),
+        prop::option::of(any::<u16>()),
+        prop::option::of(any::<u16>()),
+    )
+        .prop_map(|(hidden, width, height)| TrackView {
+            hidden,
+            width,
+            height,
+        })
+}
+
+fn source() -> impl Strategy<Value = TrackSource> {
+    prop::sample::select(vec![
+        TrackSource::Microphone,
+        TrackSource::Camera,
+        TrackSource::Screen,
+    ])
+}
+
 fn track() -> impl Strategy<Value = TrackInfo> {
     (
         text(),
         text(),
         text(),
         prop::sample::select(vec![TrackKind::Audio, TrackKind::Video]),
-        prop::sample::select(vec![
-            TrackSource::Microphone,
-            TrackSource::Camera,
-            TrackSource::Screen,
-        ]),
+        source(),
     )
         .prop_map(|(mid, stream_id, participant_id, kind, source)| TrackInfo {
             mid,
@@ -226,16 +245,22 @@ fn track() -> impl Strategy<Value = TrackInfo> {
 
 fn media_command() -> impl Strategy<Value = MediaCommand> {
     prop_oneof![
-        (text(), text(), text(), text()).prop_map(
-            |(room, participant_id, offer, adopt_verifier)| {
+        (
+            text(),
+            text(),
+            text(),
+            text(),
+            prop::collection::btree_map(text(), source(), 0..4)
+        )
+            .prop_map(|(room, participant_id, offer, adopt_verifier, sources)| {
                 MediaCommand::AddPeer {
                     room,
                     participant_id,
                     offer,
                     adopt_verifier,
+                    sources,
                 }
-            }
-        ),
+            }),
         (text(), text(), text()).prop_map(|(room, participant_id, sdp)| MediaCommand::Answer {
             room,
             participant_id,
@@ -248,6 +273,18 @@ fn media_command() -> impl Strategy<Value = MediaCommand> {
                 candidate,
             }
         }),
+        (
+            text(),
+            text(),
+            prop::collection::btree_map(text(), track_view(), 0..4)
+        )
+            .prop_map(
+                |(room, participant_id, views)| MediaCommand::SetTrackViews {
+                    room,
+                    participant_id,
+                    views,
+                }
+            ),
         (text(), text()).prop_map(|(room, participant_id)| MediaCommand::RemovePeer {
             room,
             participant_id,
@@ -312,6 +349,16 @@ fn media_event() -> impl Strategy<Value = MediaEvent> {
                 message,
             }
         }),
+        (
+            text(),
+            prop::collection::vec(text(), 0..4),
+            prop::option::of(text())
+        )
+            .prop_map(|(room, participants, dominant)| MediaEvent::Speaking {
+                room,
+                participants,
+                dominant,
+            }),
     ]
 }
 

@@ -82,6 +82,7 @@ fn command_type(c: &MediaCommand) -> &'static str {
         MediaCommand::AddPeer { .. } => "addPeer",
         MediaCommand::Answer { .. } => "answer",
         MediaCommand::Candidate { .. } => "candidate",
+        MediaCommand::SetTrackViews { .. } => "setTrackViews",
         MediaCommand::RemovePeer { .. } => "removePeer",
         MediaCommand::AdoptPeer { .. } => "adoptPeer",
     }
@@ -94,6 +95,7 @@ fn event_type(e: &MediaEvent) -> &'static str {
         MediaEvent::Offer { .. } => "offer",
         MediaEvent::PeerState { .. } => "peerState",
         MediaEvent::PeerError { .. } => "peerError",
+        MediaEvent::Speaking { .. } => "speaking",
     }
 }
 
@@ -106,6 +108,7 @@ const CLIENT_IDS: &[&str] = &[
     "setVideo",
     "setDeafened",
     "setSources",
+    "setTrackViews",
     "leave",
     "heartbeat",
     "resume",
@@ -118,12 +121,27 @@ const SERVER_IDS: &[&str] = &[
     "participantLeft",
     "participantState",
     "mediaState",
+    "speaking",
     "left",
     "error",
     "heartbeat",
 ];
-const COMMAND_TYPES: &[&str] = &["addPeer", "answer", "candidate", "removePeer", "adoptPeer"];
-const EVENT_TYPES: &[&str] = &["hello", "answer", "offer", "peerState", "peerError"];
+const COMMAND_TYPES: &[&str] = &[
+    "addPeer",
+    "answer",
+    "candidate",
+    "setTrackViews",
+    "removePeer",
+    "adoptPeer",
+];
+const EVENT_TYPES: &[&str] = &[
+    "hello",
+    "answer",
+    "offer",
+    "peerState",
+    "peerError",
+    "speaking",
+];
 
 fn all_error_codes() -> Vec<ErrorCode> {
     let codes = vec![

@@ -554,8 +554,12 @@ function installSyntheticMedia() {
       const ac = new AudioContext();
       const osc = ac.createOscillator();
       osc.frequency.value = 440;
+      // `window.__syntheticGain = 0` (an init script) makes it a silent microphone.
+      const gain = ac.createGain();
+      gain.gain.value = window.__syntheticGain === undefined ? 1 : window.__syntheticGain;
       const dest = ac.createMediaStreamDestination();
-      osc.connect(dest);
+      osc.connect(gain);
+      gain.connect(dest);
       osc.start();
       ac.resume().catch(() => {});
       for (const t of dest.stream.getAudioTracks()) out.addTrack(t);

@@ -91,6 +91,16 @@ counter!(
     "Errors receiving or sending on the media socket"
 );
 counter!(
+    LAYER_SWITCHES,
+    "conclave_media_layer_switches_total",
+    "Times a subscriber's video started or changed simulcast layer (at a keyframe of the new one)"
+);
+counter!(
+    KEYFRAME_REQUESTS_SENT,
+    "conclave_media_keyframe_requests_sent_total",
+    "Keyframe requests (PLI/FIR) the node sent to publishers, per layer at most every 500 ms"
+);
+counter!(
     LINK_COMMANDS_REFUSED,
     "conclave_media_link_commands_refused_total",
     "Link commands refused: about a peer another link owns, or adoptPeer with a wrong key"
@@ -292,6 +302,8 @@ pub fn init() {
         &DTLS_FAILURES,
         &UDP_ERRORS,
         &LINK_COMMANDS_REFUSED,
+        &LAYER_SWITCHES,
+        &KEYFRAME_REQUESTS_SENT,
     ] {
         LazyLock::force(c);
     }

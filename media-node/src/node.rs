@@ -14,7 +14,7 @@ use conclave_common::protocol::ErrorCode;
 
 use crate::load::{LoadMeter, NodeLoadFigures, SAMPLE_INTERVAL};
 use crate::sfu::messages::{
-    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, StopRoom,
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, RemovePeer, RoomEmpty, SetTrackViews, StopRoom,
 };
 use crate::sfu::room::RoomSfu;
 use crate::threads::RoomThread;
@@ -133,6 +133,7 @@ impl Handler<ToMediaNode> for MediaNode {
                 participant_id,
                 offer,
                 adopt_verifier,
+                sources,
             } => {
                 let entry = self.room_for_add(&room, ctx);
                 entry.adds_sent += 1;
@@ -140,6 +141,7 @@ impl Handler<ToMediaNode> for MediaNode {
                     participant_id,
                     offer,
                     adopt_verifier,
+                    sources,
                     link: reply_to,
                 });
             }
@@ -169,6 +171,19 @@ impl Handler<ToMediaNode> for MediaNode {
                     entry.addr.do_send(PeerCandidate {
                         participant_id,
                         candidate,
+                        link: reply_to,
+                    });
+                }
+            }
+            MediaCommand::SetTrackViews {
+                room,
+                participant_id,
+                views,
+            } => {
+                if let Some(entry) = self.rooms.get(&room) {
+                    entry.addr.do_send(SetTrackViews {
+                        participant_id,
+                        views,
                         link: reply_to,
                     });
                 }

@@ -95,6 +95,7 @@ async fn a_link_cannot_steer_another_links_peer_and_adoption_needs_the_members_k
             participant_id: "p".into(),
             offer: valid_offer(),
             adopt_verifier: adopt_verifier(&key),
+            sources: Default::default(),
         },
     )
     .await;

@@ -12,11 +12,13 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use awc::ws;
 use conclave_common::link::{MediaCommand, MediaEvent};
+use conclave_common::protocol::{TrackInfo, TrackSource};
 use futures_util::StreamExt;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -43,8 +45,11 @@ struct Client {
     video: Option<Mid>,
     frames_sent: u64,
     next_frame: Instant,
-    /// Media frames received (a subscriber's count).
+    /// Media frames received (a subscriber's count), in all and by our mid.
     frames_received: u64,
+    frames_by_mid: BTreeMap<Mid, u64>,
+    /// The tracks the node's last offer announced to us.
+    tracks: Vec<TrackInfo>,
 }
 
 impl Client {
@@ -71,6 +76,8 @@ impl Client {
             frames_sent: 0,
             next_frame: Instant::now(),
             frames_received: 0,
+            frames_by_mid: BTreeMap::new(),
+            tracks: Vec::new(),
         }
     }
 
@@ -96,7 +103,8 @@ impl Client {
                 self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
                 self.node = self.rtc.direct_api().remote_ice_credentials();
             }
-            MediaEvent::Offer { sdp, .. } => {
+            MediaEvent::Offer { sdp, tracks, .. } => {
+                self.tracks = tracks;
                 let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
                 let answer = self.rtc.sdp_api().accept_offer(offer).unwrap();
                 link_out.push(MediaCommand::Answer {
@@ -142,7 +150,10 @@ impl Client {
                 Ok(Output::Transmit(t)) => {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
-                Ok(Output::Event(Event::MediaData(_))) => self.frames_received += 1,
+                Ok(Output::Event(Event::MediaData(data))) => {
+                    self.frames_received += 1;
+                    *self.frames_by_mid.entry(data.mid).or_default() += 1;
+                }
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => break,
             }
@@ -178,11 +189,25 @@ struct Call {
 
 impl Call {
     async fn start(node: &Node) -> Call {
-        let mut link = signed_link(node).await;
         let mut publisher = Client::new("pub");
+        let offer = publisher.offer(true);
+        Call::start_with(node, publisher, offer, BTreeMap::new()).await
+    }
+
+    /// A call whose publisher has made its own `offer` and declared `sources` for it.
+    async fn start_with(
+        node: &Node,
+        mut publisher: Client,
+        offer: String,
+        sources: BTreeMap<String, TrackSource>,
+    ) -> Call {
+        let mut link = signed_link(node).await;
         let mut subscriber = Client::new("sub");
-        for (client, publish) in [(&mut publisher, true), (&mut subscriber, false)] {
-            let offer = client.offer(publish);
+        let subscriber_offer = subscriber.offer(false);
+        for (client, offer, sources) in [
+            (&mut publisher, offer, sources),
+            (&mut subscriber, subscriber_offer, BTreeMap::new()),
+        ] {
             send(
                 &mut link,
                 &MediaCommand::AddPeer {
@@ -190,6 +215,7 @@ impl Call {
                     participant_id: client.id.clone(),
                     offer,
                     adopt_verifier: "unused".into(),
+                    sources,
                 },
             )
             .await;
@@ -398,4 +424,57 @@ async fn a_client_whose_address_changes_gets_its_media_back_after_proving_the_ne
         proven > checks_before,
         "the new address was proven by a consent check"
     );
+}
+
+#[actix_rt::test]
+async fn declared_sources_announce_each_track_by_the_publishers_own_mid() {
+    let node = Node::start("media-udp-5", &[]);
+    // A camera and a screen share: two video m-lines; only the screen one carries frames.
+    let mut publisher = Client::new("pub");
+    let mut api = publisher.rtc.sdp_api();
+    let camera = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let screen = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("an offer");
+    publisher.pending = Some(pending);
+    publisher.video = Some(screen);
+    let sources = BTreeMap::from([
+        (screen.to_string(), TrackSource::Screen),
+        // A microphone cannot be a video m-line: ignored, the camera default stands.
+        (camera.to_string(), TrackSource::Microphone),
+    ]);
+    let mut call = Call::start_with(&node, publisher, offer.to_sdp_string(), sources).await;
+    call.run_for(Duration::from_millis(500)).await;
+
+    let sub = &call.subscriber;
+    let announced = |source: TrackSource| -> Vec<String> {
+        sub.tracks
+            .iter()
+            .filter(|t| t.source == source && t.participant_id == "pub")
+            .map(|t| t.mid.clone())
+            .collect()
+    };
+    let (screens, cameras) = (
+        announced(TrackSource::Screen),
+        announced(TrackSource::Camera),
+    );
+    assert_eq!(
+        (screens.len(), cameras.len()),
+        (1, 1),
+        "announced: {:?}",
+        sub.tracks
+    );
+    let frames_on = |mid: &str| {
+        sub.frames_by_mid
+            .iter()
+            .find(|(m, _)| m.to_string() == mid)
+            .map_or(0, |(_, n)| *n)
+    };
+    // The frames the publisher sent on its screen m-line arrive on the track announced as
+    // the screen; the camera's track, announced as a camera, gets none.
+    assert!(
+        frames_on(&screens[0]) > 50,
+        "{} frames on the screen track",
+        frames_on(&screens[0])
+    );
+    assert_eq!(frames_on(&cameras[0]), 0);
 }

@@ -127,8 +127,8 @@ pub struct Config {
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "CONCLAVE_WORKERS")]
     pub workers: Option<usize>,
-    /// Budget per WebSocket of `setAudio`/`setVideo`: `RATE:BURST` (messages per second
-    /// sustained, messages at once). A session over any budget is closed with 1008.
+    /// Budget per WebSocket of `setAudio`/`setVideo`/`setDeafened`/`setTrackViews`:
+    /// `RATE:BURST` (messages per second sustained, messages at once). A session over any budget is closed with 1008.
     #[arg(long, env = "CONCLAVE_RATE_STATE", default_value = "5:30")]
     pub rate_state: Rate,
     /// Budget per WebSocket of `iceCandidate` (`RATE:BURST`).

@@ -14,7 +14,8 @@ use crate::client_ip::TrustedProxies;
 /// Kinds of client traffic, each with its own budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageClass {
-    /// `setAudio`, `setVideo`: a person clicking mute.
+    /// `setAudio`, `setVideo`, `setDeafened`: a person clicking mute; `setTrackViews`: the
+    /// page's layout changing (debounced by the client).
     State,
     /// `iceCandidate`: trickle ICE sends a burst at the start of each negotiation.
     Candidate,
@@ -43,7 +44,8 @@ impl MessageClass {
         match msg {
             ClientMessage::SetAudio { .. }
             | ClientMessage::SetVideo { .. }
-            | ClientMessage::SetDeafened { .. } => Self::State,
+            | ClientMessage::SetDeafened { .. }
+            | ClientMessage::SetTrackViews { .. } => Self::State,
             ClientMessage::IceCandidate { .. } => Self::Candidate,
             ClientMessage::Offer { .. }
             | ClientMessage::Answer { .. }
@@ -70,7 +72,7 @@ impl MessageClass {
     /// What the client sent too much of (the close reason names it; ≤ 123 bytes in all).
     pub fn describe(self) -> &'static str {
         match self {
-            Self::State => "setAudio/setVideo/setDeafened",
+            Self::State => "setAudio/setVideo/setDeafened/setTrackViews",
             Self::Candidate => "iceCandidate",
             Self::Negotiation => "offer/answer",
             Self::Membership => "join/resume/leave",

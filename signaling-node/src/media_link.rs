@@ -300,7 +300,8 @@ impl Handler<FromMediaNode> for MediaLink {
             MediaEvent::Answer { room, .. }
             | MediaEvent::Offer { room, .. }
             | MediaEvent::PeerState { room, .. }
-            | MediaEvent::PeerError { room, .. } => room,
+            | MediaEvent::PeerError { room, .. }
+            | MediaEvent::Speaking { room, .. } => room,
         };
         if let Some(route) = self.rooms.get(room) {
             route.events.do_send(msg);

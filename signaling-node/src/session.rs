@@ -33,8 +33,12 @@ use crate::room::Room;
 pub const MAX_FRAME: usize = 256 * 1024;
 /// Longest display name kept (longer ones are cut).
 const MAX_NAME_CHARS: usize = 64;
-/// Longest mid a `setSources` may name (RFC 8843 puts no bound; browsers use small integers).
+/// Longest mid a `setSources` or `setTrackViews` may name (RFC 8843 puts no bound; browsers
+/// use small integers, str0m three letters and digits).
 const MAX_MID_BYTES: usize = 32;
+/// Most videos one `setTrackViews` may name (a client receives one per other participant
+/// with video, and the largest room holds far fewer).
+const MAX_TRACK_VIEWS: usize = 128;
 /// How often a join retries when its room was closing at that moment.
 const JOIN_ATTEMPTS: u32 = 5;
 /// Wait before the first retry, doubled at each: a closing room leaves the registry once its
@@ -223,6 +227,7 @@ impl Session {
             ClientMessage::SetVideo { enabled } => ParticipantRequest::SetVideo(enabled),
             ClientMessage::SetDeafened { enabled } => ParticipantRequest::SetDeafened(enabled),
             ClientMessage::SetSources { sources } => ParticipantRequest::SetSources(sources),
+            ClientMessage::SetTrackViews { views } => ParticipantRequest::SetTrackViews(views),
         };
         let Some(m) = &self.joined else {
             return Self::reject(ctx, RequestError::NotJoined);
@@ -245,6 +250,22 @@ impl Session {
                         format!(
                             "setSources: at most {} m-lines, each mid 1 to {MAX_MID_BYTES} bytes",
                             self.deps.caps.max_offer_m_lines
+                        ),
+                    );
+                }
+                Ok(())
+            }
+            ParticipantRequest::SetTrackViews(views) => {
+                if views.len() > MAX_TRACK_VIEWS
+                    || views
+                        .keys()
+                        .any(|mid| mid.is_empty() || mid.len() > MAX_MID_BYTES)
+                {
+                    return Self::error(
+                        ctx,
+                        ErrorCode::BadMessage,
+                        format!(
+                            "setTrackViews: at most {MAX_TRACK_VIEWS} videos, each mid 1 to {MAX_MID_BYTES} bytes"
                         ),
                     );
                 }

@@ -4,20 +4,25 @@
 //!
 //! str0m's RTP mode: each packet is passed through as it came — payload shared, header fields
 //! copied, never depacketized into frames and packetized again per subscriber. Per subscriber
-//! only two things change, both pure and tested below: the payload type is mapped to the
-//! subscriber's number for the same codec ([`map_payload_type`]), and the sequence numbers are
-//! rebased so that every outgoing stream starts in SRTP rollover 0 ([`rebase_seq`]).
+//! only a few things change, all pure and tested: the payload type is mapped to the
+//! subscriber's number for the same codec ([`map_payload_type`]); audio sequence numbers are
+//! rebased so that every outgoing stream starts in SRTP rollover 0 ([`rebase_seq`]); video
+//! goes through the subscriber's simulcast selection and munger (`simulcast.rs`: one layer of
+//! the publisher's, numbered on from what the subscriber got before, VP8 picture ids patched
+//! by str0m as it serializes).
 //!
 //! Per packet: no allocation (the payload is shared), no lock, no message between actors.
 
 use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequest, MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
-use super::peer::{Peer, TrackOutState};
+use super::peer::{Peer, TrackOut, TrackOutState};
 use super::rtc::guarded;
+use super::simulcast::{choose_layer, Admit, LayerKey, LayerSeen, PacketIn, Vp8Info};
 use super::udp::PeerKey;
 use crate::metrics;
 
@@ -27,15 +32,9 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Pass one publisher's RTP packet to every other connected subscriber of the room. Returns
 /// how many subscribers it was written for.
-pub fn fan_out(
-    peers: &mut [Peer],
-    from: PeerKey,
-    mid: Mid,
-    params: PayloadParams,
-    packet: &mut RtpPacket,
-) -> u64 {
+pub fn fan_out(peers: &mut [Peer], from: PeerKey, incoming: &mut Incoming) -> u64 {
     // Once per received packet, not per subscriber.
-    strip_stream_identity(&mut packet.header.ext_vals);
+    strip_stream_identity(&mut incoming.packet.header.ext_vals);
     let mut forwarded = 0;
     // Only to connected subscribers: before DTLS, str0m would queue the packets unsent
     // (without bound if it never connects) and burst them out stale.
@@ -43,22 +42,29 @@ pub fn fan_out(
         .iter_mut()
         .filter(|o| o.key != from && o.connected && !o.dead)
     {
-        if forward(sub, from, mid, params, packet) {
+        if forward(sub, from, incoming) {
             forwarded += 1;
         }
     }
     forwarded
 }
 
+/// A publisher's packet on its way to the subscribers.
+pub struct Incoming {
+    pub mid: Mid,
+    pub layer: LayerKey,
+    pub vp8: Option<Vp8Info>,
+    pub params: PayloadParams,
+    pub packet: RtpPacket,
+    /// str0m's parse of the VP8 descriptor, made for the first subscriber whose copy needs
+    /// its picture ids rewritten (`None` inside: not VP8 enough to patch).
+    pub descriptor: Option<Option<Vp8Descriptor>>,
+}
+
 /// Pass one publisher's RTP packet to a subscriber's matching outgoing track. True if it was
 /// written for sending.
-fn forward(
-    sub: &mut Peer,
-    from: PeerKey,
-    mid_in: Mid,
-    params: PayloadParams,
-    pkt: &RtpPacket,
-) -> bool {
+fn forward(sub: &mut Peer, from: PeerKey, incoming: &mut Incoming) -> bool {
+    let (mid_in, params, pkt) = (incoming.mid, incoming.params, &incoming.packet);
     let Some(track) = sub.tracks_out.iter_mut().find(|t| {
         t.source_peer == from && t.source_mid == mid_in && matches!(t.state, TrackOutState::Open(_))
     }) else {
@@ -73,21 +79,26 @@ fn forward(
     }) else {
         return false;
     };
-    let Some(seq) = rebase_seq(&mut track.seq_base, *pkt.seq_no) else {
-        return false;
+    let (seq, timestamp, patch) = match track.kind {
+        MediaKind::Audio => match rebase_seq(&mut track.seq_base, *pkt.seq_no) {
+            Some(seq) => (seq, pkt.header.timestamp, None),
+            None => return false,
+        },
+        MediaKind::Video => match number_video(track, incoming) {
+            Some(numbered) => numbered,
+            None => return false,
+        },
     };
-    let write = RtpWrite::new(
-        pt,
-        seq,
-        pkt.header.timestamp,
-        pkt.timestamp,
-        pkt.payload.clone(),
-    )
-    .marker(pkt.header.marker)
-    // Media extensions (audio level, orientation...) pass through; str0m rewrites the
-    // per-hop ones (abs-send-time, transport-cc) as it sends; mid and rid were stripped.
-    .ext_vals(pkt.header.ext_vals.clone())
-    .nackable(track.kind == MediaKind::Video);
+    let pkt = &incoming.packet;
+    let mut write = RtpWrite::new(pt, seq, timestamp, pkt.timestamp, pkt.payload.clone())
+        .marker(pkt.header.marker)
+        // Media extensions (audio level, orientation...) pass through; str0m rewrites the
+        // per-hop ones (abs-send-time, transport-cc) as it sends; mid and rid were stripped.
+        .ext_vals(pkt.header.ext_vals.clone())
+        .nackable(track.kind == MediaKind::Video);
+    if let Some(patch) = patch {
+        write = write.vp8_patch(patch);
+    }
     let rtc = &mut sub.rtc;
     let written = guarded(|| match rtc.direct_api().stream_tx_by_mid(mid, None) {
         Some(tx) => {
@@ -109,6 +120,90 @@ fn forward(
         }
         // Counted by the room, once per message (`RoomSfu::drive`).
         Some(true) => true,
+    }
+}
+
+/// A video packet's place in the subscriber's stream, if the subscriber gets its layer:
+/// sequence number, timestamp, and the VP8 descriptor patch once a layer change moved the
+/// picture ids.
+fn number_video(
+    track: &mut TrackOut,
+    incoming: &mut Incoming,
+) -> Option<(SeqNo, u32, Option<Vp8Patch>)> {
+    let keyframe_start = incoming.vp8.is_some_and(|v| v.keyframe_start);
+    let p = PacketIn {
+        seq: *incoming.packet.seq_no,
+        timestamp: incoming.packet.header.timestamp,
+        arrival: incoming.packet.timestamp,
+        vp8: incoming.vp8.as_ref(),
+    };
+    match track.selection.admit(&incoming.layer, keyframe_start) {
+        Admit::Drop => return None,
+        Admit::Switch => {
+            track.munger.switch(&p);
+            metrics::LAYER_SWITCHES.inc();
+        }
+        Admit::Forward => {}
+    }
+    let munged = track.munger.munge(&p)?;
+    let patch = match munged.vp8 {
+        None => None,
+        Some(rewrite) => {
+            let payload = &incoming.packet.payload;
+            let descriptor = incoming
+                .descriptor
+                .get_or_insert_with(|| Vp8Descriptor::parse(payload).ok());
+            let mut builder = (*descriptor)?.patch();
+            if let Some(id) = rewrite.picture_id {
+                builder = builder.picture_id(id);
+            }
+            if let Some(idx) = rewrite.tl0_pic_idx {
+                builder = builder.tl0_pic_idx(idx);
+            }
+            if let Some(idx) = rewrite.key_idx {
+                builder = builder.key_idx(idx);
+            }
+            // Our own parse agreed on the fields, so this holds; if not, the packet is not
+            // sent rather than sent with picture ids the decoder would trip on.
+            Some(builder.build().ok()?)
+        }
+    };
+    Some((SeqNo::from(munged.seq), munged.timestamp, patch))
+}
+
+/// Every subscriber's video: the layer it should get now (its view, the layers live), and a
+/// keyframe asked of the publisher for each layer a subscriber waits for. Run a few times a
+/// second and when views change.
+pub fn review_layers(peers: &mut [Peer], now: Instant) {
+    let mut wanted: Vec<(PeerKey, Mid, LayerKey)> = Vec::new();
+    for i in 0..peers.len() {
+        let (before, rest) = peers.split_at_mut(i);
+        let Some((sub, after)) = rest.split_first_mut() else {
+            break;
+        };
+        for t in sub
+            .tracks_out
+            .iter_mut()
+            .filter(|t| t.kind == MediaKind::Video)
+        {
+            let Some(publisher) = before
+                .iter()
+                .chain(after.iter())
+                .find(|p| p.key == t.source_peer)
+            else {
+                continue;
+            };
+            let Some(track) = publisher.tracks_in.iter().find(|x| x.mid == t.source_mid) else {
+                continue;
+            };
+            t.selection.target = choose_layer(&track.layers, t.view, now);
+            if let Some(layer) = t.selection.awaiting_keyframe() {
+                wanted.push((t.source_peer, t.source_mid, *layer));
+            }
+        }
+    }
+    for (publisher, mid, layer) in wanted {
+        request_keyframe(peers, publisher, mid, layer, KeyframeRequestKind::Pli, now);
     }
 }
 
@@ -141,13 +236,15 @@ pub fn rebase_seq(base: &mut Option<u64>, seq_in: u64) -> Option<SeqNo> {
     seq_in.checked_sub(base).map(SeqNo::from)
 }
 
-/// A subscriber asked for a keyframe of a track: ask its publisher, unless someone did less than
-/// `KEYFRAME_REQUEST_INTERVAL` ago.
-pub fn relay_keyframe_request(
+/// Ask a publisher for a keyframe of one layer of a track (a subscriber asked, or waits for
+/// it to change layer), unless someone did less than `KEYFRAME_REQUEST_INTERVAL` ago.
+pub fn request_keyframe(
     peers: &mut [Peer],
     source_peer: PeerKey,
     source_mid: Mid,
-    req: KeyframeRequest,
+    layer: LayerKey,
+    kind: KeyframeRequestKind,
+    now: Instant,
 ) {
     let Some(publisher) = peers.iter_mut().find(|p| p.key == source_peer) else {
         return;
@@ -155,13 +252,21 @@ pub fn relay_keyframe_request(
     let Some(track) = publisher.tracks_in.iter_mut().find(|t| t.mid == source_mid) else {
         return;
     };
-    if !keyframe_request_due(&mut track.last_keyframe_request, Instant::now()) {
+    let Some(seen) = track
+        .layers
+        .iter_mut()
+        .find(|l: &&mut LayerSeen| l.key == layer)
+    else {
+        return;
+    };
+    if !keyframe_request_due(&mut seen.last_keyframe_request, now) {
         return;
     }
     let rtc = &mut publisher.rtc;
     let requested = guarded(|| {
-        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(source_mid, req.rid) {
-            rx.request_keyframe(req.kind);
+        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(source_mid, layer) {
+            rx.request_keyframe(kind);
+            metrics::KEYFRAME_REQUESTS_SENT.inc();
         }
     });
     if requested.is_none() {

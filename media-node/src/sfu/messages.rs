@@ -2,8 +2,11 @@
 //! sends up to the node when it empties. Media arrives as `udp::DatagramBatch`, defined by the
 //! socket that sends it.
 
+use std::collections::BTreeMap;
+
 use actix::prelude::*;
 use conclave_common::link::FromMediaNode;
+use conclave_common::protocol::{TrackSource, TrackView};
 
 /// Create a participant's peer from its SDP offer.
 #[derive(Message)]
@@ -13,6 +16,8 @@ pub struct AddPeer {
     pub offer: String,
     /// Checks the key of a later `AdoptPeer` (`link_auth::adopt_verifier`).
     pub adopt_verifier: String,
+    /// What the client declared its m-lines carry, by mid (`setSources`).
+    pub sources: BTreeMap<String, TrackSource>,
     pub link: Recipient<FromMediaNode>,
 }
 
@@ -22,6 +27,15 @@ pub struct AddPeer {
 pub struct PeerAnswer {
     pub participant_id: String,
     pub sdp: String,
+    pub link: Recipient<FromMediaNode>,
+}
+
+/// How the participant shows the videos it receives, by its mids (only its own link may).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTrackViews {
+    pub participant_id: String,
+    pub views: BTreeMap<String, TrackView>,
     pub link: Recipient<FromMediaNode>,
 }
 

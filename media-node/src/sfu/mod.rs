@@ -9,8 +9,8 @@
 //!             the peer's ingress budget) -> DatagramBatch to the peer's room
 //! room.rs     on_datagram: Rtc::handle_input(Receive)          (peer.rs: Peer::poll_output
 //!             -> Event::RtpPacket -> Propagated::Rtp)
-//! forward.rs  fan_out: for each other connected peer: map payload type, rebase sequence,
-//!             StreamTx::write_rtp
+//! forward.rs  fan_out: for each other connected peer: its simulcast layer (simulcast.rs),
+//!             map payload type, number it in the peer's stream, StreamTx::write_rtp
 //! room.rs     drive: each written-to peer's Rtc::poll_output -> Transmit
 //! peer.rs     only to an address the peer proved its own (consent.rs)
 //! udp.rs      UdpSender::send (send_to on the same socket)
@@ -26,6 +26,10 @@
 //! - [`messages`]: what the room actor handles, and `RoomEmpty`, which it sends up to the node.
 //! - `consent`: where one peer's media may go — addresses it proved its own by answering
 //!   our consent check (a forged nomination cannot aim the room's media at a third party).
+//! - `simulcast`: which layer of a publisher's video each subscriber gets, and its stream
+//!   kept continuous across layer changes (VP8 reading, layer choice, munger).
+//! - `speech`: who is speaking, from the audio levels publishers put on their packets, and
+//!   the room's dominant speaker.
 //! - `peer`: one participant — `Peer`, its tracks, `poll_output` and event handling.
 //! - `negotiate`: server-side renegotiation — queued track changes, one offer at a time.
 //! - `forward`: forwarding — fan-out, payload-type map, sequence rebase, keyframe throttling.
@@ -41,6 +45,8 @@ mod consent;
 mod forward;
 mod negotiate;
 mod peer;
+mod simulcast;
+mod speech;
 
 pub use rtc::rtc_config;
 pub use udp::DatagramBatch;

@@ -4,19 +4,19 @@
 //! `ToStop` — and go out as one offer at a time; the subscriber's answer settles them.
 
 use conclave_common::link::MediaEvent;
-use conclave_common::protocol::{TrackInfo, TrackKind, TrackSource};
+use conclave_common::protocol::{TrackInfo, TrackKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::RtcError;
 
-use super::peer::{Peer, TrackOut, TrackOutState};
+use super::peer::{Peer, TrackIn, TrackOut, TrackOutState};
 use super::rtc::{configure_send_stream, guarded, remove_send_stream};
 use super::udp::PeerKey;
 
 /// Queue a publisher's new track for every other peer (offered in their next renegotiation).
-pub fn track_opened(peers: &mut [Peer], from: PeerKey, mid: Mid, kind: MediaKind) {
+pub fn track_opened(peers: &mut [Peer], from: PeerKey, track: &TrackIn) {
     for other in peers.iter_mut().filter(|o| o.key != from) {
-        other.tracks_out.push(TrackOut::to_open(from, mid, kind));
+        other.tracks_out.push(TrackOut::to_open(from, track));
     }
 }
 
@@ -24,11 +24,7 @@ pub fn track_opened(peers: &mut [Peer], from: PeerKey, mid: Mid, kind: MediaKind
 pub fn tracks_for_newcomer(peers: &[Peer]) -> Vec<TrackOut> {
     peers
         .iter()
-        .flat_map(|p| {
-            p.tracks_in
-                .iter()
-                .map(|t| TrackOut::to_open(p.key, t.mid, t.kind))
-        })
+        .flat_map(|p| p.tracks_in.iter().map(|t| TrackOut::to_open(p.key, t)))
         .collect()
 }
 
@@ -116,7 +112,7 @@ pub fn offer_changes(room: &str, peers: &mut [Peer]) {
                     _ => return None,
                 };
                 let (_, owner) = owners.iter().find(|(k, _)| *k == t.source_peer)?;
-                Some(track_info(mid, owner, t.kind))
+                Some(track_info(mid, owner, t))
             })
             .collect();
         let event = MediaEvent::Offer {
@@ -164,16 +160,15 @@ pub fn accept_answer(
 }
 
 /// How a forwarded track is announced to its subscriber (whose tile it is).
-fn track_info(mid: Mid, owner: &str, kind: MediaKind) -> TrackInfo {
-    let (kind, source) = match kind {
-        MediaKind::Audio => (TrackKind::Audio, TrackSource::Microphone),
-        MediaKind::Video => (TrackKind::Video, TrackSource::Camera),
-    };
+fn track_info(mid: Mid, owner: &str, track: &TrackOut) -> TrackInfo {
     TrackInfo {
         mid: mid.to_string(),
         stream_id: owner.to_string(),
         participant_id: owner.to_string(),
-        kind,
-        source,
+        kind: match track.kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        },
+        source: track.source,
     }
 }

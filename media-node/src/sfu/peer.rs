@@ -2,21 +2,25 @@
 //! the drain of its output (`poll_output`: transmits to the socket, events turned into what
 //! the other peers must hear about).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use actix::Recipient;
 use conclave_common::link::{FromMediaNode, MediaEvent};
-use conclave_common::protocol::MediaConnectionState;
+use conclave_common::protocol::{MediaConnectionState, TrackKind, TrackSource};
 use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::consent::{PathGuard, Verdict};
 use super::ice;
 use super::rtc::guarded;
+use super::simulcast::{saw_layer, LayerKey, LayerSeen, Munger, Selection, View, Vp8Info};
+use super::speech::SpeechDetector;
 use super::udp::{PeerKey, UdpSender};
 use crate::metrics;
 
@@ -29,8 +33,10 @@ const MAX_DUE_NOW_PER_POLL: u32 = 4;
 pub struct TrackIn {
     pub mid: Mid,
     pub kind: MediaKind,
-    /// When we last asked the publisher for a keyframe (see `forward::keyframe_request_due`).
-    pub last_keyframe_request: Option<Instant>,
+    /// What it shows, as the publisher declared (`AddPeer::sources`) or by its kind.
+    pub source: TrackSource,
+    /// Video: the layers it comes in (one without simulcast), as seen so far.
+    pub layers: Vec<LayerSeen>,
 }
 
 /// Negotiation state of a track we send to a subscriber (moved along by `negotiate.rs`).
@@ -54,25 +60,36 @@ pub struct TrackOut {
     pub source_peer: PeerKey,
     pub source_mid: Mid,
     pub kind: MediaKind,
+    /// The publisher's `TrackIn::source`, announced with the track.
+    pub source: TrackSource,
     pub state: TrackOutState,
     /// Publisher's payload type -> ours, for the last codec seen (mapped once, not per packet;
     /// see `forward::map_payload_type`).
     pub pt_map: Option<(Pt, Pt)>,
-    /// Subtracted from the publisher's extended sequence numbers (set by the first packet;
-    /// see `forward::rebase_seq`).
+    /// Audio: subtracted from the publisher's extended sequence numbers (set by the first
+    /// packet; see `forward::rebase_seq`).
     pub seq_base: Option<u64>,
+    /// Video: how the subscriber shows it (`setTrackViews`), which layer it gets, and its
+    /// stream kept continuous across layer changes (`simulcast.rs`).
+    pub view: View,
+    pub selection: Selection,
+    pub munger: Munger,
 }
 
 impl TrackOut {
     /// A track to offer the subscriber in the next renegotiation.
-    pub fn to_open(source_peer: PeerKey, source_mid: Mid, kind: MediaKind) -> TrackOut {
+    pub fn to_open(source_peer: PeerKey, track: &TrackIn) -> TrackOut {
         TrackOut {
             source_peer,
-            source_mid,
-            kind,
+            source_mid: track.mid,
+            kind: track.kind,
+            source: track.source,
             state: TrackOutState::ToOpen,
             pt_map: None,
             seq_base: None,
+            view: View::default(),
+            selection: Selection::default(),
+            munger: Munger::default(),
         }
     }
 }
@@ -89,8 +106,10 @@ pub struct Peer {
     pub adopt_verifier: String,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
-    /// Incoming SSRC -> publisher m-line.
-    rx_mids: Vec<(Ssrc, Mid)>,
+    /// What the client declared its m-lines carry, by mid (`AddPeer::sources`).
+    declared_sources: BTreeMap<String, TrackSource>,
+    /// Incoming SSRC -> publisher m-line and layer.
+    rx_mids: Vec<(Ssrc, Mid, LayerKey)>,
     /// Our offer awaiting the subscriber's answer (str0m allows one at a time).
     pub pending: Option<SdpPendingOffer>,
     /// That offer as sent, to send again if the peer is adopted by another link before
@@ -120,6 +139,8 @@ pub struct Peer {
     local_ufrag: String,
     /// Which addresses this peer has proven its own: media goes only there.
     paths: PathGuard,
+    /// Whether its microphone carries speech (from the audio levels of its packets).
+    pub speech: SpeechDetector,
 }
 
 /// What one peer's output means for the others.
@@ -128,19 +149,23 @@ pub struct Peer {
 pub enum Propagated {
     TrackOpened {
         from: PeerKey,
-        mid: Mid,
-        kind: MediaKind,
+        track: TrackIn,
     },
     Rtp {
         from: PeerKey,
         mid: Mid,
+        layer: LayerKey,
+        /// What the packet is, for VP8 video (read once here, not per subscriber).
+        vp8: Option<Vp8Info>,
         params: PayloadParams,
         packet: RtpPacket,
     },
+    /// A subscriber asks for a keyframe of the layer it gets.
     KeyframeRequest {
         source_peer: PeerKey,
         source_mid: Mid,
-        req: KeyframeRequest,
+        layer: LayerKey,
+        kind: KeyframeRequestKind,
     },
 }
 
@@ -148,6 +173,8 @@ pub enum Propagated {
 pub struct PeerControl {
     pub link: Recipient<FromMediaNode>,
     pub adopt_verifier: String,
+    /// What the client declared its m-lines carry (`AddPeer::sources`).
+    pub sources: BTreeMap<String, TrackSource>,
 }
 
 /// A new peer's connection: its `Rtc` and our ICE ufrag in it.
@@ -181,6 +208,7 @@ impl Peer {
         let PeerControl {
             link,
             adopt_verifier,
+            sources,
         } = control;
         let PeerRtc { rtc, local_ufrag } = rtc;
         Peer {
@@ -191,6 +219,7 @@ impl Peer {
             adopt_verifier,
             tracks_in: Vec::new(),
             tracks_out,
+            declared_sources: sources,
             rx_mids: Vec::new(),
             pending: None,
             pending_event: None,
@@ -206,7 +235,25 @@ impl Peer {
             max_tracks,
             local_ufrag,
             paths: PathGuard::new(now),
+            speech: SpeechDetector::default(),
         }
+    }
+
+    /// What the publisher's m-line `mid` shows: its declared source if that fits the kind,
+    /// else the kind's default (a microphone, a camera).
+    fn declared_source(&self, mid: Mid, kind: MediaKind) -> TrackSource {
+        let kind = match kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        self.declared_sources
+            .get(&*mid)
+            .copied()
+            .filter(|s| s.fits(kind))
+            .unwrap_or(match kind {
+                TrackKind::Audio => TrackSource::Microphone,
+                TrackKind::Video => TrackSource::Camera,
+            })
     }
 
     /// Send a consent check towards `addr` if one is due (see `consent.rs`): the peer
@@ -411,16 +458,17 @@ impl Peer {
                     tracing::info!(participant = %self.participant_id, mid = %added.mid, "track over the cap ignored");
                     return;
                 }
-                self.tracks_in.push(TrackIn {
+                let track = TrackIn {
                     mid: added.mid,
                     kind: added.kind,
-                    last_keyframe_request: None,
-                });
+                    source: self.declared_source(added.mid, added.kind),
+                    layers: Vec::new(),
+                };
+                self.tracks_in.push(track.clone());
                 metrics::TRACKS.inc();
                 out.push(Propagated::TrackOpened {
                     from: self.key,
-                    mid: added.mid,
-                    kind: added.kind,
+                    track,
                 });
             }
             Event::RtpPacket(packet) => {
@@ -428,16 +476,36 @@ impl Peer {
                 if packet.payload.is_empty() {
                     return;
                 }
-                let Some(mid) = self.rx_mid(packet.header.ssrc) else {
+                let Some((mid, layer)) = self.rx_stream(packet.header.ssrc) else {
                     return;
                 };
                 let pt = packet.header.payload_type;
                 let Some(params) = self.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
                     return;
                 };
+                let vp8 = (params.spec().codec == Codec::Vp8)
+                    .then(|| Vp8Info::parse(&packet.payload))
+                    .flatten();
+                if let Some(track) = self.tracks_in.iter_mut().find(|t| t.mid == mid) {
+                    let over_cap = match track.kind {
+                        MediaKind::Audio => {
+                            let level = packet.header.ext_vals.audio_level;
+                            self.speech.packet(level, packet.timestamp);
+                            false
+                        }
+                        MediaKind::Video => {
+                            !saw_layer(&mut track.layers, &layer, vp8.as_ref(), packet.timestamp)
+                        }
+                    };
+                    if over_cap {
+                        return; // A layer over the cap: forwarded to no one.
+                    }
+                }
                 out.push(Propagated::Rtp {
                     from: self.key,
                     mid,
+                    layer,
+                    vp8,
                     params,
                     packet,
                 });
@@ -448,17 +516,20 @@ impl Peer {
                     KeyframeRequestKind::Fir => metrics::FIRS.inc(),
                 }
                 // A subscriber asks for a keyframe on one of our outgoing tracks: find its
-                // source.
+                // source and the layer it gets (none yet: one is asked for already).
                 if let Some(t) = self
                     .tracks_out
                     .iter()
                     .find(|t| matches!(t.state, TrackOutState::Open(m) if m == req.mid))
                 {
-                    out.push(Propagated::KeyframeRequest {
-                        source_peer: t.source_peer,
-                        source_mid: t.source_mid,
-                        req,
-                    });
+                    if let Some(layer) = &t.selection.forwarding {
+                        out.push(Propagated::KeyframeRequest {
+                            source_peer: t.source_peer,
+                            source_mid: t.source_mid,
+                            layer: *layer,
+                            kind: req.kind,
+                        });
+                    }
                 }
             }
             Event::PeerStats(stats) => {
@@ -494,13 +565,16 @@ impl Peer {
         }
     }
 
-    /// The publisher's m-line an incoming SSRC belongs to (cached: asked once per stream).
-    fn rx_mid(&mut self, ssrc: Ssrc) -> Option<Mid> {
-        if let Some((_, mid)) = self.rx_mids.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*mid);
+    /// The publisher's m-line and layer an incoming SSRC belongs to (cached: asked once per
+    /// stream).
+    fn rx_stream(&mut self, ssrc: Ssrc) -> Option<(Mid, LayerKey)> {
+        if let Some((_, mid, layer)) = self.rx_mids.iter().find(|(s, _, _)| *s == ssrc) {
+            return Some((*mid, *layer));
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
-        self.rx_mids.push((ssrc, mid));
-        Some(mid)
+        let mut api = self.rtc.direct_api();
+        let rx = api.stream_rx(&ssrc)?;
+        let (mid, layer) = (rx.mid(), rx.rid());
+        self.rx_mids.push((ssrc, mid, layer));
+        Some((mid, layer))
     }
 }

@@ -25,11 +25,14 @@ use str0m::Input;
 use super::forward;
 use super::ice;
 use super::messages::{
-    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, StopRoom,
+    AddPeer, AdoptPeer, PeerAnswer, PeerCandidate, PeerCount, RemovePeer, RoomEmpty, SetTrackViews,
+    StopRoom,
 };
 use super::negotiate;
-use super::peer::{Peer, PeerControl, PeerRtc, Propagated};
+use super::peer::{Peer, PeerControl, PeerRtc, Propagated, TrackOutState};
 use super::rtc::{answer_offer, guarded};
+use super::simulcast;
+use super::speech::Speakers;
 use super::udp::{
     DatagramBatch, DatagramIn, PeerKey, Route, RouterHandle, RouterUpdate, UdpSender,
 };
@@ -46,6 +49,10 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// fall in one tick fire in one wakeup of the thread, instead of one each (str0m's timeouts
 /// are for RTCP, NACK and ICE keep-alives: a few milliseconds later changes nothing).
 const TIMER_TICK: Duration = Duration::from_millis(5);
+/// How often each subscriber's simulcast layer is chosen again (layers come and go, views
+/// change; a new subscriber waits up to this long for its first layer to be picked), and who
+/// speaks is looked at (the signaling nodes hear of changes at most this often).
+const REVIEW_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The first tick of the grid at or after `at`.
 fn timer_tick_after(at: Instant) -> Instant {
@@ -98,6 +105,8 @@ pub struct RoomSfu {
     datagrams: Option<Recipient<DatagramBatch>>,
     /// Track sets changed: some peer may need a server offer.
     renegotiate: bool,
+    /// Who speaks, as last told to the signaling nodes.
+    speakers: Speakers<PeerKey>,
     /// Packets forwarded so far (a running total; `drive` hands the new ones to the thread's
     /// counters, once per message rather than per packet).
     forwarded: u64,
@@ -110,6 +119,12 @@ impl Actor for RoomSfu {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.datagrams = Some(ctx.address().recipient());
+        ctx.run_interval(REVIEW_INTERVAL, |sfu, ctx| {
+            let now = Instant::now();
+            forward::review_layers(&mut sfu.peers, now);
+            sfu.review_speakers(now);
+            sfu.drive(ctx);
+        });
         tracing::info!(room = %self.room, "room sfu started");
     }
 
@@ -148,6 +163,7 @@ impl RoomSfu {
             propagate: Vec::new(),
             datagrams: None,
             renegotiate: false,
+            speakers: Speakers::default(),
             forwarded: 0,
             forwarded_counted: 0,
         }
@@ -276,6 +292,7 @@ impl RoomSfu {
             PeerControl {
                 link: msg.link,
                 adopt_verifier: msg.adopt_verifier,
+                sources: msg.sources,
             },
             tracks_out,
             now,
@@ -483,26 +500,82 @@ impl RoomSfu {
         self.timer = Some((at, handle));
     }
 
+    /// Who speaks now; on a change, tell every signaling node with a peer in the room.
+    fn review_speakers(&mut self, now: Instant) {
+        let publishers: Vec<(PeerKey, bool, f32)> = self
+            .peers
+            .iter_mut()
+            .filter(|p| p.tracks_in.iter().any(|t| t.kind == MediaKind::Audio))
+            .map(|p| (p.key, p.speech.settle(now), p.speech.loudness()))
+            .collect();
+        let next = self.speakers.next(&publishers);
+        if next == self.speakers {
+            return;
+        }
+        self.speakers = next;
+        let pid = |key: PeerKey| {
+            self.peers
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.participant_id.clone())
+        };
+        let event = MediaEvent::Speaking {
+            room: self.room.clone(),
+            participants: self
+                .speakers
+                .speaking
+                .iter()
+                .filter_map(|k| pid(*k))
+                .collect(),
+            dominant: self.speakers.dominant.and_then(pid),
+        };
+        let mut told: Vec<&Recipient<FromMediaNode>> = Vec::new();
+        for peer in &self.peers {
+            if !told.contains(&&peer.link) {
+                told.push(&peer.link);
+                peer.link.do_send(FromMediaNode(event.clone()));
+            }
+        }
+    }
+
     /// Act on one peer's output for the others.
     fn apply(&mut self, p: Propagated) {
         match p {
-            Propagated::TrackOpened { from, mid, kind } => {
-                negotiate::track_opened(&mut self.peers, from, mid, kind);
+            Propagated::TrackOpened { from, track } => {
+                negotiate::track_opened(&mut self.peers, from, &track);
                 self.renegotiate = true;
             }
             Propagated::Rtp {
                 from,
                 mid,
+                layer,
+                vp8,
                 params,
-                mut packet,
+                packet,
             } => {
-                self.forwarded += forward::fan_out(&mut self.peers, from, mid, params, &mut packet);
+                let mut incoming = forward::Incoming {
+                    mid,
+                    layer,
+                    vp8,
+                    params,
+                    packet,
+                    descriptor: None,
+                };
+                self.forwarded += forward::fan_out(&mut self.peers, from, &mut incoming);
             }
             Propagated::KeyframeRequest {
                 source_peer,
                 source_mid,
-                req,
-            } => forward::relay_keyframe_request(&mut self.peers, source_peer, source_mid, req),
+                layer,
+                kind,
+            } => forward::request_keyframe(
+                &mut self.peers,
+                source_peer,
+                source_mid,
+                layer,
+                kind,
+                Instant::now(),
+            ),
         }
     }
 }
@@ -560,6 +633,28 @@ impl Handler<PeerCandidate> for RoomSfu {
                 Err(e) => self.refuse_cap(&self.peers[i].link, &msg.participant_id, e),
             }
         }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<SetTrackViews> for RoomSfu {
+    type Result = ();
+    /// The subscriber's layout changed: each named video gets the layer that fits it.
+    fn handle(&mut self, msg: SetTrackViews, ctx: &mut Context<Self>) {
+        let Some(i) = self.owned_peer_index(&msg.participant_id, &msg.link) else {
+            return;
+        };
+        let peer = &mut self.peers[i];
+        for (mid, view) in &msg.views {
+            let shown = peer.tracks_out.iter_mut().find(|t| match t.state {
+                TrackOutState::Open(m) | TrackOutState::Negotiating(m) => &*m == mid.as_str(),
+                _ => false,
+            });
+            if let Some(track) = shown {
+                track.view = simulcast::View::from(*view);
+            }
+        }
+        forward::review_layers(&mut self.peers, Instant::now());
         self.drive(ctx);
     }
 }

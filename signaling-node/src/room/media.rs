@@ -46,16 +46,18 @@ impl Room {
         };
         let has_peer = member.media != MediaPhase::NoPeer;
         match request {
-            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid, &sdp) {
+            ParticipantRequest::Offer(sdp) => match self.roster.begin_offer(&pid) {
                 Ok(()) => {
                     self.reserve_peer_load(&pid);
                     // Offering again after a failure: the others see it trying.
                     self.set_media_state(&pid, ParticipantMedia::Connecting);
+                    let sources = self.roster.get(&pid).map(|m| m.sources.clone());
                     self.media(MediaCommand::AddPeer {
                         room: self.media_id.clone(),
                         adopt_verifier: link_auth::adopt_verifier(&self.adopt_key(&pid)),
                         participant_id: pid,
                         offer: sdp,
+                        sources: sources.unwrap_or_default(),
                     })
                 }
                 Err(e) => self.refuse_request(&pid, e),
@@ -84,6 +86,15 @@ impl Room {
             ParticipantRequest::SetVideo(on) => self.set_state(&pid, None, Some(on), None),
             ParticipantRequest::SetDeafened(on) => self.set_state(&pid, None, None, Some(on)),
             ParticipantRequest::SetSources(sources) => self.roster.set_sources(&pid, sources),
+            ParticipantRequest::SetTrackViews(views) if has_peer => {
+                self.media(MediaCommand::SetTrackViews {
+                    room: self.media_id.clone(),
+                    participant_id: pid,
+                    views,
+                })
+            }
+            // No peer, no videos to show: the client sends its views again for the next one.
+            ParticipantRequest::SetTrackViews(_) => {}
         }
     }
 
@@ -100,20 +111,10 @@ impl Room {
             MediaEvent::Offer {
                 participant_id,
                 sdp,
-                mut tracks,
+                tracks,
                 ..
             } => {
                 self.adopting.remove(&participant_id);
-                // Each publisher's own word on what its tracks show (`setSources`).
-                for track in &mut tracks {
-                    if let Some(source) = self
-                        .roster
-                        .get(&track.participant_id)
-                        .and_then(|owner| owner.declared_source(track.kind))
-                    {
-                        track.source = source;
-                    }
-                }
                 self.send_to(&participant_id, ServerMessage::ServerOffer { sdp, tracks })
             }
             MediaEvent::PeerState {
@@ -153,6 +154,14 @@ impl Room {
                 }
                 self.send_to(&participant_id, ServerMessage::Error { code, message });
             }
+            MediaEvent::Speaking {
+                participants,
+                dominant,
+                ..
+            } => self.broadcast(ServerMessage::Speaking {
+                participants,
+                dominant,
+            }),
             MediaEvent::Hello { .. } => {}
         }
     }

@@ -6,7 +6,9 @@
 use actix::prelude::*;
 use std::collections::BTreeMap;
 
-use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage, TrackSource};
+use conclave_common::protocol::{
+    LeaveReason, ParticipantInfo, ServerMessage, TrackSource, TrackView,
+};
 
 use crate::error::Refusal;
 use crate::media_link::MediaLink;
@@ -66,6 +68,8 @@ pub enum ParticipantRequest {
     SetDeafened(bool),
     /// Sources the member declared for its own m-lines, by mid (`setSources`).
     SetSources(BTreeMap<String, TrackSource>),
+    /// How the member shows the videos it receives, by its own mids (`setTrackViews`).
+    SetTrackViews(BTreeMap<String, TrackView>),
 }
 
 /// Session -> room: the participant is gone.

@@ -4,7 +4,7 @@ use conclave_common::caps::ParticipantCaps;
 use conclave_common::load;
 use std::collections::BTreeMap;
 
-use conclave_common::protocol::{ParticipantInfo, ParticipantMedia, TrackKind, TrackSource};
+use conclave_common::protocol::{ParticipantInfo, ParticipantMedia, TrackSource};
 
 use crate::error::{Refusal, RequestError};
 
@@ -29,42 +29,6 @@ pub struct Member {
     pub candidates: u32,
     /// What its own m-lines carry, by mid, as it declared (`setSources`).
     pub sources: BTreeMap<String, TrackSource>,
-    /// The kind of each m-line of its last offer, by mid (to check and apply `sources`).
-    pub offered: Vec<(String, TrackKind)>,
-}
-
-impl Member {
-    /// The source the member declared for its tracks of `kind`: known when its offer has
-    /// one m-line of that kind and it declared a source that fits it. With two m-lines of a
-    /// kind (camera and screen) the track's own mid on the publisher's side is needed, which
-    /// the media node does not report yet: `None` then (the media node's default stands).
-    pub fn declared_source(&self, kind: TrackKind) -> Option<TrackSource> {
-        let mut of_kind = self.offered.iter().filter(|(_, k)| *k == kind);
-        let (mid, _) = of_kind.next()?;
-        if of_kind.next().is_some() {
-            return None;
-        }
-        self.sources.get(mid).copied().filter(|s| s.fits(kind))
-    }
-}
-
-/// The mid and kind of each m-line of an SDP, in order (m-lines without `a=mid` left out).
-pub fn offered_mids(sdp: &str) -> Vec<(String, TrackKind)> {
-    let mut out = Vec::new();
-    let mut kind = None;
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            kind = match m.split(' ').next() {
-                Some("audio") => Some(TrackKind::Audio),
-                Some("video") => Some(TrackKind::Video),
-                _ => None,
-            };
-        } else if let (Some(mid), Some(k)) = (line.strip_prefix("a=mid:"), kind) {
-            out.push((mid.to_string(), k));
-            kind = None;
-        }
-    }
-    out
 }
 
 /// What a remote member's record changed here.
@@ -136,7 +100,6 @@ impl Roster {
             remote: false,
             candidates: 0,
             sources: BTreeMap::new(),
-            offered: Vec::new(),
         });
         Ok(others)
     }
@@ -168,7 +131,6 @@ impl Roster {
                     remote: true,
                     candidates: 0,
                     sources: BTreeMap::new(),
-                    offered: Vec::new(),
                 });
                 RemoteChange::Added
             }
@@ -243,8 +205,8 @@ impl Roster {
         })
     }
 
-    /// The member sends its one offer (`sdp`): allowed only without a peer.
-    pub fn begin_offer(&mut self, participant_id: &str, sdp: &str) -> Result<(), RequestError> {
+    /// The member sends its one offer: allowed only without a peer.
+    pub fn begin_offer(&mut self, participant_id: &str) -> Result<(), RequestError> {
         let m = self
             .get_mut(participant_id)
             .ok_or(RequestError::NotMember)?;
@@ -253,7 +215,6 @@ impl Roster {
         }
         m.media = MediaPhase::Offered;
         m.candidates = 0;
-        m.offered = offered_mids(sdp);
         Ok(())
     }
 
@@ -398,20 +359,17 @@ mod tests {
     fn one_offer_per_peer_until_it_fails() {
         let mut r = Roster::new(5);
         r.join("g", p("a")).unwrap();
-        r.begin_offer("a", "").unwrap();
+        r.begin_offer("a").unwrap();
         assert_eq!(
-            r.begin_offer("a", "").unwrap_err().code(),
+            r.begin_offer("a").unwrap_err().code(),
             ErrorCode::InvalidState
         );
         r.set_media("a", MediaPhase::NoPeer); // the media node refused the offer
-        r.begin_offer("a", "").unwrap();
+        r.begin_offer("a").unwrap();
         r.set_media("a", MediaPhase::Active);
         r.reset_media();
-        r.begin_offer("a", "").unwrap();
-        assert_eq!(
-            r.begin_offer("x", "").unwrap_err().code(),
-            ErrorCode::NotJoined
-        );
+        r.begin_offer("a").unwrap();
+        assert_eq!(r.begin_offer("x").unwrap_err().code(), ErrorCode::NotJoined);
     }
 
     #[test]
@@ -422,7 +380,7 @@ mod tests {
         };
         let mut r = Roster::new(5);
         r.join("g", p("a")).unwrap();
-        r.begin_offer("a", "").unwrap();
+        r.begin_offer("a").unwrap();
         for _ in 0..3 {
             r.take_candidate("a", &caps).unwrap();
         }
@@ -431,7 +389,7 @@ mod tests {
         assert_eq!(r.get("a").unwrap().candidates, 3);
         // The peer failed; a new offer is a new peer with its own candidates.
         r.set_media("a", MediaPhase::NoPeer);
-        r.begin_offer("a", "").unwrap();
+        r.begin_offer("a").unwrap();
         r.take_candidate("a", &caps).unwrap();
         assert_eq!(
             r.take_candidate("zz", &caps).unwrap_err().code(),
@@ -466,17 +424,17 @@ mod tests {
         let mut r = Roster::new(10);
         for id in ["a", "b"] {
             r.join("g", p(id)).unwrap();
-            r.begin_offer(id, "").unwrap();
+            r.begin_offer(id).unwrap();
         }
         r.set_media("a", MediaPhase::Active);
         // The third into a 2-person video room: 110 to each of 2, and 2 × 110 to it.
         r.join("g", p("c")).unwrap();
-        r.begin_offer("c", "").unwrap();
+        r.begin_offer("c").unwrap();
         assert_eq!(r.peer_cost("c"), 110 * 2 + 220);
         // Camera off: audio only (50). d, audio only, into a room of three on video.
         r.join("g", p("d")).unwrap();
         r.set_state("d", None, Some(false), None);
-        r.begin_offer("d", "").unwrap();
+        r.begin_offer("d").unwrap();
         assert_eq!(r.peer_cost("d"), 50 * 3 + 330);
         // A member of another instance counts; one of ours that has not offered does not
         // (it counts the others when it offers).
@@ -486,7 +444,7 @@ mod tests {
         g.audio = false;
         g.video = false;
         r.join("g", g).unwrap();
-        r.begin_offer("g", "").unwrap();
+        r.begin_offer("g").unwrap();
         // g publishes nothing; it receives a, b, c (110 each), d (50) and e (110).
         assert_eq!(r.peer_cost("g"), 4 * 110 + 50);
         assert_eq!(r.peer_cost("nobody"), 0);
@@ -503,7 +461,7 @@ mod tests {
         // Everyone offers again on the new node, in some order.
         let mut total = 0;
         for id in ["c", "a", "d", "b"] {
-            r.begin_offer(id, "").unwrap();
+            r.begin_offer(id).unwrap();
             total += r.peer_cost(id);
         }
         assert_eq!(total, load::room_cost(&[110, 110, 110, 50]));
@@ -517,48 +475,5 @@ mod tests {
         assert_eq!(r.ids().collect::<Vec<_>>(), vec!["a"]);
         assert!(r.leave("a").is_some());
         assert!(r.is_empty());
-    }
-
-    #[test]
-    fn declared_sources_apply_to_the_one_m_line_of_their_kind() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
-                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
-        let mut r = Roster::new(5);
-        r.join("g", p("a")).unwrap();
-        r.begin_offer("a", sdp).unwrap();
-        let a = |r: &Roster| r.get("a").unwrap().clone();
-        // Nothing declared: the media node's default stands.
-        assert_eq!(a(&r).declared_source(TrackKind::Video), None);
-        r.set_sources(
-            "a",
-            BTreeMap::from([
-                ("0".to_string(), TrackSource::Microphone),
-                ("1".to_string(), TrackSource::Screen),
-            ]),
-        );
-        assert_eq!(
-            a(&r).declared_source(TrackKind::Video),
-            Some(TrackSource::Screen)
-        );
-        assert_eq!(
-            a(&r).declared_source(TrackKind::Audio),
-            Some(TrackSource::Microphone)
-        );
-        // A source that does not fit the m-line's kind is not taken.
-        r.set_sources(
-            "a",
-            BTreeMap::from([("0".to_string(), TrackSource::Camera)]),
-        );
-        assert_eq!(a(&r).declared_source(TrackKind::Audio), None);
-        // Two video m-lines: which track is which needs the publisher's mid of each.
-        let two = format!("{sdp}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n");
-        assert_eq!(offered_mids(&two).len(), 3);
-        r.set_media("a", MediaPhase::NoPeer);
-        r.begin_offer("a", &two).unwrap();
-        r.set_sources(
-            "a",
-            BTreeMap::from([("1".to_string(), TrackSource::Camera)]),
-        );
-        assert_eq!(a(&r).declared_source(TrackKind::Video), None);
     }
 }

@@ -125,6 +125,10 @@ export function wireControls() {
   ui.speakerSelect.addEventListener('change', () => switchDevice('audiooutput', ui.speakerSelect.value));
   ui.leaveMicButton.addEventListener('click', () => releaseMicrophone());
   ui.soundsToggle.addEventListener('change', () => setSounds(ui.soundsToggle.checked));
+  ui.speakerViewToggle.addEventListener('change', () => {
+    savePrefs({ speakerView: ui.speakerViewToggle.checked });
+    updateControls();
+  });
   ui.pttToggle.addEventListener('change', () => setPushToTalk(ui.pttToggle.checked));
   ui.pttKeyButton.addEventListener('click', () => {
     capturingKey = true;

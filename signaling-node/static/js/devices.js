@@ -41,7 +41,8 @@ export function constraints(kinds, deviceId, anyDevice) {
   const c = { audio: false, video: false };
   for (const kind of kinds) {
     const id = deviceId || (anyDevice ? '' : prefs[PREF_BY_KIND[kind]]);
-    const base = kind === 'video' ? { width: { ideal: intParam('width', 640) }, height: { ideal: intParam('height', 480) } } : {};
+    // 960x540: the smallest capture from which the browser sends all three simulcast layers.
+    const base = kind === 'video' ? { width: { ideal: intParam('width', 960) }, height: { ideal: intParam('height', 540) } } : {};
     if (id) base.deviceId = { exact: id };
     c[kind] = Object.keys(base).length ? base : true;
   }

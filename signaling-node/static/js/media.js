@@ -5,7 +5,7 @@
 // offers (`serverOffer`). Mute, camera off and device switches are `track.enabled` or
 // `replaceTrack` plus `setAudio` / `setVideo`, never renegotiation.
 
-import { conclave, session, localTrack, prefs, savePrefs } from './state.js';
+import { conclave, session, localTrack, params, prefs, savePrefs } from './state.js';
 import {
   clearStatusTopic,
   logLine,
@@ -396,6 +396,17 @@ function createPeerConnection() {
   return pc;
 }
 
+/**
+ * The camera's simulcast layers: full, half and quarter size, each subscriber gets the one
+ * that fits its tile and its bandwidth (docs/media-quality.md). Listed from high to low: from
+ * a capture too small for three, the browser drops the last ones, so the best stays.
+ */
+const SIMULCAST_LAYERS = [
+  { rid: 'f', maxBitrate: 1_200_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 450_000 },
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+];
+
 /** Our one offer on a new peer connection (after `joined`, or when the server lost our peer). */
 export async function startMedia(s) {
   s.mediaAttempts = (s.mediaAttempts || 0) + 1;
@@ -410,7 +421,9 @@ export async function startMedia(s) {
     const track = localTrack(kind);
     // Keep both m-lines even without a device (camera off, no microphone), so the layout the
     // server sees is fixed and a device turned on later only needs `replaceTrack`.
-    s.transceivers[kind] = pc.addTransceiver(track || kind, { direction: 'sendonly', streams: [local] });
+    const init = { direction: 'sendonly', streams: [local] };
+    if (kind === 'video' && params.get('simulcast') !== 'off') init.sendEncodings = SIMULCAST_LAYERS;
+    s.transceivers[kind] = pc.addTransceiver(track || kind, init);
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
@@ -428,6 +441,7 @@ export function dropPeerConnection(s) {
   s.mediaRetryTimer = null;
   for (const mid of Array.from(s.attached.keys())) detachMid(mid);
   conclave.tracks = {};
+  s.views = {}; // a new connection's videos are reported afresh
   if (s.pc && s.pc.signalingState !== 'closed') s.pc.close();
   s.pc = conclave.pc = null;
 }
@@ -505,6 +519,56 @@ export async function onServerOffer(s, msg) {
 // ---------------------------------------------------------------------------------------
 // Received tracks → tiles
 // ---------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------
+// Views: how big each remote video is drawn, so the server sends no more than that
+// ---------------------------------------------------------------------------------------
+/** How often the views are looked at (layout changes, tabs hidden); only changes are sent. */
+const VIEW_CHECK_MS = 500;
+/** A size change smaller than this share is not worth a message. */
+const VIEW_CHANGE_SHARE = 0.15;
+
+/** `{width, height}` in device pixels of a remote video element, or `{hidden: true}`. */
+function viewOf(video) {
+  if (document.hidden || !video || !video.isConnected) return { hidden: true };
+  const r = video.getBoundingClientRect();
+  const onScreen = r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0 && r.top < innerHeight && r.left < innerWidth;
+  if (!onScreen) return { hidden: true };
+  const dpr = window.devicePixelRatio || 1;
+  return { width: Math.round(r.width * dpr), height: Math.round(r.height * dpr) };
+}
+
+function viewChanged(before, now) {
+  if (!before || !!before.hidden !== !!now.hidden) return true;
+  if (now.hidden) return false;
+  const off = (a, b) => Math.abs(a - b) > VIEW_CHANGE_SHARE * Math.max(a, b);
+  return off(before.width, now.width) || off(before.height, now.height);
+}
+
+/** Send `setTrackViews` for the remote videos whose view changed since the last report. */
+export function reportViews(s = session) {
+  if (!s || s.closed || !s.pc || s.pc.signalingState === 'closed') return;
+  s.views = s.views || {};
+  const changed = {};
+  for (const [mid, a] of s.attached) {
+    if (a.track.kind !== 'video') continue;
+    const tile = s.tiles.get(a.participantId);
+    const now = viewOf(tile && tile.video);
+    if (viewChanged(s.views[mid], now)) changed[mid] = s.views[mid] = now;
+  }
+  if (Object.keys(changed).length) send({ id: 'setTrackViews', views: changed });
+}
+
+/** Report views while the session lives: on a timer, and at once when the tab hides or shows. */
+export function watchViews(s) {
+  s.viewTimer = setInterval(() => reportViews(s), VIEW_CHECK_MS);
+  const onVisibility = () => reportViews(s);
+  document.addEventListener('visibilitychange', onVisibility);
+  s.stopWatchingViews = () => {
+    clearInterval(s.viewTimer);
+    document.removeEventListener('visibilitychange', onVisibility);
+  };
+}
+
 /** Put the receiver track of a transceiver on the tile of the participant it belongs to. */
 function attachTransceiver(transceiver, track, streams) {
   if (!session || !transceiver) return;

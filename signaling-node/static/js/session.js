@@ -24,6 +24,7 @@ import {
   setWsState,
   showCallView,
   showJoinView,
+  showSpeaking,
   showStatus,
   ui,
   updateControls,
@@ -42,6 +43,7 @@ import {
   startMedia,
   stopLocalMedia,
   updateIceServers,
+  watchViews,
 } from './media.js';
 import { refreshDevices } from './devices.js';
 import { describeClose, describeServerError } from './errors.js';
@@ -347,6 +349,10 @@ async function handle(s, msg) {
         clearStatusTopic('media');
       }
       return;
+    case 'speaking':
+      conclave.speaking = { participants: msg.participants || [], dominant: msg.dominant || null };
+      showSpeaking();
+      return;
     case 'left':
       if (s.leftResolve) s.leftResolve();
       return;
@@ -409,6 +415,7 @@ async function onJoined(s, msg) {
   dropPeerConnection(s); // a rejoin after a failed resume starts over
   updateIceServers(s, msg.iceServers); // TURN credentials minted for this join
   await startMedia(s);
+  if (!s.stopWatchingViews) watchViews(s);
 
   conclave.state = 'joined';
   // Deafened before joining (or before a rejoin): the room hears of it now (docs/protocol.md).
@@ -466,6 +473,7 @@ function teardown(s) {
   s.joinedResolve = s.joinedReject = null;
   if (s.heartbeatTimer) clearInterval(s.heartbeatTimer);
   s.heartbeatTimer = null;
+  if (s.stopWatchingViews) s.stopWatchingViews();
   if (s.pc && s.pc.signalingState !== 'closed') s.pc.close();
   if (s.ws && (s.ws.readyState === WebSocket.OPEN || s.ws.readyState === WebSocket.CONNECTING)) {
     s.ws.close(1000, 'leave');
@@ -495,6 +503,7 @@ function teardown(s) {
 
 function resetCallState() {
   conclave.participantId = null;
+  conclave.speaking = { participants: [], dominant: null };
   conclave.participants = {};
   conclave.tracks = {};
   conclave.pc = null;

@@ -39,6 +39,8 @@ export const conclave = {
   video: false,
   /** all incoming audio muted, and the room told (`setDeafened`) */
   deafened: false,
+  /** the server's last `speaking`: who talks now (ours included), and the dominant speaker */
+  speaking: { participants: [], dominant: null },
   /** push-to-talk key held right now */
   pttHeld: false,
   /** 'audio' / 'video' -> why the device could not be opened ('NotFoundError', ...), or absent */
@@ -71,6 +73,7 @@ const DEFAULT_PREFS = {
   audioOutput: '',
   /** join/leave sounds */
   sounds: true,
+  speakerView: false,
   /** push-to-talk: the microphone sends only while `pttKey` (a KeyboardEvent.code) is held */
   ptt: false,
   pttKey: 'Space',

@@ -41,6 +41,7 @@ export const ui = {
   speakerRow: $('speaker-row'),
   leaveMicButton: $('leave-mic-button'),
   soundsToggle: $('sounds-toggle'),
+  speakerViewToggle: $('speaker-view-toggle'),
   pttToggle: $('ptt-toggle'),
   pttKeyButton: $('ptt-key-button'),
 };
@@ -294,6 +295,25 @@ export function enableSound() {
   }
 }
 
+/**
+ * Speaking rings from the server's `speaking` (who talks now, ours included) and the
+ * dominant speaker, whose tile speaker view makes big.
+ */
+export function showSpeaking() {
+  if (!session) return;
+  const { participants, dominant } = conclave.speaking;
+  const talking = new Set(participants);
+  const tiles = Array.from(session.tiles.entries());
+  if (session.localTile) tiles.push([conclave.participantId, session.localTile]);
+  for (const [pid, tile] of tiles) {
+    tile.el.classList.toggle('speaking', talking.has(pid));
+    tile.el.classList.toggle('dominant', pid === dominant);
+  }
+  for (const li of ui.participantList.children) {
+    li.classList.toggle('speaking', talking.has(li.dataset.participantId));
+  }
+}
+
 export function renderRoster() {
   const list = ui.participantList;
   list.textContent = '';
@@ -384,6 +404,8 @@ export function updateControls() {
   ui.deafenButton.querySelector('.control-label').textContent = d ? 'Undeafen' : 'Deafen';
   ui.leaveMicButton.disabled = !micOpen;
   ui.soundsToggle.checked = prefs.sounds;
+  ui.speakerViewToggle.checked = prefs.speakerView;
+  ui.grid.classList.toggle('speaker-view', !!prefs.speakerView);
   ui.pttToggle.checked = prefs.ptt;
   if (!ui.pttKeyButton.dataset.capturing) ui.pttKeyButton.textContent = keyName(prefs.pttKey);
   if (session && session.localTile) setTileMedia(session.localTile, a, v, d);

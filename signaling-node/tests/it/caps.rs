@@ -266,6 +266,7 @@ async fn the_media_node_refuses_the_same_when_reached_directly() {
         participant_id: "p-1".into(),
         offer,
         adopt_verifier: conclave_common::link_auth::adopt_verifier("key"),
+        sources: Default::default(),
     };
     let code_of = |e: MediaEvent| match e {
         MediaEvent::PeerError { code, .. } => code.as_str(),
