@@ -237,6 +237,21 @@ pub struct TrackInfo {
     pub source: TrackSource,
 }
 
+/// One entry of `iceServers` in `joined`, shaped as WebRTC's `RTCIceServer` so the client can
+/// pass it to `RTCPeerConnection` unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    /// `turn:host:3478?transport=udp`, `turns:host:443?transport=tcp`, `stun:host:3478`.
+    pub urls: Vec<String>,
+    /// TURN user name: `<expiry unix time>:<participant id>` (coturn's `use-auth-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password: base64(HMAC-SHA1(shared secret, username)); valid until the expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// Messages the signaling node sends to a browser.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "id", rename_all = "camelCase")]
@@ -264,6 +279,11 @@ pub enum ServerMessage {
         /// True when this answers `resume`: the media connection is the same one.
         #[serde(default)]
         resumed: bool,
+        /// TURN (and STUN) servers for the client's peer connection, with time-limited
+        /// credentials minted for this participant, fresh in every `joined`. Absent when the
+        /// server has none configured (then the client uses none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// The media node's answer to the client's `offer`.
     ///

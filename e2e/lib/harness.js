@@ -182,6 +182,8 @@ class Harness {
     this.children = [];
     this.browserServer = null;
     this.browser = null;
+    this.browserServers = [];
+    this.browsers = [];
     this.pages = [];
     fs.mkdirSync(LOG_DIR, { recursive: true });
     this.browserLog = this.logStream('browser');
@@ -205,16 +207,16 @@ class Harness {
 
   /**
    * Spawn a server binary, capture stdout+stderr to a log file and wait until one of its
-   * lines matches `readyRe`. Returns { child, match, logPath }.
+   * lines matches `readyRe`. `env`: extra environment variables. Returns { child, match, logPath }.
    */
-  async startProcess(label, bin, args, readyRe, timeoutMs = 30000) {
+  async startProcess(label, bin, args, readyRe, timeoutMs = 30000, env = {}) {
     if (!fs.existsSync(bin)) throw new Error(`${label} binary not found: ${bin}`);
     const logPath = this.logPath(label);
     const log = fs.createWriteStream(logPath, { flags: 'w' });
     log.write(`# ${bin} ${args.join(' ')}\n`);
     const child = spawn(bin, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: Object.assign({}, process.env, { RUST_LOG, NO_COLOR: '1', RUST_BACKTRACE: '1', CONCLAVE_LINK_SECRET: LINK_SECRET }),
+      env: Object.assign({}, process.env, { RUST_LOG, NO_COLOR: '1', RUST_BACKTRACE: '1', CONCLAVE_LINK_SECRET: LINK_SECRET }, env),
     });
     live.set(child.pid, child);
     this.children.push({ label, child, logPath });
@@ -315,11 +317,11 @@ class Harness {
 
   /**
    * A whole local cluster through `deploy/local-cluster up` (Redis, nginx, `signaling`
-   * signaling nodes, `media` media nodes). `env` reaches every node (e.g. CONCLAVE_RESUME_GRACE).
+   * signaling nodes, `media` media nodes; coturn with `turn`). `env` reaches every node (e.g. CONCLAVE_RESUME_GRACE).
    * Returns cluster.json ({ url, redis, signaling: [{id, url, pid}], media: [...], redisPid, ... });
    * `close()` runs `down`, which stops exactly those processes.
    */
-  async startCluster({ signaling = 2, media = 3, env = {}, capacity = 500 } = {}) {
+  async startCluster({ signaling = 2, media = 3, env = {}, capacity = 500, turn = false } = {}) {
     const { execFile } = require('node:child_process');
     const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), `conclave-${this.name}-`));
     const script = path.join(REPO, 'deploy', 'local-cluster');
@@ -337,7 +339,7 @@ class Harness {
       // A random base port; the script checks each port is free.
       const base = 20000 + 100 * Math.floor(Math.random() * 400);
       try {
-        await run(['up', '--dir', dir, '--base-port', String(base), '--signaling', String(signaling), '--media', String(media), '--capacity', String(capacity), '--bin-dir', binDir]);
+        await run(['up', '--dir', dir, '--base-port', String(base), '--signaling', String(signaling), '--media', String(media), '--capacity', String(capacity), '--bin-dir', binDir, ...(turn ? ['--turn'] : [])]);
         this.clusterDir = dir;
         this.closers = (this.closers || []).concat(() => run(['down', '--dir', dir]).catch((e) => this.note(String(e))));
         const cluster = JSON.parse(fs.readFileSync(path.join(dir, 'cluster.json'), 'utf8'));
@@ -358,26 +360,35 @@ class Harness {
    * `fakeDevices`: options of the fake devices, all in the one flag value (e.g.
    * 'device-count=2' for two cameras).
    */
-  async launchBrowser({ mdnsPrivacy = false, autoplayPolicy = 'no-user-gesture-required', fakeDevices = '' } = {}) {
+  async launchBrowser({ mdnsPrivacy = false, autoplayPolicy = 'no-user-gesture-required', fakeDevices = '', executablePath = CHROMIUM, extraArgs = [] } = {}) {
     const args = BASE_FLAGS.map((f) => {
       if (f.startsWith('--autoplay-policy=')) return `--autoplay-policy=${autoplayPolicy}`;
       if (f === '--use-fake-device-for-media-stream' && fakeDevices) return `${f}=${fakeDevices}`;
       return f;
     });
     if (!mdnsPrivacy) args.push(FAKE_UI_FLAG, SHOW_IPS_FLAG);
-    this.browserServer = await chromium.launchServer({
-      executablePath: CHROMIUM,
+    args.push(...extraArgs);
+    const server = await chromium.launchServer({
+      executablePath,
       headless: true,
       args,
       handleSIGINT: false,
       handleSIGTERM: false,
       handleSIGHUP: false,
     });
-    const proc = this.browserServer.process();
+    // A test may launch several (e.g. one per network namespace): close() ends them all;
+    // `browser` stays the first, the default of openPage.
+    this.browserServers.push(server);
+    const proc = server.process();
     if (proc && proc.pid) live.set(proc.pid, proc);
-    this.note(`chromium pid=${proc && proc.pid} flags=${args.join(' ')}`);
-    this.browser = await chromium.connect(this.browserServer.wsEndpoint());
-    return this.browser;
+    this.note(`chromium pid=${proc && proc.pid} executable=${executablePath} flags=${args.join(' ')}`);
+    const browser = await chromium.connect(server.wsEndpoint());
+    this.browsers.push(browser);
+    if (!this.browser) {
+      this.browserServer = server;
+      this.browser = browser;
+    }
+    return browser;
   }
 
   /**
@@ -389,9 +400,10 @@ class Harness {
  *   use `quietEval` on such a page until a real gesture is meant.
  * `phone`: a phone's portrait screen (390x844, touch, mobile viewport) instead of 800x600.
  * `initScript`: a function run in the page before its own scripts (as addInitScript).
+ * `browser`: which of the launched browsers (default: the first).
    */
-  async openPage(baseUrl, { room, name, width = 320, height = 240, synthetic = false, noDevices = false, passive = false, phone = false, initScript = null, params: extraParams = {} } = {}) {
-    const context = await this.browser.newContext(
+  async openPage(baseUrl, { room, name, width = 320, height = 240, synthetic = false, noDevices = false, passive = false, phone = false, initScript = null, params: extraParams = {}, browser = this.browser } = {}) {
+    const context = await browser.newContext(
       phone ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 } : { viewport: { width: 800, height: 600 } }
     );
     const page = await context.newPage();
@@ -452,12 +464,12 @@ class Harness {
         await page.context().close();
       } catch (_) {}
     }
-    if (this.browser) await withTimeout(this.browser.close(), 5000).catch(() => {});
-    if (this.browserServer) {
-      await withTimeout(this.browserServer.close(), 5000).catch(() => {});
-      const proc = this.browserServer.process();
+    for (const browser of this.browsers) await withTimeout(browser.close(), 5000).catch(() => {});
+    for (const server of this.browserServers) {
+      await withTimeout(server.close(), 5000).catch(() => {});
+      const proc = server.process();
       if (proc && proc.exitCode === null && proc.signalCode === null) {
-        await withTimeout(this.browserServer.kill(), 5000).catch(() => {});
+        await withTimeout(server.kill(), 5000).catch(() => {});
       }
     }
     this.note(`browser closed after ${Date.now() - t0} ms`);

@@ -9,6 +9,7 @@ use conclave_media_node::config::MediaConfig;
 
 use crate::client_ip::{Cidr, TrustedProxies};
 use crate::limits::{Limits, Rate, RateLimits, SessionLimits};
+use crate::turn::{TurnConfigError, TurnServers};
 
 /// Conclave signaling node: WebSocket signaling for browsers, rooms, and (with no
 /// `--media-node`) an embedded media node.
@@ -168,6 +169,25 @@ pub struct Config {
     /// record rewrites are dropped (re-asserted within seconds) and joins get `unavailable`.
     #[arg(long, env = "CONCLAVE_ROOM_REDIS_QUEUE", default_value_t = 256)]
     pub room_redis_queue: usize,
+    /// TURN and STUN servers for browsers whose network blocks the direct path to the media
+    /// node, sent in every `joined` as `iceServers`: repeat the flag or separate with commas,
+    /// e.g. `turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp`.
+    /// `turn:`/`turns:` URIs need the shared secret (`--turn-secret` or `--turn-secret-file`).
+    #[arg(long = "turn-uri", env = "CONCLAVE_TURN_URIS", value_delimiter = ',')]
+    pub turn_uris: Vec<String>,
+    /// The TURN server's shared secret (coturn: `use-auth-secret`, `static-auth-secret`):
+    /// each participant gets credentials signed with it, never the secret itself.
+    #[arg(long, env = "CONCLAVE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// File holding the TURN shared secret (e.g. a mounted Kubernetes Secret; one trailing
+    /// newline is ignored), instead of `--turn-secret`.
+    #[arg(long, env = "CONCLAVE_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+    /// Seconds a participant's TURN credentials stay valid. The browser refreshes its TURN
+    /// allocation with them for the whole call, so keep it longer than calls last; a resume
+    /// or a new media connection gets fresh ones.
+    #[arg(long = "turn-ttl", env = "CONCLAVE_TURN_TTL", default_value_t = 86_400)]
+    pub turn_ttl_secs: u64,
     #[command(flatten)]
     pub media: MediaConfig,
 }
@@ -181,6 +201,15 @@ impl Config {
     }
     pub fn resume_grace(&self) -> Duration {
         Duration::from_secs(self.resume_grace_secs)
+    }
+    /// The TURN/STUN servers clients get (`None`: none configured).
+    pub fn turn(&self) -> Result<Option<TurnServers>, TurnConfigError> {
+        TurnServers::from_flags(
+            &self.turn_uris,
+            self.turn_secret.as_deref(),
+            self.turn_secret_file.as_deref(),
+            Duration::from_secs(self.turn_ttl_secs),
+        )
     }
     /// What one client may do (rates, queues, deadlines, connections).
     pub fn limits(&self) -> Limits {
@@ -248,5 +277,27 @@ mod tests {
         assert_eq!(config.trusted_proxies.len(), 2);
         assert!(Config::try_parse_from(["signaling-node", "--rate-state", "5"]).is_err());
         assert!(Config::try_parse_from(["signaling-node", "--trusted-proxies", "x"]).is_err());
+    }
+
+    #[test]
+    fn turn_uris_repeat_or_split_on_commas() {
+        let config = Config::parse_from([
+            "signaling-node",
+            "--dev",
+            "--turn-uri",
+            "turn:t.example.com:3478?transport=udp,turns:t.example.com:443?transport=tcp",
+            "--turn-uri",
+            "stun:t.example.com:3478",
+            "--turn-secret",
+            "s3cret",
+        ]);
+        assert_eq!(config.turn_uris.len(), 3);
+        let turn = config.turn().unwrap().unwrap();
+        let ice = turn.ice_servers("p", std::time::SystemTime::now());
+        assert_eq!(ice.len(), 2, "{ice:?}");
+        assert!(Config::parse_from(["signaling-node", "--dev"])
+            .turn()
+            .unwrap()
+            .is_none());
     }
 }

@@ -205,6 +205,8 @@ pub enum StartError {
     Media(#[from] conclave_media_node::StartError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Turn(#[from] crate::turn::TurnConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -29,6 +29,7 @@
 //!   address.
 //! - [`web_client`]: the browser client (`static/`), embedded as one table, with its CSP.
 //! - [`origin`]: which web origins may open `/ws` (pure logic).
+//! - [`turn`]: TURN credentials for the clients' `iceServers` (coturn's shared secret).
 //! - [`auth`]: access tokens. [`tls`]: HTTPS. [`config`]: flags. [`metrics`]: Prometheus.
 //!
 //! Order: node → http → session → registry → room → {media link, room bus, presence} →
@@ -51,6 +52,7 @@ pub mod room;
 pub mod room_bus;
 pub mod session;
 pub mod tls;
+pub mod turn;
 pub mod upkeep;
 pub mod web_client;
 

@@ -33,6 +33,7 @@ use crate::room::{RoomCluster, RoomDeps};
 use crate::room_bus::RoomBus;
 use crate::session::SessionDeps;
 use crate::tls;
+use crate::turn::TurnServers;
 use crate::upkeep::Upkeep;
 
 /// Seconds a stopping server waits for open connections (WebSockets never finish by themselves).
@@ -51,6 +52,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         AllowedOrigins::parse(&config.allowed_origins).map_err(StartError::AllowedOrigins)?;
     let token_secret = token_secret(&config)?;
     let link_secret = link_secret(&config)?;
+    let turn = config.turn()?.map(Arc::new);
+    if let Some(turn) = &turn {
+        tracing::info!(servers = ?turn, "clients get these ICE servers, TURN credentials minted per participant");
+    }
     let mut udp_note = String::new();
     let media = match (&config.redis_url, &config.media_node) {
         (Some(redis_url), _) => {
@@ -84,6 +89,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let mut settings = settings(&config, media, token_secret, shown.clone());
     settings.link_secret = link_secret;
+    settings.turn = turn;
     settings.allowed_origins = allowed_origins;
     let services = start_services(settings);
     // Machine-readable readiness line on stdout (tests and scripts wait for it).
@@ -216,6 +222,7 @@ fn settings(
         caps: config.media.caps.caps(),
         limits: config.limits(),
         allowed_origins: AllowedOrigins::default(),
+        turn: None,
     }
 }
 
@@ -281,6 +288,8 @@ pub struct ServiceSettings {
     pub limits: Limits,
     /// Origins whose pages may open `/ws` (besides the node's own host).
     pub allowed_origins: AllowedOrigins,
+    /// TURN/STUN servers for the clients' `iceServers` (`None`: the field stays out of `joined`).
+    pub turn: Option<Arc<TurnServers>>,
 }
 
 /// Start the media link, the room registry and (cluster mode) the room bus and upkeep.
@@ -339,6 +348,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
         presence: presence.clone(),
         cluster,
         caps: s.caps,
+        turn: s.turn,
     };
     let registry = Registry::start(placement, room_deps);
     Services {

@@ -2,6 +2,8 @@
 //! In cluster mode each of join, resume and leave has a Redis half first; each is one call
 //! into `cluster.rs` (`join_in_cluster`, `resume_in_cluster`, `depart_in_cluster`).
 
+use std::time::SystemTime;
+
 use actix::prelude::*;
 use conclave_common::link::MediaCommand;
 use conclave_common::link_auth;
@@ -226,6 +228,14 @@ impl Room {
             resume_token: format!("{pid}.{resume_token_secret}"),
             resume_grace_ms: self.deps.resume_grace.as_millis() as u64,
             resumed,
+            // Fresh credentials every time: a resumed or rejoined client builds its next peer
+            // connection (or ICE restart) with them.
+            ice_servers: self
+                .deps
+                .turn
+                .as_ref()
+                .map(|turn| turn.ice_servers(pid, SystemTime::now()))
+                .unwrap_or_default(),
         }
     }
 

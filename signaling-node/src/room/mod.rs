@@ -34,6 +34,7 @@ pub mod roster;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -50,6 +51,7 @@ use self::roster::Roster;
 use crate::media_link::{MediaLink, UnregisterRoom};
 use crate::metrics;
 use crate::presence::{PresenceSink, Publish};
+use crate::turn::TurnServers;
 
 /// What every room needs, shared by all of them.
 #[derive(Clone)]
@@ -65,6 +67,8 @@ pub struct RoomDeps {
     pub cluster: Option<RoomCluster>,
     /// Caps on what one participant creates (the room counts trickled candidates).
     pub caps: ParticipantCaps,
+    /// TURN/STUN servers each `joined` carries, with credentials minted for its participant.
+    pub turn: Option<Arc<TurnServers>>,
 }
 
 /// Whoever opened the room (the registry), as the room sees it: where it reports that it

@@ -142,6 +142,7 @@ fn start_room(cap: usize) -> (Addr<Room>, Log<RoomKey>, Log<MediaCommand>) {
         presence: None,
         cluster: None,
         caps: Default::default(),
+        turn: None,
     };
     let owner = RoomOwner {
         closed: registry.clone().recipient(),

@@ -6,14 +6,16 @@
 // (state.js).
 //
 // Test hooks live on `window.conclave` (state, participantId, participants, tracks, events,
-// errors, errorCodes, cues, devices, deviceErrors, pc, ws, join(), leave(), setAudio(),
-// setVideo(), releaseMicrophone(), switchDevice(), setDeafened(), setVolume(),
-// setPushToTalk(), setSounds(), statsByParticipant()).
+// errors, errorCodes, cues, devices, deviceErrors, pc, ws, iceServers, join(), leave(),
+// setAudio(), setVideo(), releaseMicrophone(), switchDevice(), setDeafened(), setVolume(),
+// setPushToTalk(), setSounds(), statsByParticipant(), selectedCandidatePair()). Set
+// `conclave.forceRelay = true` (or open the page with `?relay=1`) before joining to allow
+// only TURN-relayed candidates.
 
 import { conclave, params, session } from './state.js';
 import { clearStatus, enableSound, renderDevices, renderRoster, reportError, ui } from './ui.js';
 import { send } from './protocol.js';
-import { onDeviceChange, releaseMicrophone, retryMediaNow, setAudio, setVideo, statsByParticipant, switchDevice } from './media.js';
+import { onDeviceChange, releaseMicrophone, retryMediaNow, selectedCandidatePair, setAudio, setVideo, statsByParticipant, switchDevice } from './media.js';
 import { refreshDevices } from './devices.js';
 import { join, leave } from './session.js';
 import { setDeafened, setPushToTalk, setSounds, setVolume, wireControls } from './controls.js';
@@ -31,6 +33,7 @@ Object.assign(conclave, {
   setPushToTalk,
   setSounds,
   statsByParticipant,
+  selectedCandidatePair,
 });
 window.conclave = conclave;
 

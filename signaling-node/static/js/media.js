@@ -303,9 +303,67 @@ export function adoptLocalStream(stream, wantAudio) {
  * 30 s connect deadline), and a room that moves to a live media node needs one or two.
  */
 const MAX_MEDIA_ATTEMPTS = 3;
+
+/**
+ * The `iceServers` of a `joined` (TURN with credentials minted for us, maybe STUN), keeping
+ * only well-formed entries: `RTCPeerConnection` throws on a malformed one.
+ */
+function usableIceServers(list) {
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const e of list) {
+    if (!e || typeof e !== 'object') continue;
+    const urls = (Array.isArray(e.urls) ? e.urls : [e.urls]).filter((u) => typeof u === 'string' && /^(stuns?|turns?):[^/]/.test(u));
+    if (!urls.length) continue;
+    const server = { urls };
+    if (typeof e.username === 'string' && typeof e.credential === 'string') {
+      server.username = e.username;
+      server.credential = e.credential;
+    } else if (urls.some((u) => u.startsWith('turn'))) {
+      continue; // TURN without credentials cannot work
+    }
+    out.push(server);
+  }
+  return out;
+}
+
+/**
+ * The peer connection's configuration: the ICE servers of our last `joined`, and only
+ * relayed candidates when the test hook `conclave.forceRelay` (or `?relay=1`) asks, as on a
+ * network that lets nothing but the TURN server through.
+ */
+function peerConfig(s) {
+  const config = { iceServers: s.iceServers || [] };
+  if (conclave.forceRelay) config.iceTransportPolicy = 'relay';
+  return config;
+}
+
+/** Fresh ICE servers (a resume's `joined`): the next ICE restart or gathering uses them. */
+export function updateIceServers(s, list) {
+  const before = JSON.stringify(s.iceServers || []);
+  s.iceServers = usableIceServers(list);
+  conclave.iceServers = s.iceServers;
+  if (!s.pc || s.pc.signalingState === 'closed' || JSON.stringify(s.iceServers) === before) return;
+  try {
+    s.pc.setConfiguration(Object.assign(s.pc.getConfiguration(), peerConfig(s)));
+  } catch (err) {
+    logLine('warn', `could not update the ICE servers: ${err.message}`);
+  }
+}
+
+function newRTCPeerConnection(s) {
+  try {
+    return new RTCPeerConnection(peerConfig(s));
+  } catch (err) {
+    // The server's list was refused: a direct connection may still work.
+    logLine('warn', `ICE servers refused (${err.message}); connecting without them`);
+    return new RTCPeerConnection({ iceServers: [] });
+  }
+}
+
 function createPeerConnection() {
-  const pc = new RTCPeerConnection({ iceServers: [] });
   const s = session;
+  const pc = newRTCPeerConnection(s);
   pc.onicecandidate = (ev) => {
     const c = ev.candidate;
     if (!c || !c.candidate) return; // end of candidates
@@ -566,6 +624,27 @@ function reconcileTracks() {
 // ---------------------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------------------
+/**
+ * The candidate pair media flows over (test hook and diagnostics): each end's candidate
+ * type (`host`, `srflx`, `prflx`, `relay`), protocol and address; null before ICE selects one.
+ */
+export async function selectedCandidatePair() {
+  const pc = session && session.pc;
+  if (!pc || pc.signalingState === 'closed') return null;
+  const report = await pc.getStats();
+  let pairId = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+  });
+  const pair = pairId && report.get(pairId);
+  if (!pair) return null;
+  const side = (id) => {
+    const c = report.get(id);
+    return c ? { candidateType: c.candidateType, protocol: c.protocol, address: c.address, port: c.port, relayProtocol: c.relayProtocol } : null;
+  };
+  return { state: pair.state, local: side(pair.localCandidateId), remote: side(pair.remoteCandidateId) };
+}
+
 /** {participantId: {videoFramesDecoded, audioPacketsReceived, ...}} from inbound-rtp stats. */
 export async function statsByParticipant() {
   const out = {};

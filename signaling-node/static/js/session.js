@@ -42,6 +42,7 @@ import {
   retryMedia,
   startMedia,
   stopLocalMedia,
+  updateIceServers,
   watchViews,
 } from './media.js';
 import { refreshDevices } from './devices.js';
@@ -412,6 +413,7 @@ async function onJoined(s, msg) {
   if (Number(msg.resumeGraceMs) > 0) s.resumeGraceMs = Number(msg.resumeGraceMs);
   startHeartbeat(s, msg.heartbeatIntervalMs);
   dropPeerConnection(s); // a rejoin after a failed resume starts over
+  updateIceServers(s, msg.iceServers); // TURN credentials minted for this join
   await startMedia(s);
   if (!s.stopWatchingViews) watchViews(s);
 
@@ -429,6 +431,8 @@ async function onJoined(s, msg) {
 function onResumed(s, msg) {
   conclave.resumes += 1;
   s.resumeToken = msg.resumeToken;
+  // Fresh TURN credentials: the live connection keeps its path; the next one uses them.
+  updateIceServers(s, msg.iceServers);
   const now = new Set((msg.participants || []).map((p) => p.participantId));
   for (const pid of Object.keys(conclave.participants)) {
     if (pid !== conclave.participantId && !now.has(pid)) removeParticipant(s, pid);

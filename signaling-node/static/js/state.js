@@ -51,6 +51,10 @@ export const conclave = {
   cues: [],
   /** stable codes of the errors in `errors` that came from the server ('room_full', ...) */
   errorCodes: [],
+  /** the ICE servers (TURN, STUN) of the last `joined`, as the peer connection uses them */
+  iceServers: [],
+  /** test hook: only relayed (TURN) candidates, as on a network that blocks the direct path */
+  forceRelay: params.get('relay') === '1',
   wsState: 'closed',
   mediaState: 'none',
   /** performance.now() based timings (ms) */

@@ -13,6 +13,7 @@ mod operator_safety;
 mod redis_secured;
 mod support;
 mod tls;
+mod turn;
 mod web_client;
 mod ws_bad_input;
 mod ws_rooms;

@@ -13,6 +13,7 @@ use conclave_signaling_node::auth::{now_secs, Claims, TokenKeys};
 use conclave_signaling_node::limits::Limits;
 use conclave_signaling_node::media_link::{MediaTarget, RemoteMedia};
 use conclave_signaling_node::origin::AllowedOrigins;
+use conclave_signaling_node::turn::TurnServers;
 use conclave_signaling_node::{serve, start_services, MediaSetup, ServiceSettings};
 use futures_util::{SinkExt, StreamExt};
 
@@ -41,6 +42,8 @@ pub struct Options {
     pub limits: Limits,
     /// `--allowed-origins` (empty: the server's own host only).
     pub allowed_origins: Vec<String>,
+    /// `--turn-uri` and its secret (`None`: no `iceServers` in `joined`).
+    pub turn: Option<TurnServers>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             media_caps: ParticipantCaps::default(),
             limits: Limits::default(),
             allowed_origins: Vec::new(),
+            turn: None,
         }
     }
 }
@@ -142,6 +146,7 @@ fn start_setup(
         caps: opts.caps,
         limits: opts.limits,
         allowed_origins: AllowedOrigins::parse(&opts.allowed_origins).expect("valid origins"),
+        turn: opts.turn.map(std::sync::Arc::new),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let scheme = if tls.is_some() { "https" } else { "http" };
