@@ -24,6 +24,7 @@
 //! - `mirror.rs`: the cluster component itself ([`RoomCluster`] handles, the Redis queue).
 //! - [`roster`]: membership logic free of actors and I/O, unit-tested.
 
+mod assert_batch;
 mod cluster;
 mod media;
 mod members;
@@ -45,6 +46,7 @@ use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
 use self::messages::{Drain, Evicted, MemberCount, MoveRoom, Outbound, RoomKey, Snapshot};
 use self::mirror::ClusterMirror;
+pub use self::assert_batch::{AssertBatch, ASSERT_INTERVAL};
 pub use self::mirror::RoomCluster;
 use self::roster::Roster;
 use crate::media_link::{MediaLink, UnregisterRoom};
