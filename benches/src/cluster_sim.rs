@@ -188,11 +188,22 @@ async fn place(store: &ClusterStore, room: &str, legacy: bool) -> Result<String,
     }
 }
 
-/// Heartbeat every simulated media node once (tick `tick`); the number made.
-async fn beat_all(stores: &[ClusterStore], nodes: &[NodeInfo], tick: u64, concurrency: usize) -> u64 {
+/// Slices of the nodes whose heartbeats are sent together (one slice each tenth of a period).
+const SLICES: usize = 10;
+
+/// Heartbeat the simulated media nodes `nodes` (the first one is node number `first`) once
+/// (tick `tick`); the number made.
+async fn beat_all(
+    stores: &[ClusterStore],
+    nodes: &[NodeInfo],
+    first: usize,
+    tick: u64,
+    concurrency: usize,
+) -> u64 {
     let now = now_ms();
     stream::iter(nodes.iter().enumerate())
         .map(|(i, node)| {
+            let i = first + i;
             let store = &stores[i % stores.len()];
             async move { store.heartbeat(node, &node_load(i, tick), false, now).await.is_ok() }
         })
@@ -221,7 +232,7 @@ pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
     }
     let probe = ClusterStore::connect(cfg.redis_url.as_str(), &cfg.prefix).await?;
     let placer = ClusterStore::connect(cfg.redis_url.as_str(), &cfg.prefix).await?;
-    beat_all(&node_stores, &nodes, 0, cfg.concurrency).await;
+    beat_all(&node_stores, &nodes, 0, 0, cfg.concurrency).await;
 
     // The rooms, spread over the instances, placed and joined as a signaling node does.
     let mut instances = Vec::new();
@@ -276,24 +287,37 @@ pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
     let before = redis_stats(&probe).await?;
     let measure_start = Instant::now();
 
+    // Real nodes heartbeat each on its own phase: the nodes are beaten in ten slices, one
+    // slice every tenth of the period (a burst of every node at once would queue the timed
+    // placements behind it, which no real cluster does).
     let beating = {
         let (stop, heartbeats) = (stop.clone(), heartbeats.clone());
         let (stores, nodes, instances) = (&node_stores, &nodes, &instances);
         async move {
-            let mut tick = 1;
-            let mut every = tokio::time::interval(Duration::from_millis(cfg.heartbeat_ms));
+            let slices = SLICES.min(nodes.len()).max(1);
+            let per_slice = nodes.len().div_ceil(slices);
+            let mut step = 0u64;
+            let mut every = tokio::time::interval(Duration::from_millis(
+                (cfg.heartbeat_ms / slices as u64).max(1),
+            ));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.get() {
                 every.tick().await;
                 if stop.get() {
                     break;
                 }
-                let made = beat_all(stores, nodes, tick, cfg.concurrency).await;
+                let slice = (step % slices as u64) as usize;
+                let tick = 1 + step / slices as u64;
+                let first = slice * per_slice;
+                let these = &nodes[first.min(nodes.len())..(first + per_slice).min(nodes.len())];
+                let made = beat_all(stores, these, first, tick, cfg.concurrency).await;
                 heartbeats.set(heartbeats.get() + made);
-                for i in instances {
-                    let _ = i.store.signaling_heartbeat(&i.id, "http://sim", now_ms()).await;
+                if slice == 0 {
+                    for i in instances {
+                        let _ = i.store.signaling_heartbeat(&i.id, "http://sim", now_ms()).await;
+                    }
                 }
-                tick += 1;
+                step += 1;
             }
         }
     };
