@@ -13,6 +13,7 @@
 //! after the measured phase (`CONFIG RESETSTAT` is not used: other clients' stats are left
 //! alone, only differences are reported).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -220,6 +221,44 @@ struct Instance {
     rooms: Vec<RoomAssertion>,
 }
 
+/// Heartbeat the media nodes and the signaling instances until `stop`. Real nodes heartbeat
+/// each on its own phase: the nodes are beaten in ten slices, one slice every tenth of the
+/// period (a burst of every node at once would queue the timed placements behind it, which no
+/// real cluster does).
+async fn beat_loop(
+    cfg: &SimConfig,
+    stores: &[ClusterStore],
+    nodes: &[NodeInfo],
+    instances: &[Instance],
+    stop: &Cell<bool>,
+    heartbeats: &Cell<u64>,
+) {
+    let slices = SLICES.min(nodes.len()).max(1);
+    let per_slice = nodes.len().div_ceil(slices);
+    let mut step = 0u64;
+    let mut every =
+        tokio::time::interval(Duration::from_millis((cfg.heartbeat_ms / slices as u64).max(1)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.get() {
+        every.tick().await;
+        if stop.get() {
+            break;
+        }
+        let slice = (step % slices as u64) as usize;
+        let tick = 1 + step / slices as u64;
+        let first = slice * per_slice;
+        let these = &nodes[first.min(nodes.len())..(first + per_slice).min(nodes.len())];
+        let made = beat_all(stores, these, first, tick, cfg.concurrency).await;
+        heartbeats.set(heartbeats.get() + made);
+        if slice == 0 {
+            for i in instances {
+                let _ = i.store.signaling_heartbeat(&i.id, "http://sim", now_ms()).await;
+            }
+        }
+        step += 1;
+    }
+}
+
 /// Run the simulation described by `cfg` and report.
 pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
     let started = Instant::now();
@@ -244,7 +283,11 @@ pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
         });
     }
     let n_instances = instances.len();
-    let made: Vec<(usize, RoomAssertion)> = stream::iter(0..cfg.rooms)
+    // Heartbeats go on while the rooms are made (it may take longer than the staleness window).
+    let setup_done = Cell::new(false);
+    let setup_beats = Cell::new(0u64);
+    let setup = async {
+        let made: Result<Vec<(usize, RoomAssertion)>, ClusterError> = stream::iter(0..cfg.rooms)
         .map(|r| {
             let owner = r % n_instances;
             let (store, instance) = (&instances[owner].store, instances[owner].id.clone());
@@ -274,53 +317,28 @@ pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<_, _>>()?;
+        .collect();
+        setup_done.set(true);
+        made
+    };
+    let (made, ()) = futures_util::join!(
+        setup,
+        beat_loop(cfg, &node_stores, &nodes, &instances, &setup_done, &setup_beats)
+    );
+    let made = made?;
     for (owner, room) in made {
         instances[owner].rooms.push(room);
     }
     let setup_secs = started.elapsed().as_secs_f64();
 
     // The measured phase: background heartbeats and re-assertions, timed placements.
-    let stop = Rc::new(std::cell::Cell::new(false));
-    let heartbeats = Rc::new(std::cell::Cell::new(0u64));
-    let asserted = Rc::new(std::cell::Cell::new(0u64));
+    let stop = Rc::new(Cell::new(false));
+    let heartbeats = Cell::new(0u64);
+    let asserted = Rc::new(Cell::new(0u64));
     let before = redis_stats(&probe).await?;
     let measure_start = Instant::now();
 
-    // Real nodes heartbeat each on its own phase: the nodes are beaten in ten slices, one
-    // slice every tenth of the period (a burst of every node at once would queue the timed
-    // placements behind it, which no real cluster does).
-    let beating = {
-        let (stop, heartbeats) = (stop.clone(), heartbeats.clone());
-        let (stores, nodes, instances) = (&node_stores, &nodes, &instances);
-        async move {
-            let slices = SLICES.min(nodes.len()).max(1);
-            let per_slice = nodes.len().div_ceil(slices);
-            let mut step = 0u64;
-            let mut every = tokio::time::interval(Duration::from_millis(
-                (cfg.heartbeat_ms / slices as u64).max(1),
-            ));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !stop.get() {
-                every.tick().await;
-                if stop.get() {
-                    break;
-                }
-                let slice = (step % slices as u64) as usize;
-                let tick = 1 + step / slices as u64;
-                let first = slice * per_slice;
-                let these = &nodes[first.min(nodes.len())..(first + per_slice).min(nodes.len())];
-                let made = beat_all(stores, these, first, tick, cfg.concurrency).await;
-                heartbeats.set(heartbeats.get() + made);
-                if slice == 0 {
-                    for i in instances {
-                        let _ = i.store.signaling_heartbeat(&i.id, "http://sim", now_ms()).await;
-                    }
-                }
-                step += 1;
-            }
-        }
-    };
+    let beating = beat_loop(cfg, &node_stores, &nodes, &instances, &stop, &heartbeats);
     let asserting = {
         let (stop, asserted) = (stop.clone(), asserted.clone());
         let instances = &instances;
