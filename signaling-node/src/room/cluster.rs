@@ -8,7 +8,6 @@
 //! halves, which `members.rs` calls only in cluster mode.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::cluster::{Claimed, Left, MemberRecord};
