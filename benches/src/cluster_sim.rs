@@ -143,7 +143,8 @@ async fn redis_stats(store: &ClusterStore) -> Result<RedisStats, ClusterError> {
 /// A simulated media node's figures at heartbeat `tick`: a load that moves between 0 and half
 /// its capacity (deterministic, so runs repeat), a participant count far below its capacity.
 fn node_load(index: usize, tick: u64) -> NodeLoad {
-    let mut x = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ tick.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut x = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ tick.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 31;
     NodeLoad {
         participants: (x % 500) as u32,
@@ -158,7 +159,11 @@ const NODE_LOAD_CAPACITY: u64 = 1_000_000_000;
 fn node_info(index: usize) -> NodeInfo {
     NodeInfo {
         id: format!("m{index:05}"),
-        link_url: format!("ws://10.0.{}.{}:8081/internal/link", index / 250, index % 250),
+        link_url: format!(
+            "ws://10.0.{}.{}:8081/internal/link",
+            index / 250,
+            index % 250
+        ),
         udp_addrs: vec![format!("10.0.{}.{}:40000", index / 250, index % 250)],
         capacity: 1_000_000,
         load_capacity: NODE_LOAD_CAPACITY,
@@ -206,7 +211,12 @@ async fn beat_all(
         .map(|(i, node)| {
             let i = first + i;
             let store = &stores[i % stores.len()];
-            async move { store.heartbeat(node, &node_load(i, tick), false, now).await.is_ok() }
+            async move {
+                store
+                    .heartbeat(node, &node_load(i, tick), false, now)
+                    .await
+                    .is_ok()
+            }
         })
         .buffer_unordered(concurrency)
         .filter(|ok| std::future::ready(*ok))
@@ -236,8 +246,9 @@ async fn beat_loop(
     let slices = SLICES.min(nodes.len()).max(1);
     let per_slice = nodes.len().div_ceil(slices);
     let mut step = 0u64;
-    let mut every =
-        tokio::time::interval(Duration::from_millis((cfg.heartbeat_ms / slices as u64).max(1)));
+    let mut every = tokio::time::interval(Duration::from_millis(
+        (cfg.heartbeat_ms / slices as u64).max(1),
+    ));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.get() {
         every.tick().await;
@@ -252,7 +263,10 @@ async fn beat_loop(
         heartbeats.set(heartbeats.get() + made);
         if slice == 0 {
             for i in instances {
-                let _ = i.store.signaling_heartbeat(&i.id, "http://sim", now_ms()).await;
+                let _ = i
+                    .store
+                    .signaling_heartbeat(&i.id, "http://sim", now_ms())
+                    .await;
             }
         }
         step += 1;
@@ -288,42 +302,49 @@ pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
     let setup_beats = Cell::new(0u64);
     let setup = async {
         let made: Result<Vec<(usize, RoomAssertion)>, ClusterError> = stream::iter(0..cfg.rooms)
-        .map(|r| {
-            let owner = r % n_instances;
-            let (store, instance) = (&instances[owner].store, instances[owner].id.clone());
-            async move {
-                let room = format!("sim/held-{r}");
-                let node = place(store, &room, cfg.legacy).await?;
-                let mut mine = Vec::new();
-                for k in 0..cfg.members {
-                    let record = member(r, k, &instance);
-                    store
-                        .join_member(&room, "sim", &record, 100, ROOM_TTL_MS)
-                        .await?;
-                    mine.push(record);
+            .map(|r| {
+                let owner = r % n_instances;
+                let (store, instance) = (&instances[owner].store, instances[owner].id.clone());
+                async move {
+                    let room = format!("sim/held-{r}");
+                    let node = place(store, &room, cfg.legacy).await?;
+                    let mut mine = Vec::new();
+                    for k in 0..cfg.members {
+                        let record = member(r, k, &instance);
+                        store
+                            .join_member(&room, "sim", &record, 100, ROOM_TTL_MS)
+                            .await?;
+                        mine.push(record);
+                    }
+                    Ok::<_, ClusterError>((
+                        owner,
+                        RoomAssertion {
+                            room,
+                            community: "sim".into(),
+                            node,
+                            mine,
+                        },
+                    ))
                 }
-                Ok::<_, ClusterError>((
-                    owner,
-                    RoomAssertion {
-                        room,
-                        community: "sim".into(),
-                        node,
-                        mine,
-                    },
-                ))
-            }
-        })
-        .buffer_unordered(cfg.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect();
+            })
+            .buffer_unordered(cfg.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
         setup_done.set(true);
         made
     };
     let (made, ()) = futures_util::join!(
         setup,
-        beat_loop(cfg, &node_stores, &nodes, &instances, &setup_done, &setup_beats)
+        beat_loop(
+            cfg,
+            &node_stores,
+            &nodes,
+            &instances,
+            &setup_done,
+            &setup_beats
+        )
     );
     let made = made?;
     for (owner, room) in made {
@@ -352,9 +373,9 @@ pub async fn run(cfg: &SimConfig) -> Result<SimReport, ClusterError> {
                     break;
                 }
                 // Each instance's rooms in batches of at most 1000, like `AssertBatch`.
-                let batches = instances.iter().flat_map(|i| {
-                    i.rooms.chunks(1000).map(move |chunk| (i, chunk))
-                });
+                let batches = instances
+                    .iter()
+                    .flat_map(|i| i.rooms.chunks(1000).map(move |chunk| (i, chunk)));
                 let counts: Vec<u64> = stream::iter(batches)
                     .map(|(i, chunk)| async move {
                         match i.store.assert_rooms(&i.id, chunk, ROOM_TTL_MS).await {

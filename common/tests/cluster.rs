@@ -420,11 +420,17 @@ async fn a_node_whose_heartbeat_stopped_leaves_the_candidates_within_the_stalene
     let (a, b) = (node("a", 100, 50_000), node("b", 100, 50_000));
     beat(&store, &a, 0, 0, NOW).await;
     beat(&store, &b, 0, 1000, NOW).await;
-    assert_eq!(store.placement_candidates(NOW, 10).await.unwrap(), ["a", "b"]);
+    assert_eq!(
+        store.placement_candidates(NOW, 10).await.unwrap(),
+        ["a", "b"]
+    );
     // b goes on beating; a's heartbeats stop at NOW.
     beat(&store, &b, 0, 1000, NOW + 3000).await;
     let edge = NOW + NODE_STALE_MS;
-    assert_eq!(store.placement_candidates(edge, 10).await.unwrap(), ["a", "b"]);
+    assert_eq!(
+        store.placement_candidates(edge, 10).await.unwrap(),
+        ["a", "b"]
+    );
     assert_eq!(store.place_room("at-the-edge", edge).await.unwrap(), "a");
     // One millisecond later a is no candidate, and the next placement removes it from the
     // sorted sets and the counts (lazily: nothing else would).
@@ -439,7 +445,10 @@ async fn a_node_whose_heartbeat_stopped_leaves_the_candidates_within_the_stalene
     assert_eq!(store.place_room("at-the-edge", after).await.unwrap(), "b");
     // a's next heartbeat makes it a candidate again.
     beat(&store, &a, 0, 0, after).await;
-    assert_eq!(store.placement_candidates(after, 10).await.unwrap(), ["a", "b"]);
+    assert_eq!(
+        store.placement_candidates(after, 10).await.unwrap(),
+        ["a", "b"]
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -469,20 +478,42 @@ async fn draining_full_and_dead_nodes_are_never_chosen_even_many_at_once() {
     // Every one of these has more headroom than `live`, the one node placement may take.
     for i in 0..10 {
         store
-            .heartbeat(&node(&format!("drain{i}"), 100, 50_000), &drained, true, NOW)
+            .heartbeat(
+                &node(&format!("drain{i}"), 100, 50_000),
+                &drained,
+                true,
+                NOW,
+            )
             .await
             .unwrap();
         beat(&store, &node(&format!("fullp{i}"), 5, 50_000), 5, 0, NOW).await;
-        beat(&store, &node(&format!("fullf{i}"), 100, 50_000), 0, 50_000, NOW).await;
+        beat(
+            &store,
+            &node(&format!("fullf{i}"), 100, 50_000),
+            0,
+            50_000,
+            NOW,
+        )
+        .await;
     }
     // Three placement budgets' worth of nodes die at once (their heartbeats stop).
     let dead = 3 * conclave_common::cluster::PLACE_BUDGET;
     for i in 0..dead {
-        beat(&store, &node(&format!("dead{i:03}"), 100, 50_000), 0, 0, NOW).await;
+        beat(
+            &store,
+            &node(&format!("dead{i:03}"), 100, 50_000),
+            0,
+            0,
+            NOW,
+        )
+        .await;
     }
     let later = NOW + NODE_STALE_MS + 1;
     beat(&store, &node("live", 100, 50_000), 10, 40_000, later).await;
-    assert_eq!(store.placement_candidates(later, 100).await.unwrap(), ["live"]);
+    assert_eq!(
+        store.placement_candidates(later, 100).await.unwrap(),
+        ["live"]
+    );
     for i in 0..5 {
         assert_eq!(
             store.place_room(&format!("r{i}"), later).await.unwrap(),
@@ -506,10 +537,22 @@ fn placement_reservation_node_down_and_assertion_build_no_key_names() {
     // Every key these scripts touch comes in KEYS (Redis Cluster routes by the declared
     // keys); a key built from the prefix inside a script would be undeclared.
     for (name, source) in [
-        ("place_room", include_str!("../src/cluster/scripts/place_room.lua")),
-        ("reserve_load", include_str!("../src/cluster/scripts/reserve_load.lua")),
-        ("node_down", include_str!("../src/cluster/scripts/node_down.lua")),
-        ("assert_room", include_str!("../src/cluster/scripts/assert_room.lua")),
+        (
+            "place_room",
+            include_str!("../src/cluster/scripts/place_room.lua"),
+        ),
+        (
+            "reserve_load",
+            include_str!("../src/cluster/scripts/reserve_load.lua"),
+        ),
+        (
+            "node_down",
+            include_str!("../src/cluster/scripts/node_down.lua"),
+        ),
+        (
+            "assert_room",
+            include_str!("../src/cluster/scripts/assert_room.lua"),
+        ),
     ] {
         let code: String = source
             .lines()

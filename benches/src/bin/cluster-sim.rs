@@ -15,7 +15,11 @@ use conclave_bench::cluster_sim::{self, SimConfig};
 struct Cli {
     /// The Redis to load (use a Redis nobody else uses: the run writes under `--prefix`, and
     /// its figures are Redis-wide).
-    #[arg(long, env = "CLUSTER_SIM_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "CLUSTER_SIM_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     redis_url: String,
     /// Prefix of every key written.
     #[arg(long, default_value = "cluster-sim:")]

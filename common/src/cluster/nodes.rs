@@ -184,12 +184,15 @@ impl ClusterStore {
             .ignore()
             .zadd(self.node_heartbeats_key(), id, now_ms)
             .ignore();
-        if draining || load.participants >= node.capacity || load.load_fpps >= node.load_capacity
-        {
+        if draining || load.participants >= node.capacity || load.load_fpps >= node.load_capacity {
             pipe.zrem(&candidates, id).ignore();
         } else {
-            pipe.zadd(&candidates, id, candidate_score(load.load_fpps, node.load_capacity))
-                .ignore();
+            pipe.zadd(
+                &candidates,
+                id,
+                candidate_score(load.load_fpps, node.load_capacity),
+            )
+            .ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())

@@ -316,8 +316,8 @@ impl ClusterStore {
         }
         let mut conn = self.conn();
         // Raw answers: one script's error is that room's, not the batch's.
-        let values = redis::aio::ConnectionLike::req_packed_commands(&mut conn, &pipe, 1, sent)
-            .await?;
+        let values =
+            redis::aio::ConnectionLike::req_packed_commands(&mut conn, &pipe, 1, sent).await?;
         let mut values = values.into_iter();
         let mut node_rooms: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for (answer, a) in answers.iter_mut().zip(rooms) {

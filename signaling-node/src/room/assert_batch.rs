@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_common::cluster::{Asserted, ClusterError, ClusterStore, RoomAssertion};
 use conclave_common::cluster::ROOM_TTL_MS;
+use conclave_common::cluster::{Asserted, ClusterError, ClusterStore, RoomAssertion};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics;
@@ -141,7 +141,9 @@ mod tests {
     #[actix_rt::test]
     async fn a_ticks_worth_of_room_assertions_is_one_pipeline() {
         let redis = TestRedis::start();
-        let store = ClusterStore::connect(&redis.url, "conclave:").await.unwrap();
+        let store = ClusterStore::connect(&redis.url, "conclave:")
+            .await
+            .unwrap();
         let batch = AssertBatch::start(store.clone(), "sig-1.a".into());
         // 300 rooms assert at once (the registry's tick), each from its own task.
         let answers = futures_util::future::join_all((0..300).map(|i| {
@@ -149,10 +151,14 @@ mod tests {
             async move { batch.assert(assertion(i)).await }
         }))
         .await;
-        assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|(node, all)| {
-            node == "m1" && all.len() == 1
-        })));
-        assert_eq!(batch.pipelines(), 1, "one pipeline for the tick's 300 rooms");
+        assert!(answers.iter().all(|a| a
+            .as_ref()
+            .is_ok_and(|(node, all)| { node == "m1" && all.len() == 1 })));
+        assert_eq!(
+            batch.pipelines(),
+            1,
+            "one pipeline for the tick's 300 rooms"
+        );
         assert_eq!(store.room_members("acme/r299").await.unwrap().len(), 1);
         // The next tick is another pipeline.
         batch.assert(assertion(0)).await.unwrap();

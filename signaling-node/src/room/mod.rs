@@ -44,9 +44,9 @@ use conclave_common::link_auth;
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
+pub use self::assert_batch::{AssertBatch, ASSERT_INTERVAL};
 use self::messages::{Drain, Evicted, MemberCount, MoveRoom, Outbound, RoomKey, Snapshot};
 use self::mirror::ClusterMirror;
-pub use self::assert_batch::{AssertBatch, ASSERT_INTERVAL};
 pub use self::mirror::RoomCluster;
 use self::roster::Roster;
 use crate::media_link::{MediaLink, UnregisterRoom};
