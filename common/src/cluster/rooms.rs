@@ -327,7 +327,7 @@ impl ClusterStore {
             let value = values.next().unwrap_or(redis::Value::Nil);
             let asserted = value
                 .extract_error()
-                .and_then(|v| redis::from_owned_redis_value::<(String, Vec<String>)>(v))
+                .and_then(redis::from_owned_redis_value::<(String, Vec<String>)>)
                 .map_err(ClusterError::from)
                 .map(|(current, all)| (current, records(all)));
             if let Ok((current, _)) = &asserted {
