@@ -10,8 +10,11 @@
 //! - [`load`]: a whole run against either target (Conclave: tokens; Janus: rooms made
 //!   first), many participants over worker threads, the summary.
 //! - [`floor`]: the same scenario through `udp-relay` (plain UDP), the reports' baseline.
+//! - [`cluster_sim`]: the cluster simulator (`cluster-sim`): many simulated media and
+//!   signaling nodes' Redis traffic through the real store code, placement timed.
 //! - [`procstat`]: the media node's CPU and memory from `/proc`.
 
+pub mod cluster_sim;
 pub mod floor;
 pub mod janus;
 pub mod load;

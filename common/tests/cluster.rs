@@ -401,6 +401,170 @@ async fn a_draining_node_takes_no_new_rooms_but_keeps_its_own() {
     assert_eq!(store.place_room("old", NOW).await.unwrap(), "a");
 }
 
+/// Whether `id` is in the placement sorted set `set` (`node-candidates`, `node-heartbeats`).
+async fn in_set(store: &ClusterStore, set: &str, id: &str) -> bool {
+    let mut conn = store.connection_manager();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{}{set}", store.prefix()))
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    score.is_some()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_whose_heartbeat_stopped_leaves_the_candidates_within_the_staleness_window() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t7:").await.unwrap();
+    let (a, b) = (node("a", 100, 50_000), node("b", 100, 50_000));
+    beat(&store, &a, 0, 0, NOW).await;
+    beat(&store, &b, 0, 1000, NOW).await;
+    assert_eq!(
+        store.placement_candidates(NOW, 10).await.unwrap(),
+        ["a", "b"]
+    );
+    // b goes on beating; a's heartbeats stop at NOW.
+    beat(&store, &b, 0, 1000, NOW + 3000).await;
+    let edge = NOW + NODE_STALE_MS;
+    assert_eq!(
+        store.placement_candidates(edge, 10).await.unwrap(),
+        ["a", "b"]
+    );
+    assert_eq!(store.place_room("at-the-edge", edge).await.unwrap(), "a");
+    // One millisecond later a is no candidate, and the next placement removes it from the
+    // sorted sets and the counts (lazily: nothing else would).
+    let after = edge + 1;
+    assert_eq!(store.placement_candidates(after, 10).await.unwrap(), ["b"]);
+    assert!(in_set(&store, "node-candidates", "a").await);
+    assert_eq!(store.place_room("later", after).await.unwrap(), "b");
+    assert!(!in_set(&store, "node-candidates", "a").await);
+    assert!(!in_set(&store, "node-heartbeats", "a").await);
+    assert_eq!(store.node_load("a").await.unwrap(), None);
+    // A room on a is placed again, on b.
+    assert_eq!(store.place_room("at-the-edge", after).await.unwrap(), "b");
+    // a's next heartbeat makes it a candidate again.
+    beat(&store, &a, 0, 0, after).await;
+    assert_eq!(
+        store.placement_candidates(after, 10).await.unwrap(),
+        ["a", "b"]
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ties_go_to_the_lowest_id_among_many_nodes() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t8:").await.unwrap();
+    // Forty equal nodes registered highest id first: each placement takes the lowest id with
+    // the most headroom, and its reservation sends the next one to the next id.
+    let ids: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    for id in ids.iter().rev() {
+        beat(&store, &node(id, 100, 50_000), 0, 1000, NOW).await;
+    }
+    let mut placed = Vec::new();
+    for i in 0..40 {
+        placed.push(store.place_room(&format!("r{i}"), NOW).await.unwrap());
+    }
+    assert_eq!(placed, ids);
+    // All at 1,220 now: the forty-first is n00's again.
+    assert_eq!(store.place_room("r40", NOW).await.unwrap(), "n00");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn draining_full_and_dead_nodes_are_never_chosen_even_many_at_once() {
+    let redis = start_redis();
+    let store = ClusterStore::connect(&redis.url, "t9:").await.unwrap();
+    let drained = NodeLoad::default();
+    // Every one of these has more headroom than `live`, the one node placement may take.
+    for i in 0..10 {
+        store
+            .heartbeat(
+                &node(&format!("drain{i}"), 100, 50_000),
+                &drained,
+                true,
+                NOW,
+            )
+            .await
+            .unwrap();
+        beat(&store, &node(&format!("fullp{i}"), 5, 50_000), 5, 0, NOW).await;
+        beat(
+            &store,
+            &node(&format!("fullf{i}"), 100, 50_000),
+            0,
+            50_000,
+            NOW,
+        )
+        .await;
+    }
+    // Three placement budgets' worth of nodes die at once (their heartbeats stop).
+    let dead = 3 * conclave_common::cluster::PLACE_BUDGET;
+    for i in 0..dead {
+        beat(
+            &store,
+            &node(&format!("dead{i:03}"), 100, 50_000),
+            0,
+            0,
+            NOW,
+        )
+        .await;
+    }
+    let later = NOW + NODE_STALE_MS + 1;
+    beat(&store, &node("live", 100, 50_000), 10, 40_000, later).await;
+    assert_eq!(
+        store.placement_candidates(later, 100).await.unwrap(),
+        ["live"]
+    );
+    for i in 0..5 {
+        assert_eq!(
+            store.place_room(&format!("r{i}"), later).await.unwrap(),
+            "live"
+        );
+    }
+    for i in 0..dead {
+        assert!(!in_set(&store, "node-candidates", &format!("dead{i:03}")).await);
+    }
+    // The one live node fills up (participants): nothing is left.
+    beat(&store, &node("live", 11, 50_000), 10, 40_000, later).await;
+    assert_eq!(store.place_room("r5", later).await.unwrap(), "live");
+    assert!(matches!(
+        store.place_room("r6", later).await,
+        Err(ClusterError::NoCapacity)
+    ));
+}
+
+#[test]
+fn placement_reservation_node_down_and_assertion_build_no_key_names() {
+    // Every key these scripts touch comes in KEYS (Redis Cluster routes by the declared
+    // keys); a key built from the prefix inside a script would be undeclared.
+    for (name, source) in [
+        (
+            "place_room",
+            include_str!("../src/cluster/scripts/place_room.lua"),
+        ),
+        (
+            "reserve_load",
+            include_str!("../src/cluster/scripts/reserve_load.lua"),
+        ),
+        (
+            "node_down",
+            include_str!("../src/cluster/scripts/node_down.lua"),
+        ),
+        (
+            "assert_room",
+            include_str!("../src/cluster/scripts/assert_room.lua"),
+        ),
+    ] {
+        let code: String = source
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for built in ["prefix", "'node:", "':rooms'", "'signaling:", "'room:"] {
+            assert!(!code.contains(built), "{name}.lua builds a key: {built}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_first_command_after_redis_returns_does_not_wait_for_a_sleeping_reconnection() {
     let redis = start_redis();
@@ -682,6 +846,59 @@ mod members {
                 .unwrap()
                 .is_empty());
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_batched_call_asserts_every_room_of_an_instance_each_on_its_own() {
+        use conclave_common::cluster::RoomAssertion;
+        let redis = start_redis();
+        let store = ClusterStore::connect(&redis.url, "t7c:").await.unwrap();
+        let mut conn = store.connection_manager();
+        // r1 is already recorded on node y (another instance placed it): the assertion keeps
+        // y and says so.
+        let _: () = redis::cmd("SET")
+            .arg("t7c:room:test/r1")
+            .arg("y")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let assertion = |room: &str, node: &str, pid: &str| RoomAssertion {
+            room: room.into(),
+            community: "test".into(),
+            node: node.into(),
+            mine: vec![member(pid, "sig-1")],
+        };
+        let rooms = [
+            assertion("test/r0", "x", "a"),
+            assertion("test/r1", "x", "b"),
+            assertion("bad:name/r2", "x", "c"),
+            assertion("test/r3", "x", "d"),
+        ];
+        let answers = store.assert_rooms("sig-1", &rooms, TTL).await.unwrap();
+        assert_eq!(answers.len(), 4);
+        let node_of = |i: usize| answers[i].as_ref().map(|(n, _)| n.clone()).ok();
+        assert_eq!(node_of(0).as_deref(), Some("x"));
+        assert_eq!(node_of(1).as_deref(), Some("y"));
+        // A refused name fails alone.
+        assert!(matches!(answers[2], Err(ClusterError::InvalidName { .. })));
+        assert_eq!(node_of(3).as_deref(), Some("x"));
+        for (room, pid) in [("test/r0", "a"), ("test/r1", "b"), ("test/r3", "d")] {
+            let all = store.room_members(room).await.unwrap();
+            assert_eq!(ids(all), [pid], "{room}");
+        }
+        // Each room is in its node's set, made with the node's TTL.
+        let (rooms_x, ttl) = room_set(&store, "x").await;
+        assert_eq!(rooms_x, ["test/r0", "test/r3"]);
+        assert!(ttl > 0 && ttl <= 15_000, "{ttl}");
+        assert_eq!(room_set(&store, "y").await.0, ["test/r1"]);
+        // One round trip for the scripts, one for the room sets, whatever the number of
+        // rooms: 3 EVALSHA calls (the refused room sends none).
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(info.contains("cmdstat_evalsha:calls=3,"), "{info}");
     }
 
     #[tokio::test(flavor = "current_thread")]

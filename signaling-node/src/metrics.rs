@@ -158,7 +158,7 @@ pub static FAILOVERS: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 
 /// Redis operations, as labels.
-pub const REDIS_OPERATIONS: [&str; 10] = [
+pub const REDIS_OPERATIONS: [&str; 11] = [
     "place",
     "reserve",
     "join",
@@ -166,6 +166,7 @@ pub const REDIS_OPERATIONS: [&str; 10] = [
     "update",
     "claim",
     "assert",
+    "assert_batch",
     "publish",
     "heartbeat",
     "sweep",

@@ -29,7 +29,7 @@ use crate::origin::AllowedOrigins;
 use crate::outbound::ConnectionSocket;
 use crate::presence::{PresenceSettings, PresenceSink, WebhookSettings};
 use crate::registry::{self, Placement, Registry};
-use crate::room::{RoomCluster, RoomDeps};
+use crate::room::{AssertBatch, RoomCluster, RoomDeps};
 use crate::room_bus::RoomBus;
 use crate::session::SessionDeps;
 use crate::tls;
@@ -330,6 +330,7 @@ pub fn start_services(s: ServiceSettings) -> Services {
             store: store.clone(),
             bus: RoomBus::new(store.clone(), instance.clone()).start(),
             queue_capacity: s.limits.room_redis_queue,
+            asserts: AssertBatch::start(store.clone(), instance.clone()),
         }
     });
     let placement = match s.media {

@@ -17,8 +17,8 @@ use conclave_common::link_auth::LinkSecret;
 use crate::error::Refusal;
 use crate::media_link::{MediaLink, MediaTarget, RemoteMedia};
 use crate::metrics;
-use crate::room::messages::{Drain, MoveRoom, RoomKey};
-use crate::room::{Room, RoomClosed, RoomDeps, RoomOwner};
+use crate::room::messages::{AssertNow, Drain, MoveRoom, RoomKey};
+use crate::room::{Room, RoomClosed, RoomDeps, RoomOwner, ASSERT_INTERVAL};
 
 /// Where rooms get their media node.
 pub enum Placement {
@@ -127,6 +127,17 @@ async fn place(store: ClusterStore, room: String) -> Result<(String, String), Re
 
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    /// In cluster mode, tick every room's re-assertion at once (one pipeline per tick).
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.room_deps.cluster.is_some() {
+            ctx.run_interval(ASSERT_INTERVAL, |registry, _| {
+                for room in registry.rooms.values() {
+                    room.do_send(AssertNow);
+                }
+            });
+        }
+    }
 }
 
 impl Handler<GetRoom> for Registry {

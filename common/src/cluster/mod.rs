@@ -25,6 +25,6 @@ mod rooms;
 mod store;
 
 pub use instances::SIGNALING_STALE_MS;
-pub use nodes::{NodeInfo, NodeLoad, NodeStatus, NODE_STALE_MS, ROOM_TTL_MS};
-pub use rooms::{resume_hash, Claim, Claimed, Joined, Left, MemberRecord};
+pub use nodes::{NodeInfo, NodeLoad, NodeStatus, NODE_STALE_MS, PLACE_BUDGET, ROOM_TTL_MS};
+pub use rooms::{resume_hash, Asserted, Claim, Claimed, Joined, Left, MemberRecord, RoomAssertion};
 pub use store::{now_ms, redacted, ClusterError, ClusterStore, RedisSettings};

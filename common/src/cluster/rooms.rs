@@ -6,6 +6,8 @@
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::store::{ClusterError, ClusterStore, NODE_TTL_MS};
 use crate::protocol::ParticipantInfo;
 
@@ -26,9 +28,25 @@ const CLAIM_MEMBER: &str = include_str!("scripts/claim_member.lua");
 
 /// Periodic re-assertion by one instance of one room (recreates everything after a Redis
 /// restart, drops records of its own that it no longer has): room -> node unless the room
-/// already names one, the room in its node's and community's sets, exactly `ARGV[7..]` as
-/// this instance's members. Returns the room's node and every member.
+/// already names one, the room in its community's set, exactly `ARGV[5..]` as this
+/// instance's members. Returns the room's node and every member.
 const ASSERT_ROOM: &str = include_str!("scripts/assert_room.lua");
+
+/// One room's re-assertion by this instance, for [`ClusterStore::assert_rooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAssertion {
+    /// `community/name`.
+    pub room: String,
+    pub community: String,
+    /// The media node this instance has the room on.
+    pub node: String,
+    /// This instance's members of the room (not empty: an assertion without members would
+    /// recreate the room's keys for nobody).
+    pub mine: Vec<MemberRecord>,
+}
+
+/// What one room's re-assertion found: the node the room is recorded on, and every member.
+pub type Asserted = Result<(String, Vec<MemberRecord>), ClusterError>;
 
 /// A member of a room as recorded in Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,31 +253,104 @@ impl ClusterStore {
         mine: &[MemberRecord],
         ttl_ms: u64,
     ) -> Result<(String, Vec<MemberRecord>), ClusterError> {
-        ClusterError::check_room_id(room)?;
-        ClusterError::check_name(community)?;
-        ClusterError::check_name(node)?;
+        let one = RoomAssertion {
+            room: room.to_string(),
+            community: community.to_string(),
+            node: node.to_string(),
+            mine: mine.to_vec(),
+        };
+        let mut answers = self.assert_rooms(instance, &[one], ttl_ms).await?;
+        answers.pop().unwrap_or(Err(ClusterError::Timeout))
+    }
+
+    /// Re-assert many rooms of one instance in one round trip (one pipeline of `ASSERT_ROOM`
+    /// calls, one per room, so no single call holds Redis for long), then add each room to
+    /// its node's room set (one `SADD` per node). The answers are in the order of `rooms`;
+    /// a room refused (bad name) or whose script failed gets its own error, the others are
+    /// asserted. An error of the whole call (Redis away) asserted nothing that can be relied on
+    /// — assertions are idempotent: the next one repeats it.
+    pub async fn assert_rooms(
+        &self,
+        instance: &str,
+        rooms: &[RoomAssertion],
+        ttl_ms: u64,
+    ) -> Result<Vec<Asserted>, ClusterError> {
         ClusterError::check_name(instance)?;
-        let mut conn = self.conn();
-        let assert = Script::new(ASSERT_ROOM);
-        let mut script = assert.prepare_invoke();
-        script
-            .key(self.members_key(room))
-            .key(self.community_rooms_key(community))
-            .key(self.room_key(room))
-            .key(self.instance_members_key(instance))
-            .arg(room)
-            .arg(node)
-            .arg(instance)
-            .arg(ttl_ms)
-            .arg(self.prefix())
-            .arg(NODE_TTL_MS);
-        for record in mine {
-            script
-                .arg(&record.participant.participant_id)
-                .arg(encode(record));
+        let script = Script::new(ASSERT_ROOM);
+        let valid = |a: &RoomAssertion| {
+            ClusterError::check_room_id(&a.room)?;
+            ClusterError::check_name(&a.community)?;
+            ClusterError::check_name(&a.node)
+        };
+        let mut answers: Vec<Option<Asserted>> = Vec::with_capacity(rooms.len());
+        // Loading the script first (cheap when Redis has it) spares a NOSCRIPT round trip
+        // after a Redis restart.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(ASSERT_ROOM).ignore();
+        let mut sent = 0;
+        for a in rooms {
+            if let Err(e) = valid(a) {
+                answers.push(Some(Err(e)));
+                continue;
+            }
+            answers.push(None);
+            sent += 1;
+            let call = pipe.cmd("EVALSHA");
+            call.arg(script.get_hash())
+                .arg(4)
+                .arg(self.members_key(&a.room))
+                .arg(self.community_rooms_key(&a.community))
+                .arg(self.room_key(&a.room))
+                .arg(self.instance_members_key(instance))
+                .arg(&a.room)
+                .arg(&a.node)
+                .arg(instance)
+                .arg(ttl_ms);
+            for record in &a.mine {
+                call.arg(&record.participant.participant_id)
+                    .arg(encode(record));
+            }
         }
-        let (current, all): (String, Vec<String>) = script.invoke_async(&mut conn).await?;
-        Ok((current, records(all)))
+        if sent == 0 {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        let mut conn = self.conn();
+        // Raw answers: one script's error is that room's, not the batch's.
+        let values =
+            redis::aio::ConnectionLike::req_packed_commands(&mut conn, &pipe, 1, sent).await?;
+        let mut values = values.into_iter();
+        let mut node_rooms: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (answer, a) in answers.iter_mut().zip(rooms) {
+            if answer.is_some() {
+                continue;
+            }
+            let value = values.next().unwrap_or(redis::Value::Nil);
+            let asserted = value
+                .extract_error()
+                .and_then(redis::from_owned_redis_value::<(String, Vec<String>)>)
+                .map_err(ClusterError::from)
+                .map(|(current, all)| (current, records(all)));
+            if let Ok((current, _)) = &asserted {
+                node_rooms.entry(current.clone()).or_default().push(&a.room);
+            }
+            *answer = Some(asserted);
+        }
+        if !node_rooms.is_empty() {
+            // The room in its node's set; a set made here (after a Redis restart, or of a node
+            // that has died) gets the node's TTL (NX: a live node's heartbeats keep it).
+            let mut sets = redis::pipe();
+            for (node, its_rooms) in &node_rooms {
+                let key = self.node_rooms_key(node);
+                sets.sadd(&key, its_rooms).ignore();
+                sets.cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(NODE_TTL_MS)
+                    .arg("NX")
+                    .ignore();
+            }
+            sets.query_async::<()>(&mut conn).await?;
+        }
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// Every member of a room.

@@ -321,8 +321,9 @@ impl ClusterStore {
 pub(super) const NODE_TTL_MS: u64 = 15_000;
 
 /// Key naming: every key the store reads or writes from Rust (the table in `docs/cluster.md`).
-/// The Lua scripts build `node:{id}`, `node:{id}:rooms` and `signaling:{instance}:members`
-/// themselves from the prefix they are given.
+/// Some Lua scripts (join, leave, resume, the dead instances' cleanup) still build
+/// `signaling:{instance}:members` and `node:{id}:rooms` themselves from the prefix they are
+/// given; placement, reservations, `node_down` and the re-assertion declare every key.
 impl ClusterStore {
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
@@ -335,6 +336,20 @@ impl ClusterStore {
     /// Hash: one media node's heartbeat fields.
     pub(super) fn node_key(&self, node_id: &str) -> String {
         self.key(&format!("node:{node_id}"))
+    }
+    /// Sorted set: the media nodes placement may take (live, not draining, not full), scored
+    /// by `load - load_capacity` (ascending: most headroom first; ties: lowest id).
+    pub(super) fn node_candidates_key(&self) -> String {
+        self.key("node-candidates")
+    }
+    /// Sorted set: live media nodes (no dropped link since) -> last heartbeat (ms).
+    pub(super) fn node_heartbeats_key(&self) -> String {
+        self.key("node-heartbeats")
+    }
+    /// Hash: `{id}:participants`, `{id}:capacity`, `{id}:load`, `{id}:load_capacity` of each
+    /// live media node, with the reservations made since its heartbeat.
+    pub(super) fn node_counts_key(&self) -> String {
+        self.key("node-counts")
     }
     /// Set: the rooms on one media node (expires with the node's hash).
     pub(super) fn node_rooms_key(&self, node_id: &str) -> String {

@@ -8,14 +8,13 @@
 //! halves, which `members.rs` calls only in cluster mode.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use actix::prelude::*;
 use conclave_common::cluster::{Claimed, Left, MemberRecord};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
 use super::members::refuse;
-use super::messages::{JoinRoom, ResumeRoom};
+use super::messages::{AssertNow, JoinRoom, ResumeRoom};
 use super::mirror::settled;
 use super::roster::{MediaPhase, RemoteChange};
 use super::{state_message, LocalMember, Room};
@@ -23,11 +22,9 @@ use crate::error::Refusal;
 use crate::metrics;
 use crate::room_bus::{BusRoute, RegisterBusRoom, RemoteRoomEvent, Resync, UnregisterBusRoom};
 
-/// How often a cluster room re-asserts its records and reconciles its mirror of the others.
-const ASSERT_INTERVAL: Duration = Duration::from_secs(3);
-
 impl Room {
-    /// Start: listen to the room's bus channel and re-assert every few seconds.
+    /// Start: listen to the room's bus channel (the registry's tick, `AssertNow`, re-asserts
+    /// every few seconds).
     pub(super) fn cluster_started(&mut self, ctx: &mut Context<Self>) {
         let Some(cluster) = &self.cluster else {
             return;
@@ -39,7 +36,6 @@ impl Room {
                 resync: ctx.address().recipient(),
             },
         });
-        ctx.run_interval(ASSERT_INTERVAL, |room, ctx| room.assert_state(ctx));
     }
 
     /// Stop: leave the bus.
@@ -361,6 +357,14 @@ impl Handler<RemoteRoomEvent> for Room {
                 tracing::debug!(room = %self.media_id, from = %msg.from, ?other, "bus message ignored")
             }
         }
+    }
+}
+
+impl Handler<AssertNow> for Room {
+    type Result = ();
+    /// The instance's re-assertion tick (all rooms at once: one pipeline).
+    fn handle(&mut self, _: AssertNow, ctx: &mut Context<Self>) {
+        self.assert_state(ctx);
     }
 }
 

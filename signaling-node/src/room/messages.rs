@@ -117,6 +117,12 @@ pub struct MoveRoom {
     pub dead_node: Option<String>,
 }
 
+/// Registry -> room: re-assert the room's records now (every room of the instance gets it at
+/// once, every `ASSERT_INTERVAL`, so their assertions go in one pipeline).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AssertNow;
+
 /// Registry -> room: this node drains; ask every member's browser to reconnect (it resumes
 /// elsewhere).
 #[derive(Message)]

@@ -10,11 +10,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use actix::prelude::*;
-use conclave_common::cluster::{resume_hash, Claim, Claimed, Joined, Left, MemberRecord};
+use conclave_common::cluster::{
+    resume_hash, Claim, Claimed, Joined, Left, MemberRecord, RoomAssertion,
+};
 use conclave_common::cluster::{ClusterError, ClusterStore, ROOM_TTL_MS};
 use conclave_common::protocol::{ParticipantInfo, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use super::assert_batch::AssertBatch;
 use crate::metrics;
 use crate::room_bus::{BusMessage, RoomBus};
 
@@ -32,6 +35,8 @@ pub struct RoomCluster {
     pub bus: Addr<RoomBus>,
     /// Most Redis operations one room may have waiting (`--room-redis-queue`).
     pub queue_capacity: usize,
+    /// This instance's re-assertions, one pipeline per tick.
+    pub asserts: AssertBatch,
 }
 
 /// A room's part of the cluster: its records in Redis and its events on the bus.
@@ -46,6 +51,7 @@ pub(super) struct ClusterMirror {
     /// This signaling instance (the owner written in our member records).
     instance: String,
     queue: RedisQueue,
+    asserts: AssertBatch,
 }
 
 /// The answer of a queued Redis operation.
@@ -68,6 +74,7 @@ impl ClusterMirror {
             community,
             instance,
             queue: RedisQueue::start(cluster.queue_capacity),
+            asserts: cluster.asserts,
         }
     }
 
@@ -182,19 +189,23 @@ impl ClusterMirror {
         });
     }
 
-    /// Re-assert our members' records (`mine`, not empty) and the room's keys on `node`;
-    /// the answer is the room's node in Redis and every member's record.
+    /// Re-assert our members' records (`mine`, not empty) and the room's keys on `node`,
+    /// with the instance's other rooms in one pipeline (`AssertBatch`), in its turn in the
+    /// room's queue; the answer is the room's node in Redis and every member's record.
     pub(super) fn assert(
         &self,
         node: String,
         mine: Vec<MemberRecord>,
     ) -> Pending<(String, Vec<MemberRecord>)> {
-        let (store, room, community, me) = self.owned();
-        self.queue.run("assert", async move {
-            store
-                .assert_room(&room, &community, &node, &me, &mine, ROOM_TTL_MS)
-                .await
-        })
+        let assertion = RoomAssertion {
+            room: self.room.clone(),
+            community: self.community.clone(),
+            node,
+            mine,
+        };
+        let asserts = self.asserts.clone();
+        self.queue
+            .run("assert", async move { asserts.assert(assertion).await })
     }
 }
 

@@ -24,6 +24,7 @@
 //! - `mirror.rs`: the cluster component itself ([`RoomCluster`] handles, the Redis queue).
 //! - [`roster`]: membership logic free of actors and I/O, unit-tested.
 
+mod assert_batch;
 mod cluster;
 mod media;
 mod members;
@@ -44,6 +45,7 @@ use conclave_common::link_auth;
 use conclave_common::presence::{PresenceEvent, PresenceKind};
 use conclave_common::protocol::{LeaveReason, ParticipantInfo, ServerMessage};
 
+pub use self::assert_batch::{AssertBatch, ASSERT_INTERVAL};
 use self::messages::{Drain, Evicted, MemberCount, MoveRoom, Outbound, RoomKey, Snapshot};
 use self::mirror::ClusterMirror;
 pub use self::mirror::RoomCluster;

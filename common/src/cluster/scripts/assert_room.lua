@@ -1,17 +1,16 @@
 -- Periodic re-assertion of one room by one instance (ClusterStore::assert_room); recreates
 -- everything after a Redis restart and drops records of its own that it no longer has:
--- room -> node unless the room already names one, the room in its node's and community's
--- sets, exactly ARGV[7..] as this instance's members.
+-- room -> node unless the room already names one, the room in its community's set, exactly
+-- ARGV[5..] as this instance's members. The room's node's room set is written by the caller
+-- from the node returned (ClusterStore::assert_rooms), so every key here is declared.
 -- KEYS: room:{room}:members, community:{community}:rooms, room:{room},
 --       signaling:{instance}:members
--- ARGV: room, node, instance, TTL (ms), key prefix, node TTL (ms: a node's room set expires
---       with its hash), then participant id, record (JSON) pairs
+-- ARGV: room, node, instance, TTL (ms), then participant id, record (JSON) pairs
 -- Returns {the room's node, every member record}.
 local members, community_rooms, room_key, instance_members = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local room, node, instance, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local node_ttl = ARGV[6]
+local room, node, instance, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local mine = {}
-for i = 7, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   mine[ARGV[i]] = true
   local existing = redis.call('HGET', members, ARGV[i])
   -- A member resumed on another instance is theirs now.
@@ -37,11 +36,5 @@ if not current then
   current = node
 elseif current == node then
   redis.call('PEXPIRE', room_key, ttl)
-end
-local node_rooms = prefix .. 'node:' .. current .. ':rooms'
-redis.call('SADD', node_rooms, room)
--- A set made here (after a Redis restart, or of a node that has died) gets the node's TTL.
-if redis.call('PTTL', node_rooms) < 0 then
-  redis.call('PEXPIRE', node_rooms, node_ttl)
 end
 return {current, redis.call('HVALS', members)}
