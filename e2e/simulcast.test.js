@@ -2,7 +2,8 @@
 // Simulcast and tile-driven layers (issue 12, items 1, 2 and 4): a publisher's camera at
 // 960x540 goes out as three layers; the subscriber gets the one that fits how big it draws
 // the tile (`setTrackViews`), switched at keyframes without a broken picture, and nothing
-// while the tile is hidden. Real Chromium on both ends, the embedded media node between.
+// while the tile is hidden; layers nobody takes are paused at the publisher (dynacast) and
+// come back when wanted. Real Chromium on both ends, the embedded media node between.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { Harness, waitFor, waitMediaFrom, stats, sleep } = require('./lib/harness');
@@ -39,6 +40,34 @@ async function inbound(page, pid) {
     return out;
   });
   return { width: s.videoWidth, frames: s.videoFramesDecoded || 0, packets: s.videoPacketsReceived || 0, ...extra };
+}
+
+/** The publisher's frames encoded per simulcast layer (rid -> {frames, width}). */
+function outboundLayers(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    (await window.conclave.pc.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) out[r.rid] = { frames: r.framesEncoded || 0, width: r.frameWidth };
+    });
+    return out;
+  });
+}
+
+/** Wait until the server asked `page` to send exactly `rids`, then check that only those grow. */
+async function waitPublished(page, rids) {
+  await waitFor(`${page.label} to be asked to send ${JSON.stringify(rids)}`, async () => {
+    const now = await page.evaluate(() => window.conclave.publishedLayers);
+    return now && JSON.stringify([...now].sort()) === JSON.stringify([...rids].sort()) ? now : null;
+  }, { timeoutMs: 12000, intervalMs: 200 });
+  await sleep(500); // the encoder applies it
+  const before = await outboundLayers(page);
+  await sleep(1500);
+  const after = await outboundLayers(page);
+  for (const rid of ['f', 'h', 'q']) {
+    const grew = after[rid].frames - before[rid].frames;
+    if (rids.includes(rid)) assert.ok(grew > 5, `layer ${rid} is sent: ${grew} frames in 1.5 s`);
+    else assert.ok(grew <= 1, `layer ${rid} is paused: ${grew} frames in 1.5 s`);
+  }
 }
 
 /** Wait until the subscriber decodes `pid`'s video at `width`, and frames keep coming. */
@@ -87,34 +116,30 @@ test('simulcast: the subscriber gets the layer its tile needs, nothing while hid
   assert.match(offer, /a=simulcast:send f;h;q/);
   await waitMediaFrom(sub, [pubPid], { timeoutMs: 30000 });
 
-  // Big tile: the full layer. Small: the quarter one. Medium: the half one.
+  // Big tile: the full layer. The publisher sends all three.
   await drawTile(sub, pubPid, { width: 960, height: 540 });
   await waitWidth(sub, pubPid, 960);
+  const layers = await outboundLayers(pub);
+  assert.deepEqual(Object.keys(layers).sort(), ['f', 'h', 'q'], JSON.stringify(layers));
+  assert.equal(layers.f.width, 960, JSON.stringify(layers));
+  // Small: the quarter layer; after a few seconds the publisher sends only it (dynacast).
   await drawTile(sub, pubPid, { width: 200, height: 112 });
   await waitWidth(sub, pubPid, 240);
+  await waitPublished(pub, ['q']);
+  // Medium: the half layer, asked of the publisher again.
   await drawTile(sub, pubPid, { width: 400, height: 225 });
   const atHalf = await waitWidth(sub, pubPid, 480);
   const views = await sub.evaluate(() => window.__sent.filter((m) => m.id === 'setTrackViews'));
   assert.ok(views.length >= 3, `views reported: ${JSON.stringify(views)}`);
 
-  // The publisher sent all three layers all along (each rid's frames grew).
-  const layers = await pub.evaluate(async () => {
-    const out = {};
-    (await window.conclave.pc.getStats()).forEach((r) => {
-      if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) out[r.rid] = { frames: r.framesEncoded, width: r.frameWidth };
-    });
-    return out;
-  });
-  assert.deepEqual(Object.keys(layers).sort(), ['f', 'h', 'q'], JSON.stringify(layers));
-  assert.equal(layers.f.width, 960, JSON.stringify(layers));
-
-  // Hidden: within a second or so nothing more arrives.
+  // Hidden: within a second or so nothing more arrives, and then the publisher sends nothing.
   await drawTile(sub, pubPid, null);
   await sleep(1500);
   const hiddenAt = await inbound(sub, pubPid);
   await sleep(2000);
   const stillHidden = await inbound(sub, pubPid);
   assert.ok(stillHidden.packets - hiddenAt.packets <= 2, `packets while hidden: ${hiddenAt.packets} -> ${stillHidden.packets}`);
+  await waitPublished(pub, []);
 
   // Shown again: video back, at the layer for its size.
   await drawTile(sub, pubPid, { width: 400, height: 225 });

@@ -144,6 +144,20 @@ pub enum MediaEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dominant: Option<String>,
     },
+    /// Dynacast: which simulcast layers (rids) of the publisher's m-line `mid` (its own mid)
+    /// any subscriber takes now; the client sends only those (the others are paused until
+    /// wanted). Sent to the publisher's link when the set changes.
+    ///
+    /// ```json
+    /// {"type":"publishLayers","room":"acme/general","participantId":"p-1f2e","mid":"1","active":["q"]}
+    /// ```
+    #[serde(rename_all = "camelCase")]
+    PublishLayers {
+        room: String,
+        participant_id: String,
+        mid: String,
+        active: Vec<String>,
+    },
     /// The answer to `addPeer`.
     ///
     /// ```json

@@ -349,6 +349,15 @@ pub enum ServerMessage {
     /// {"id":"mediaState","state":"connected"}
     /// ```
     MediaState { state: MediaConnectionState },
+    /// Dynacast: send only these simulcast layers (rids) of your own m-line `mid`; nobody
+    /// takes the others now (set their encodings `active: false`; the rest `true`). Sent when
+    /// the set changes; a layer is asked for again as soon as someone wants it. An empty
+    /// `active`: nobody takes any layer of that camera now.
+    ///
+    /// ```json
+    /// {"id":"publishLayers","mid":"1","active":["q","h"]}
+    /// ```
+    PublishLayers { mid: String, active: Vec<String> },
     /// Who speaks now, from the audio levels the media server reads on their packets
     /// (debounced: a pause between words does not end it), and the dominant speaker: the
     /// loudest one speaking, kept while it speaks unless another is clearly louder, and kept
@@ -520,6 +529,7 @@ impl ServerMessage {
             ServerMessage::ParticipantState { .. } => "participantState",
             ServerMessage::MediaState { .. } => "mediaState",
             ServerMessage::Speaking { .. } => "speaking",
+            ServerMessage::PublishLayers { .. } => "publishLayers",
             ServerMessage::Left => "left",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Heartbeat { .. } => "heartbeat",

@@ -359,6 +359,14 @@ fn media_event() -> impl Strategy<Value = MediaEvent> {
                 participants,
                 dominant,
             }),
+        (text(), text(), text(), prop::collection::vec(text(), 0..4)).prop_map(
+            |(room, participant_id, mid, active)| MediaEvent::PublishLayers {
+                room,
+                participant_id,
+                mid,
+                active,
+            }
+        ),
     ]
 }
 

@@ -96,6 +96,7 @@ fn event_type(e: &MediaEvent) -> &'static str {
         MediaEvent::PeerState { .. } => "peerState",
         MediaEvent::PeerError { .. } => "peerError",
         MediaEvent::Speaking { .. } => "speaking",
+        MediaEvent::PublishLayers { .. } => "publishLayers",
     }
 }
 
@@ -122,6 +123,7 @@ const SERVER_IDS: &[&str] = &[
     "participantState",
     "mediaState",
     "speaking",
+    "publishLayers",
     "left",
     "error",
     "heartbeat",
@@ -141,6 +143,7 @@ const EVENT_TYPES: &[&str] = &[
     "peerState",
     "peerError",
     "speaking",
+    "publishLayers",
 ];
 
 fn all_error_codes() -> Vec<ErrorCode> {

@@ -96,6 +96,11 @@ counter!(
     "Times a subscriber's video started or changed simulcast layer (at a keyframe of the new one)"
 );
 counter!(
+    DYNACAST_UPDATES,
+    "conclave_media_dynacast_updates_total",
+    "Times a publisher was told which simulcast layers of a track to send (layers nobody takes pause)"
+);
+counter!(
     KEYFRAME_REQUESTS_SENT,
     "conclave_media_keyframe_requests_sent_total",
     "Keyframe requests (PLI/FIR) the node sent to publishers, per layer at most every 500 ms"
@@ -311,6 +316,7 @@ pub fn init() {
         &LINK_COMMANDS_REFUSED,
         &LAYER_SWITCHES,
         &KEYFRAME_REQUESTS_SENT,
+        &DYNACAST_UPDATES,
     ] {
         LazyLock::force(c);
     }

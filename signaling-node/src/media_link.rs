@@ -301,7 +301,8 @@ impl Handler<FromMediaNode> for MediaLink {
             | MediaEvent::Offer { room, .. }
             | MediaEvent::PeerState { room, .. }
             | MediaEvent::PeerError { room, .. }
-            | MediaEvent::Speaking { room, .. } => room,
+            | MediaEvent::Speaking { room, .. }
+            | MediaEvent::PublishLayers { room, .. } => room,
         };
         if let Some(route) = self.rooms.get(room) {
             route.events.do_send(msg);

@@ -23,7 +23,8 @@ use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 use super::peer::{Peer, TrackOut, TrackOutState};
 use super::rtc::guarded;
 use super::simulcast::{
-    allocate, layers_up_to_view, Admit, LayerKey, LayerSeen, PacketIn, VideoWant, View, Vp8Info,
+    allocate, dynacast, layers_up_to_view, Admit, LayerKey, LayerSeen, PacketIn, VideoWant, View,
+    Vp8Info,
 };
 use super::udp::PeerKey;
 use crate::metrics;
@@ -183,7 +184,15 @@ fn number_video(
 /// down is taken at once, a step up only once the estimate allowed it for `STEP_UP_AFTER`.
 /// The estimator is told to probe up to what the views ask for, or it would never find the
 /// room to climb back.
-pub fn review_layers(peers: &mut [Peer], dominant: Option<PeerKey>, now: Instant) {
+///
+/// Then dynacast: a simulcast layer no subscriber takes is paused at its publisher after
+/// `PAUSE_UNWANTED_AFTER`, and resumed once one wants it. Returns the publishers' tracks whose
+/// layers to send changed (the room tells each publisher).
+pub fn review_layers(
+    peers: &mut [Peer],
+    dominant: Option<PeerKey>,
+    now: Instant,
+) -> Vec<(PeerKey, Mid)> {
     for publisher in peers.iter_mut() {
         for track in publisher.tracks_in.iter_mut() {
             for layer in track.layers.iter_mut() {
@@ -251,9 +260,45 @@ pub fn review_layers(peers: &mut [Peer], dominant: Option<PeerKey>, now: Instant
             sub.want_bitrate(desired);
         }
     }
+    let changed = dynacast_all(peers, now);
     for (publisher, mid, layer) in wanted {
         request_keyframe(peers, publisher, mid, layer, KeyframeRequestKind::Pli, now);
     }
+    changed
+}
+
+/// Dynacast over the room: for each published simulcast track, the layers its subscribers
+/// take (or are switching to) keep coming; the others pause. The tracks whose set changed.
+fn dynacast_all(peers: &mut [Peer], now: Instant) -> Vec<(PeerKey, Mid)> {
+    let mut taken: Vec<(PeerKey, Mid, LayerKey)> = Vec::new();
+    for sub in peers.iter() {
+        for t in sub.tracks_out.iter().filter(|t| t.kind == MediaKind::Video) {
+            for layer in [t.selection.target, t.selection.forwarding]
+                .into_iter()
+                .flatten()
+            {
+                taken.push((t.source_peer, t.source_mid, layer));
+            }
+        }
+    }
+    let mut changed = Vec::new();
+    for publisher in peers.iter_mut() {
+        for track in publisher
+            .tracks_in
+            .iter_mut()
+            .filter(|t| t.layers.len() > 1)
+        {
+            let wanted: Vec<LayerKey> = taken
+                .iter()
+                .filter(|(p, m, _)| *p == publisher.key && *m == track.mid)
+                .map(|(_, _, l)| *l)
+                .collect();
+            if dynacast(&mut track.layers, &wanted, now) {
+                changed.push((publisher.key, track.mid));
+            }
+        }
+    }
+    changed
 }
 
 /// What a subscriber's audio track costs, for the allocator (Opus in a browser: 32-40 kbit/s

@@ -18,7 +18,7 @@ use conclave_common::link_auth;
 use conclave_common::load;
 use conclave_common::protocol::{ErrorCode, MediaConnectionState};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
@@ -123,7 +123,8 @@ impl Actor for RoomSfu {
         self.datagrams = Some(ctx.address().recipient());
         ctx.run_interval(REVIEW_INTERVAL, |sfu, ctx| {
             let now = Instant::now();
-            forward::review_layers(&mut sfu.peers, sfu.speakers.dominant, now);
+            let changed = forward::review_layers(&mut sfu.peers, sfu.speakers.dominant, now);
+            sfu.tell_publishers(changed);
             sfu.review_speakers(now);
             sfu.drive(ctx);
         });
@@ -507,6 +508,33 @@ impl RoomSfu {
         self.timer = Some((at, handle));
     }
 
+    /// Dynacast: tell each publisher which simulcast layers of a track to send now.
+    fn tell_publishers(&self, changed: Vec<(PeerKey, Mid)>) {
+        for (key, mid) in changed {
+            let Some(publisher) = self.peers.iter().find(|p| p.key == key) else {
+                continue;
+            };
+            let Some(track) = publisher.tracks_in.iter().find(|t| t.mid == mid) else {
+                continue;
+            };
+            let active = track
+                .layers
+                .iter()
+                .filter(|l| !l.paused)
+                .filter_map(|l| l.key.map(|rid| rid.to_string()))
+                .collect();
+            metrics::DYNACAST_UPDATES.inc();
+            publisher
+                .link
+                .do_send(FromMediaNode(MediaEvent::PublishLayers {
+                    room: self.room.clone(),
+                    participant_id: publisher.participant_id.clone(),
+                    mid: mid.to_string(),
+                    active,
+                }));
+        }
+    }
+
     /// Who speaks now; on a change, tell every signaling node with a peer in the room.
     fn review_speakers(&mut self, now: Instant) {
         let publishers: Vec<(PeerKey, bool, f32)> = self
@@ -666,7 +694,9 @@ impl Handler<SetTrackViews> for RoomSfu {
                 track.view = simulcast::View::from(*view);
             }
         }
-        forward::review_layers(&mut self.peers, self.speakers.dominant, Instant::now());
+        let changed =
+            forward::review_layers(&mut self.peers, self.speakers.dominant, Instant::now());
+        self.tell_publishers(changed);
         self.drive(ctx);
     }
 }

@@ -127,6 +127,11 @@ pub struct LayerSeen {
     pub bytes: u64,
     pub bytes_since: Instant,
     pub bitrate: u64,
+    /// Dynacast: the node told the publisher to stop sending it (nobody takes it); it still
+    /// counts as available, and is asked for again when a subscriber wants it.
+    pub paused: bool,
+    /// Since when no subscriber has taken it (see [`dynacast`]).
+    pub unwanted_since: Option<Instant>,
 }
 
 impl LayerSeen {
@@ -139,11 +144,19 @@ impl LayerSeen {
             bytes: 0,
             bytes_since: now,
             bitrate: 0,
+            paused: false,
+            unwanted_since: None,
         }
     }
 
     /// What forwarding it costs, bits per second: its measured bitrate, or until that is
     /// known, a guess from its size (about what browsers send: 1.2 Mbit/s at 960x540).
+    /// Whether it can be sent to a subscriber: packets came lately, or the node paused it
+    /// (and will ask for it again).
+    pub fn available(&self, now: Instant) -> bool {
+        self.paused || now.saturating_duration_since(self.last_packet) < LAYER_STALE_AFTER
+    }
+
     pub fn cost(&self) -> u64 {
         if self.bitrate > 0 {
             return self.bitrate;
@@ -237,11 +250,7 @@ pub fn choose_layer(layers: &[LayerSeen], view: View, now: Instant) -> Option<La
     let View::Fit { width, height } = view else {
         return None;
     };
-    let live = || {
-        layers
-            .iter()
-            .filter(move |l| now.saturating_duration_since(l.last_packet) < LAYER_STALE_AFTER)
-    };
+    let live = || layers.iter().filter(move |l| l.available(now));
     let mut sized: Vec<(u16, u16, &LayerKey)> = live()
         .filter_map(|l| l.size.map(|(w, h)| (w, h, &l.key)))
         .collect();
@@ -268,7 +277,7 @@ pub fn layers_up_to_view(layers: &[LayerSeen], view: View, now: Instant) -> Vec<
     };
     let mut fit: Vec<&LayerSeen> = layers
         .iter()
-        .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_STALE_AFTER)
+        .filter(|l| l.available(now))
         .filter(|l| l.key == best || (l.size.is_some() && area(l) <= cap))
         .collect();
     fit.sort_by_key(|l| area(l));
@@ -315,6 +324,35 @@ pub fn allocate(budget: u64, wants: &[VideoWant]) -> Vec<Option<LayerKey>> {
         .zip(wants)
         .map(|(c, w)| c.map(|l| w.layers[l].0))
         .collect()
+}
+
+/// A layer no subscriber took for this long is paused at its publisher (dynacast); one that
+/// is wanted again is resumed at once.
+pub const PAUSE_UNWANTED_AFTER: Duration = Duration::from_secs(3);
+
+/// Dynacast for one simulcast track: given the layers its subscribers take now (`wanted`),
+/// mark layers paused once unwanted for [`PAUSE_UNWANTED_AFTER`] and resumed as soon as one
+/// is wanted. `true` if what the publisher should send changed (tell it).
+pub fn dynacast(layers: &mut [LayerSeen], wanted: &[LayerKey], now: Instant) -> bool {
+    let mut changed = false;
+    for layer in layers.iter_mut().filter(|l| l.key.is_some()) {
+        if wanted.contains(&layer.key) {
+            layer.unwanted_since = None;
+            if layer.paused {
+                layer.paused = false;
+                // Its packets stopped while paused: count it live from now.
+                layer.last_packet = now;
+                changed = true;
+            }
+            continue;
+        }
+        let since = *layer.unwanted_since.get_or_insert(now);
+        if !layer.paused && now.saturating_duration_since(since) >= PAUSE_UNWANTED_AFTER {
+            layer.paused = true;
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Which layer one subscriber gets now and which it should get.
@@ -677,6 +715,42 @@ mod tests {
             l.measure(t0 + Duration::from_millis(250) * i);
         }
         assert!((l.bitrate as i64 - 500_000).abs() < 5_000, "{}", l.bitrate);
+    }
+
+    #[test]
+    fn dynacast_pauses_layers_nobody_takes_and_resumes_them_when_wanted() {
+        let t0 = Instant::now();
+        let mut layers = vec![
+            layer("f", Some((960, 540)), 0, t0),
+            layer("h", Some((480, 270)), 0, t0),
+            layer("q", Some((240, 135)), 0, t0),
+        ];
+        let q: LayerKey = Some("q".into());
+        let paused = |l: &[LayerSeen]| {
+            l.iter()
+                .filter(|x| x.paused)
+                .map(|x| x.key.unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        // Only q taken: nothing changes before the grace, then f and h pause.
+        assert!(!dynacast(&mut layers, &[q], t0));
+        assert!(!dynacast(&mut layers, &[q], t0 + Duration::from_secs(2)));
+        assert!(dynacast(&mut layers, &[q], t0 + PAUSE_UNWANTED_AFTER));
+        assert_eq!(paused(&layers), ["f", "h"]);
+        // Paused layers still count as available: a subscriber may choose f, far later.
+        let late = t0 + Duration::from_secs(60);
+        assert_eq!(
+            choose_layer(&layers[..2], View::default(), late),
+            Some(Some("f".into()))
+        );
+        // f wanted again: resumed at once.
+        assert!(dynacast(&mut layers, &[q, Some("f".into())], late));
+        assert_eq!(paused(&layers), ["h"]);
+        assert!(!dynacast(&mut layers, &[q, Some("f".into())], late));
+        // A track without simulcast is never paused.
+        let mut plain = vec![LayerSeen::new(None, t0)];
+        assert!(!dynacast(&mut plain, &[], t0 + Duration::from_secs(60)));
+        assert!(!plain[0].paused);
     }
 
     #[test]

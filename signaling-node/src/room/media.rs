@@ -166,6 +166,15 @@ impl Room {
                 self.speaking = Some(msg.clone());
                 self.broadcast(msg);
             }
+            MediaEvent::PublishLayers {
+                participant_id,
+                mid,
+                active,
+                ..
+            } => self.send_to(
+                &participant_id,
+                ServerMessage::PublishLayers { mid, active },
+            ),
             MediaEvent::Hello { .. } => {}
         }
     }

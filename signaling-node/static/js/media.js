@@ -519,6 +519,33 @@ export async function onServerOffer(s, msg) {
 // ---------------------------------------------------------------------------------------
 // Received tracks → tiles
 // ---------------------------------------------------------------------------------------
+/**
+ * Dynacast (`publishLayers`): send only the simulcast layers someone takes; the server asks
+ * for a paused one again as soon as a subscriber wants it.
+ */
+export async function applyPublishLayers(s, msg) {
+  const tr = s.pc && s.pc.getTransceivers().find((t) => t.mid === msg.mid);
+  if (!tr) return;
+  const params = tr.sender.getParameters();
+  if (!params.encodings || params.encodings.length < 2) return;
+  const active = new Set(msg.active || []);
+  let changed = false;
+  for (const e of params.encodings) {
+    const on = active.has(e.rid);
+    if (e.active !== on) {
+      e.active = on;
+      changed = true;
+    }
+  }
+  conclave.publishedLayers = Array.from(active);
+  if (!changed) return;
+  try {
+    await tr.sender.setParameters(params);
+  } catch (err) {
+    logLine('warn', `could not change the layers sent: ${err.message || err}`);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Views: how big each remote video is drawn, so the server sends no more than that
 // ---------------------------------------------------------------------------------------

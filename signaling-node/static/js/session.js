@@ -34,6 +34,7 @@ import {
 import { openSocket, send } from './protocol.js';
 import {
   adoptLocalStream,
+  applyPublishLayers,
   detachMid,
   dropPeerConnection,
   getLocalMedia,
@@ -349,6 +350,8 @@ async function handle(s, msg) {
         clearStatusTopic('media');
       }
       return;
+    case 'publishLayers':
+      return applyPublishLayers(s, msg);
     case 'speaking':
       conclave.speaking = { participants: msg.participants || [], dominant: msg.dominant || null };
       showSpeaking();
