@@ -2,7 +2,8 @@
 // Caps on what one participant creates (issue 11, item 2), against a real call: three
 // Chromium pages decode each other while a hostile client in the same room (a raw WebSocket,
 // `lib/raw-ws.js`, not the web client) sends an offer with 500 m-lines, SDPs over the size cap,
-// 1,000 trickled candidates and a second join, again and again for a while, then a 1 MiB SDP.
+// 1,000 trickled candidates, a second join and oversized or bogus `setTrackViews`, again and
+// again for a while, then a 1 MiB SDP.
 // The hostile client gets each refusal's code and stays joined (until the 1 MiB frame, closed
 // with 1009); the three pages keep decoding video during the attack and after it.
 //
@@ -21,6 +22,7 @@ const ROUND_GAP_MS = 1000;
 // The server's defaults (docs/security.md, "Caps on what one participant creates").
 const MAX_CANDIDATES = 64;
 const MAX_SDP_BYTES = 120 * 1024;
+const MAX_TRACK_VIEWS = 128;
 
 /** A real browser offer (two sendonly m-lines), made in `page` and never applied. */
 function browserOffer(page) {
@@ -49,6 +51,8 @@ async function attack(ws, { rounds, gapMs, validOffer, otherRoomToken }) {
   let tooLarge = validOffer;
   while (tooLarge.length <= MAX_SDP_BYTES) tooLarge += `a=x-pad:${'p'.repeat(990)}\r\n`;
   const error = (code) => ws.until((m) => m.id === 'error' && m.code === code);
+  const manyViews = {};
+  for (let i = 0; i <= MAX_TRACK_VIEWS; i++) manyViews[`m${i}`] = { width: 1, height: 1 };
   const codes = {};
   const count = (c) => (codes[c] = (codes[c] || 0) + 1);
   const started = Date.now();
@@ -62,6 +66,14 @@ async function attack(ws, { rounds, gapMs, validOffer, otherRoomToken }) {
     count((await error('sdp_too_large')).code);
     ws.send({ id: 'join', token: otherRoomToken });
     count((await error('already_joined')).code);
+    // Views of more videos than anyone receives, and a mid past its bound: refused. Views of
+    // mids it does not receive: no error, and nothing changes for anyone else (a view only
+    // ever applies to the sender's own peer).
+    ws.send({ id: 'setTrackViews', views: manyViews });
+    count((await error('bad_message')).code);
+    ws.send({ id: 'setTrackViews', views: { ['x'.repeat(33)]: { hidden: true } } });
+    count((await error('bad_message')).code);
+    ws.send({ id: 'setTrackViews', views: { nope: { hidden: true }, zz9: { width: 65535, height: 65535 } } });
     if (round === 0) {
       ws.send({ id: 'offer', sdp: validOffer });
       await ws.until((m) => m.id === 'answer');
@@ -142,7 +154,8 @@ test('hostile SDP, candidates and joins are refused with their codes while a 3-p
   assert.equal(result.codes.sdp_too_large, 2 * ROUNDS);
   assert.equal(result.codes.already_joined, ROUNDS);
   assert.equal(result.codes.too_many_candidates, 1000 - MAX_CANDIDATES);
-  assert.deepEqual(Object.keys(result.codes).sort(), ['already_joined', 'sdp_too_large', 'too_many_candidates', 'too_many_m_lines']);
+  assert.equal(result.codes.bad_message, 2 * ROUNDS);
+  assert.deepEqual(Object.keys(result.codes).sort(), ['already_joined', 'bad_message', 'sdp_too_large', 'too_many_candidates', 'too_many_m_lines']);
 
   // Still joined: its mute reaches the others.
   ws.send({ id: 'setAudio', enabled: false });
