@@ -39,6 +39,11 @@ const MAX_MID_BYTES: usize = 32;
 /// Most videos one `setTrackViews` may name (a client receives one per other participant
 /// with video, and the largest room holds far fewer).
 const MAX_TRACK_VIEWS: usize = 128;
+/// At most `most` mids, each 1 to `MAX_MID_BYTES` bytes (`setSources`, `setTrackViews`).
+fn mids_fit<'a>(mut mids: impl ExactSizeIterator<Item = &'a String>, most: usize) -> bool {
+    mids.len() <= most && mids.all(|mid| !mid.is_empty() && mid.len() <= MAX_MID_BYTES)
+}
+
 /// How often a join retries when its room was closing at that moment.
 const JOIN_ATTEMPTS: u32 = 5;
 /// Wait before the first retry, doubled at each: a closing room leaves the registry once its
@@ -236,37 +241,24 @@ impl Session {
         let capped = match &request {
             ParticipantRequest::Offer(sdp) => self.deps.caps.check_offer(sdp),
             ParticipantRequest::Answer(sdp) => self.deps.caps.check_answer(sdp),
+            // No more m-lines than an offer may have, and mids of a sane length.
             ParticipantRequest::SetSources(sources) => {
-                // No more m-lines than an offer may have, and mids of a sane length.
-                let too_many = sources.len() > self.deps.caps.max_offer_m_lines as usize;
-                if too_many
-                    || sources
-                        .keys()
-                        .any(|mid| mid.is_empty() || mid.len() > MAX_MID_BYTES)
-                {
+                let most = self.deps.caps.max_offer_m_lines as usize;
+                if !mids_fit(sources.keys(), most) {
                     return Self::error(
                         ctx,
                         ErrorCode::BadMessage,
-                        format!(
-                            "setSources: at most {} m-lines, each mid 1 to {MAX_MID_BYTES} bytes",
-                            self.deps.caps.max_offer_m_lines
-                        ),
+                        format!("setSources: at most {most} m-lines, each mid 1 to {MAX_MID_BYTES} bytes"),
                     );
                 }
                 Ok(())
             }
             ParticipantRequest::SetTrackViews(views) => {
-                if views.len() > MAX_TRACK_VIEWS
-                    || views
-                        .keys()
-                        .any(|mid| mid.is_empty() || mid.len() > MAX_MID_BYTES)
-                {
+                if !mids_fit(views.keys(), MAX_TRACK_VIEWS) {
                     return Self::error(
                         ctx,
                         ErrorCode::BadMessage,
-                        format!(
-                            "setTrackViews: at most {MAX_TRACK_VIEWS} videos, each mid 1 to {MAX_MID_BYTES} bytes"
-                        ),
+                        format!("setTrackViews: at most {MAX_TRACK_VIEWS} videos, each mid 1 to {MAX_MID_BYTES} bytes"),
                     );
                 }
                 Ok(())
